@@ -1,0 +1,5 @@
+"""`python -m seqtrain`."""
+
+from seqtrain.cli import main
+
+main()

@@ -1,0 +1,361 @@
+"""Experiment configs: pydantic models, YAML loading and `--set key.path=value` overrides.
+
+Configs store names (`cell: lstm`), never classes; `models.py` maps names to Keras
+layers. Loading collects every problem (with its dotted path, YAML line, bad value and
+what is allowed) and raises one `ConfigError`. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Literal, Union
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from seqtrain.data import get_task, task_names, task_params_models
+from seqtrain.data.registry import unknown_name_message
+from seqtrain.errors import ConfigError
+from seqtrain.fields import Float, NonNegativeInt, PositiveInt, Section
+
+CELLS = ("simple_rnn", "lstm", "gru")
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "hard_sigmoid", "elu", "selu", "gelu", "softsign",
+               "silu", "linear")
+
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|gpu(:[0-9]+)?")
+
+
+class ModelConfig(Section):
+    """The recurrent network: `num_layers` layers of one cell, then a softmax head."""
+
+    cell: Literal[CELLS] = Field(  # type: ignore[valid-type]
+        "lstm", description="Recurrent cell: simple_rnn | lstm | gru."
+    )
+    units: PositiveInt = Field(64, description="Units (state size) of each recurrent layer.")
+    num_layers: PositiveInt = Field(1, description="Number of stacked recurrent layers.")
+    dropout: Annotated[Float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="Dropout on each recurrent layer's inputs, in [0, 1)."
+    )
+    activation: Literal[ACTIVATIONS] = Field(  # type: ignore[valid-type]
+        "tanh", description="Activation of the recurrent cells (Keras name)."
+    )
+
+
+class TrainConfig(Section):
+    """How `model.fit` runs."""
+
+    epochs: PositiveInt = Field(10, description="Number of passes over the training split.")
+    batch_size: PositiveInt = Field(64, description="Sequences per gradient step.")
+    optimizer: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        "adam", description="Optimizer: adam | sgd | rmsprop | adamw."
+    )
+    learning_rate: Annotated[Float, Field(gt=0.0)] = Field(
+        0.001, description="Optimizer learning rate, > 0."
+    )
+    clipnorm: Annotated[Float, Field(gt=0.0)] | None = Field(
+        None, description="Clip each gradient to this L2 norm; null for no clipping."
+    )
+    steps_per_execution: PositiveInt = Field(
+        16,
+        description="Batches run per compiled call: fewer Python round trips, same result.",
+    )
+    shuffle: bool = Field(True, description="Shuffle the training split every epoch.")
+
+
+class RuntimeConfig(Section):
+    """How TensorFlow is set up."""
+
+    deterministic: bool = Field(
+        True,
+        description="Enable TensorFlow op determinism: same config and seed on the same "
+        "machine give the same metrics.",
+    )
+
+
+TaskData = Annotated[Union[tuple(task_params_models())], Field(discriminator="task")]
+
+
+class ExperimentConfig(Section):
+    """One experiment: what data, what model, how to train it."""
+
+    name: str = Field(description="Experiment name, used in the run directory's name.")
+    seed: Annotated[NonNegativeInt, Field(le=2**32 - 1)] = Field(
+        42, description="Seeds the data, the weights and dropout."
+    )
+    device: str = Field("auto", description="auto | cpu | gpu | gpu:N.")
+    data: TaskData = Field(description="The task (`task:` picks it) and its parameters.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The network.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="TensorFlow.")
+
+    @field_validator("name")
+    @classmethod
+    def _filesystem_safe(cls, value: str) -> str:
+        if not _NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"got {value!r}; use 1 to 80 letters, digits, '.', '_' or '-', starting "
+                "with a letter or digit (it becomes part of the run directory's name)"
+            )
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        return check_device(value)
+
+
+def check_device(value: str) -> str:
+    """`value` if it names a device seqtrain can select, else a ValueError saying what can."""
+    if not _DEVICE_PATTERN.fullmatch(value):
+        raise ValueError(f"got {value!r}; expected auto, cpu, gpu or gpu:N (N = 0, 1, ...)")
+    return value
+
+
+# --- loading ---------------------------------------------------------------------------
+
+KeyPath = tuple[str, ...]
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment file.
+
+    Args:
+        path: The YAML file.
+        overrides: `key.path=value` strings; values are parsed as YAML scalars.
+
+    Returns:
+        The validated config, defaults filled in.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not YAML, or does not validate;
+            the message lists every problem.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found; check the path"]) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), [f"cannot read it: {err}"]) from None
+    raw, lines, problems = _parse_yaml(text, str(path))
+    return validate_config(raw, lines, overrides, source=str(path), problems=problems)
+
+
+def validate_config(
+    raw: dict[str, Any],
+    lines: dict[KeyPath, int],
+    overrides: Iterable[str] = (),
+    source: str = "<config>",
+    problems: Iterable[str] = (),
+) -> ExperimentConfig:
+    """Apply overrides to a parsed YAML mapping and validate it (see `load_config`).
+
+    `problems` already found (keys given twice, say) are reported with the rest.
+    """
+    problems = list(problems)
+    overridden: dict[KeyPath, str] = {}
+    for override in overrides:
+        problem = _apply_override(raw, override, overridden)
+        if problem:
+            problems.append(problem)
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        problems.extend(_describe(error, raw, lines, overridden) for error in err.errors())
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The resolved config as YAML, in field order, loadable by `load_config`."""
+    resolved = config.model_dump(mode="json")
+    # Pydantic puts inherited fields first; the shared sampling keys read better last.
+    data = resolved["data"]
+    data.update({key: data.pop(key) for key in ("num_samples", "split")})
+    return yaml.safe_dump(resolved, sort_keys=False)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[KeyPath, int], list[str]]:
+    """Parse with the safe loader: the mapping, each key path's line, keys given twice."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(source, ["the file is empty; expected a mapping with at least "
+                                       "`name:` and `data: {task: ...}`"])
+        lines: dict[KeyPath, int] = {}
+        problems = _index_lines(node, (), lines)
+        raw = loader.construct_document(node)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(str(p) for p in (err.context, err.problem) if p)
+        if isinstance(err, yaml.constructor.ConstructorError):
+            problem += " (only plain YAML is allowed: no tags such as !!python/...)"
+        raise ConfigError(source, [f"{where}invalid YAML: {problem}"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(source, [f"invalid YAML: {err}"]) from None
+    finally:
+        loader.dispose()
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [f"expected a mapping of keys (name:, data:, ...) at the top "
+                                   f"level, got {_type_name(raw)}"])
+    return raw, lines, problems
+
+
+def _index_lines(node: yaml.Node, prefix: KeyPath, lines: dict[KeyPath, int]) -> list[str]:
+    """Record the 1-based line of every key; report keys given twice in one mapping."""
+    problems = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                dotted = ".".join((*prefix, key))
+                problems.append(f"{dotted} (line {line}): key given twice in one mapping; keep one")
+            seen.add(key)
+            lines.setdefault((*prefix, key), line)
+            problems += _index_lines(value_node, (*prefix, key), lines)
+    return problems
+
+
+def _apply_override(raw: dict[str, Any], override: str, overridden: dict[KeyPath, str]) -> str:
+    """Set one `key.path=value` in `raw`; return a problem description, or '' if it applied."""
+    key, sep, value_text = override.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        return f"--set {override!r}: expected key.path=value, for example train.epochs=5"
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError as err:
+        return f"--set {override!r}: the value is not a YAML scalar ({err})"
+    path = tuple(key.split("."))
+    node = raw
+    for depth, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            parent = ".".join(path[: depth + 1])
+            return f"--set {override!r}: {parent} is a value, not a section, so it has no keys"
+        node = child
+    node[path[-1]] = value
+    overridden[path] = override
+    return ""
+
+
+# --- describing validation errors ------------------------------------------------------
+
+# Names from other libraries that difflib cannot match to ours.
+_ALIASES = {"lr": "learning_rate", "hidden_size": "units", "n_layers": "num_layers",
+            "layers": "num_layers", "cell_type": "cell", "rnn": "cell", "seq_len": "sequence_length",
+            "bs": "batch_size", "n_epochs": "epochs", "optim": "optimizer", "clip": "clipnorm"}
+
+_BOUND_WORDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+                "less_than": "<"}
+
+
+def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, int],
+              overridden: dict[KeyPath, str]) -> str:
+    """One pydantic error as `path (where): got X; expected Y. Did you mean Z?`."""
+    loc = _strip_task_tag(tuple(str(part) for part in error["loc"]))
+    kind, value = error["type"], error.get("input")
+    dotted = ".".join(loc) or "(top level)"
+
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1], raw)
+        message = f"unknown key {loc[-1]!r}"
+        if allowed:
+            message += f"; allowed here: {', '.join(allowed)}"
+            close = difflib.get_close_matches(loc[-1], allowed, n=1) or [
+                alias for alias in [_ALIASES.get(loc[-1])] if alias in allowed]
+            if close:
+                message += f". Did you mean {close[0]!r}?"
+    elif kind == "missing":
+        message = "required but missing"
+        if loc == ("data",):
+            message += f"; add `data:` with `task:` one of {', '.join(task_names())}"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        dotted = ".".join((*loc, "task"))
+        tag = error.get("ctx", {}).get("tag")
+        if kind == "union_tag_not_found":
+            message = f"required but missing; expected one of: {', '.join(task_names())}"
+        else:
+            message = unknown_name_message("task", tag, task_names())
+        loc = (*loc, "task")
+    elif kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", error.get("ctx", {}).get("expected", ""))
+        message = f"got {value!r}; expected one of: {', '.join(choices)}"
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        if close:
+            message += f". Did you mean {close[0]!r}?"
+    elif kind in ("int_type", "int_parsing", "int_from_float"):
+        message = f"got {_shown(value)}; expected a whole number"
+    elif kind in ("float_type", "float_parsing"):
+        message = f"got {_shown(value)}; expected a number"
+    elif kind in ("bool_type", "bool_parsing"):
+        message = f"got {_shown(value)}; expected true or false"
+    elif kind in ("string_type",):
+        message = f"got {_shown(value)}; expected a string"
+    elif kind in _BOUND_WORDS:
+        bound = next(iter(error["ctx"].values()))
+        noun = "a whole number" if isinstance(value, int) else "a number"
+        message = f"got {_shown(value)}; expected {noun} {_BOUND_WORDS[kind]} {bound}"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = f"got {_shown(value)}; expected a section of key: value lines"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])
+    else:
+        message = f"got {_shown(value)}; {error['msg']}"
+    return f"{dotted} ({_where(loc, lines, overridden)}): {message}"
+
+
+def _strip_task_tag(loc: KeyPath) -> KeyPath:
+    """Drop the discriminator tag pydantic inserts: ('data', 'shifted_digit', 'x') -> data.x."""
+    if len(loc) > 1 and loc[0] == "data" and loc[1] in task_names():
+        return (loc[0], *loc[2:])
+    return loc
+
+
+def _where(loc: KeyPath, lines: dict[KeyPath, int], overridden: dict[KeyPath, str]) -> str:
+    """Where a path's value came from: the --set that wrote it, or its nearest YAML line."""
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in overridden:
+            return f"--set {overridden[loc[:depth]]}"
+        if loc[:depth] in lines:
+            return f"line {lines[loc[:depth]]}"
+    return "not in the file"
+
+
+def _allowed_keys(loc: KeyPath, raw: dict[str, Any]) -> list[str]:
+    """Field names of the section at `loc`, looked up from the models and the raw task."""
+    model: type[BaseModel] | None = ExperimentConfig
+    for part in loc:
+        if model is None:
+            return []
+        if model is ExperimentConfig and part == "data":
+            task = raw.get("data", {}).get("task") if isinstance(raw.get("data"), dict) else None
+            model = get_task(task).params if task in task_names() else None
+            continue
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation,
+                                                                          BaseModel) else None
+    return list(model.model_fields) if model else []
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return _type_name(value)
+    return repr(value)
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,26 @@
+"""Sequence tasks: a registry of numpy dataset builders (no TensorFlow here)."""
+
+from seqtrain.data import digits  # noqa: F401  (registers its tasks)
+from seqtrain.data.registry import (
+    Dataset,
+    Split,
+    TaskParams,
+    TaskSpec,
+    build_dataset,
+    get_task,
+    register_task,
+    task_names,
+    task_params_models,
+)
+
+__all__ = [
+    "Dataset",
+    "Split",
+    "TaskParams",
+    "TaskSpec",
+    "build_dataset",
+    "get_task",
+    "register_task",
+    "task_names",
+    "task_params_models",
+]

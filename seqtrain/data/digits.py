@@ -1,0 +1,92 @@
+"""The shifted-digit task: reproduce the digit seen `shift` steps earlier.
+
+Each sample is `sequence_length` random digits; the target at step t is the input digit
+at step t - shift. The first `shift` steps have nothing to recall, so they get sample
+weight 0 and count neither in the loss nor in the accuracy.
+
+`layout: seed` is the classic blog example instead: length-1 sequences and
+`y = np.roll(x, shift)` across *samples*, so each target is another sample's digit and no
+model can beat chance (1 / num_classes). It is kept to show why the sequence layout exists.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
+
+from seqtrain.data.registry import Dataset, TaskParams, TaskSpec, register_task, split_arrays
+from seqtrain.fields import NonNegativeInt, PositiveInt
+
+
+class ShiftedDigitParams(TaskParams):
+    """Parameters of `task: shifted_digit`."""
+
+    task: Literal["shifted_digit"] = "shifted_digit"
+    layout: Literal["sequence", "seed"] = Field(
+        "sequence",
+        description="sequence: recall within each sequence; seed: the classic "
+        "np.roll-across-samples example, which sits at chance level.",
+    )
+    sequence_length: PositiveInt = Field(20, description="Steps per sequence.")
+    shift: NonNegativeInt = Field(1, description="How many steps back the target digit is.")
+    num_classes: Annotated[int, Field(strict=True, ge=2)] = Field(
+        10, description="Number of distinct digits (symbols), at least 2."
+    )
+    encoding: Literal["onehot", "scalar"] = Field(
+        "onehot", description="onehot: num_classes features; scalar: the raw digit as 1 float."
+    )
+
+    @field_validator("sequence_length")
+    @classmethod
+    def _seed_layout_is_length_one(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("layout") == "seed" and value != 1:
+            raise ValueError(f"layout 'seed' uses length-1 sequences, got {value}; set it to 1")
+        return value
+
+    @field_validator("shift")
+    @classmethod
+    def _shift_leaves_a_target(cls, value: int, info: ValidationInfo) -> int:
+        length = info.data.get("sequence_length")
+        if info.data.get("layout") == "sequence" and length is not None and value >= length:
+            raise ValueError(
+                f"shift must be smaller than sequence_length ({length}) so that some step "
+                f"has a target, got {value}"
+            )
+        return value
+
+
+def encode(digits: np.ndarray, encoding: str, num_classes: int) -> np.ndarray:
+    """Digits (N, T) as float32 model input: one-hot (N, T, C) or scalar (N, T, 1)."""
+    if encoding == "onehot":
+        return np.eye(num_classes, dtype=np.float32)[digits]
+    return digits.astype(np.float32)[..., np.newaxis]
+
+
+@register_task("shifted_digit", ShiftedDigitParams)
+def shifted_digit(params: ShiftedDigitParams, seed: int) -> Dataset:
+    """Generate the shifted-digit splits from `seed` alone."""
+    rng = np.random.default_rng(seed)
+    shape = (params.num_samples, params.sequence_length)
+    digits = rng.integers(0, params.num_classes, size=shape, dtype=np.int32)
+    if params.layout == "seed":
+        # The classic mistake, kept on purpose: rolling along the sample axis pairs each
+        # input with the previous sample's digit, which it cannot see.
+        targets = np.roll(digits, params.shift, axis=0)
+        sample_weight = None
+    else:
+        targets = np.roll(digits, params.shift, axis=1)
+        # The first `shift` targets wrapped around from the end: weight 0 hides them.
+        targets[:, : params.shift] = 0
+        sample_weight = np.ones(shape, dtype=np.float32)
+        sample_weight[:, : params.shift] = 0.0
+    x = encode(digits, params.encoding, params.num_classes)
+    spec = TaskSpec(
+        timesteps=params.sequence_length,
+        features=x.shape[-1],
+        num_classes=params.num_classes,
+        per_step=True,
+    )
+    train, val, test = split_arrays(x, targets, sample_weight, params.split)
+    return Dataset(spec=spec, train=train, val=val, test=test)

@@ -1,0 +1,176 @@
+"""The task registry: task names mapped to a parameter model and a numpy dataset builder.
+
+A task is a plain function `build(params, seed) -> Dataset`, registered with its own
+pydantic parameter model so that `data:` is validated per task without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from seqtrain.errors import SeqtrainError
+from seqtrain.fields import Fraction, PositiveInt, Section
+
+
+class SplitFractions(Section):
+    """Fractions of the samples that go to the train, validation and test splits."""
+
+    train: Fraction = Field(0.8, description="Fraction of samples used for training.")
+    val: Fraction = Field(0.1, description="Fraction used for validation (best checkpoint).")
+    test: Fraction = Field(0.1, description="Fraction held out for the final test metrics.")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train + val + test must sum to 1, got {self.train} + {self.val} + "
+                f"{self.test} = {total:g}"
+            )
+        return self
+
+    def sizes(self, num_samples: int) -> tuple[int, int, int]:
+        """Number of samples in each split; the test split takes the rounding remainder."""
+        num_train = round(num_samples * self.train)
+        num_val = round(num_samples * self.val)
+        return num_train, num_val, num_samples - num_train - num_val
+
+
+class TaskParams(Section):
+    """Parameters every task takes; a task's own model adds its `task` literal and the rest."""
+
+    task: str
+    num_samples: PositiveInt = Field(10000, description="Number of sequences generated.")
+    split: SplitFractions = Field(
+        default_factory=SplitFractions, description="Train/val/test fractions."
+    )
+
+    @field_validator("split")
+    @classmethod
+    def _every_split_gets_samples(cls, split: SplitFractions, info: ValidationInfo):
+        num_samples = info.data.get("num_samples")
+        if num_samples is None:
+            return split
+        sizes = split.sizes(num_samples)
+        if min(sizes) < 1:
+            raise ValueError(
+                f"num_samples={num_samples} split {split.train}/{split.val}/{split.test} gives "
+                f"{sizes[0]}/{sizes[1]}/{sizes[2]} train/val/test samples; every split needs "
+                "at least 1: raise num_samples or the empty split's fraction"
+            )
+        return split
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task asks of the model: its input shape and its head.
+
+    Attributes:
+        timesteps: Length of each input sequence.
+        features: Number of features per step.
+        num_classes: Number of target classes (softmax width).
+        per_step: Whether a target exists at every step (`return_sequences` on the last
+            recurrent layer) or once per sequence.
+    """
+
+    timesteps: int
+    features: int
+    num_classes: int
+    per_step: bool
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's arrays; `sample_weight` is None when every target counts."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A task's splits and the model shape they need."""
+
+    spec: TaskSpec
+    train: Split
+    val: Split
+    test: Split
+
+
+def split_arrays(
+    x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, fractions: SplitFractions
+) -> tuple[Split, Split, Split]:
+    """Cut arrays into consecutive train/val/test parts (samples are i.i.d. already)."""
+    num_train, num_val, _ = fractions.sizes(len(x))
+    bounds = [(0, num_train), (num_train, num_train + num_val), (num_train + num_val, len(x))]
+    return tuple(
+        Split(x[a:b], y[a:b], None if sample_weight is None else sample_weight[a:b])
+        for a, b in bounds
+    )
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    params: type[TaskParams]
+    build: Callable[[TaskParams, int], Dataset]
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(name: str, params: type[TaskParams]):
+    """Register `build(params, seed) -> Dataset` under `name`, validated by `params`."""
+
+    def decorator(build: Callable[[TaskParams, int], Dataset]):
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is registered twice")
+        _TASKS[name] = Task(name, params, build)
+        return build
+
+    return decorator
+
+
+def task_names() -> list[str]:
+    """Registered task names, sorted."""
+    return sorted(_TASKS)
+
+
+def task_params_models() -> list[type[TaskParams]]:
+    """Every registered task's parameter model, in name order."""
+    return [_TASKS[name].params for name in task_names()]
+
+
+def unknown_name_message(kind: str, name: object, choices: list[str]) -> str:
+    """'Unknown task 'x'. Expected one of: a, b. Did you mean 'a'?'"""
+    message = f"Unknown {kind} {name!r}. Expected one of: {', '.join(choices)}."
+    close = difflib.get_close_matches(str(name), choices, n=1)
+    if close:
+        message += f" Did you mean {close[0]!r}?"
+    return message
+
+
+def get_task(name: str) -> Task:
+    """The registered task called `name`.
+
+    Raises:
+        SeqtrainError: No task has that name.
+    """
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise SeqtrainError(unknown_name_message("task", name, task_names())) from None
+
+
+def build_dataset(params: TaskParams, seed: int) -> Dataset:
+    """Generate the dataset described by `params`; the same seed gives the same arrays."""
+    return get_task(params.task).build(params, seed)

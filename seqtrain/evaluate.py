@@ -1,0 +1,101 @@
+"""Re-evaluate a finished run from its directory alone: config, seed and checkpoint."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from seqtrain import __version__, runtime
+from seqtrain.config import ExperimentConfig, load_config
+from seqtrain.data import Split, build_dataset
+from seqtrain.errors import ConfigError, RunDirError
+from seqtrain.report import ordered_metrics
+from seqtrain.rundir import RunDir, atomic_write_json, open_run_dir
+
+if TYPE_CHECKING:
+    import keras
+
+CHECKPOINTS = ("best", "last")
+
+
+def load_checkpoint(path: Path) -> keras.Model:
+    """Load a `.keras` checkpoint with `safe_mode=True` (no arbitrary code from the file).
+
+    Raises:
+        RunDirError: The file is missing or cannot be loaded.
+    """
+    import keras
+
+    if not path.is_file():
+        raise RunDirError(f"checkpoint {path} is missing")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as err:  # any failure to read the file is a bad file, not a bug
+        raise RunDirError(
+            f"checkpoint {path} cannot be loaded ({type(err).__name__}: {err}); "
+            "it is damaged or not a Keras model"
+        ) from None
+
+
+def evaluate_split(model: keras.Model, split: Split, batch_size: int) -> dict[str, float]:
+    """The model's loss and metrics on one split, with its sample weights."""
+    results = model.evaluate(
+        split.x, split.y, sample_weight=split.sample_weight, batch_size=batch_size,
+        verbose=0, return_dict=True,
+    )
+    return {name: float(results[name]) for name in ordered_metrics(results)}
+
+
+def read_run_config(run: RunDir) -> ExperimentConfig:
+    """The resolved config a run was trained with.
+
+    Raises:
+        RunDirError: It no longer validates (edited by hand, or from another version).
+    """
+    try:
+        return load_config(run.config)
+    except ConfigError as err:
+        raise RunDirError(f"run directory {run.path} has a config that no longer loads:\n{err}")
+
+
+def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
+    """Rebuild a run's test split from its config and evaluate one of its checkpoints.
+
+    Args:
+        path: The run directory.
+        checkpoint: `best` or `last`.
+        device: Where to evaluate (the run's own device may not exist on this machine).
+
+    Returns:
+        What was written to `eval.json`: the checkpoint, split size and metrics.
+
+    Raises:
+        RunDirError: Not a run directory, or the checkpoint is missing or damaged.
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise RunDirError(f"--checkpoint got {checkpoint!r}; expected best or last")
+    run = open_run_dir(path)
+    config = read_run_config(run)
+    checkpoint_path = run.checkpoint(checkpoint)
+    if not checkpoint_path.is_file():
+        raise RunDirError(
+            f"checkpoint {checkpoint_path} is missing: the run stopped before it saved one"
+            + ("; try --checkpoint last" if checkpoint == "best" else "")
+        )
+    runtime.select_device(device)
+    runtime.seed_everything(config.seed, config.runtime.deterministic)
+    dataset = build_dataset(config.data, config.seed)
+    model = load_checkpoint(checkpoint_path)
+    metrics = evaluate_split(model, dataset.test, config.train.batch_size)
+    result = {
+        "run_dir": str(run.path.resolve()),
+        "checkpoint": checkpoint,
+        "split": "test",
+        "num_samples": len(dataset.test),
+        "metrics": metrics,
+        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seqtrain_version": __version__,
+    }
+    atomic_write_json(run.eval, result)
+    return result

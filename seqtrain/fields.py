@@ -1,0 +1,29 @@
+"""Field types shared by every config section (pydantic only, no TensorFlow).
+
+Integers are strict so that `units: true` or `units: 6.5` is an error rather than a
+silent 1 or 6; floats accept strings because PyYAML reads `1e-3` as one, but not booleans.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _reject_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_reject_bool)]
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
+Fraction = Annotated[Float, Field(ge=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -1,0 +1,204 @@
+"""The run directory: its layout, its atomic creation, and atomic writes of its files.
+
+    runs/<name>-<UTC timestamp>-<hex>/
+      config.yaml          the resolved config (defaults filled in)
+      overrides.txt        the command line and each --set, one per line
+      env.json             versions, devices, host, start time, git commit
+      metrics.csv          one row per epoch
+      checkpoints/best.keras, checkpoints/last.keras
+      summary.json         status and results (rewritten as the run progresses)
+      eval.json            written by `seqtrain eval`
+
+No TensorFlow here: listing and reading runs must stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from seqtrain.errors import RunDirError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory's files."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def overrides(self) -> Path:
+        return self.path / "overrides.txt"
+
+    @property
+    def env(self) -> Path:
+        return self.path / "env.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint(self, which: str) -> Path:
+        """`checkpoints/best.keras` or `checkpoints/last.keras`."""
+        return self.checkpoints / f"{which}.keras"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def eval(self) -> Path:
+        return self.path / "eval.json"
+
+
+def utc_timestamp() -> str:
+    """Now as a compact, sortable, filesystem-safe UTC stamp: 20261126T153000Z."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def create_run_dir(name: str, runs_dir: Path | None = None, exact: Path | None = None) -> RunDir:
+    """Create a new, empty run directory; never reuse or overwrite one.
+
+    Args:
+        name: The experiment's (validated, filesystem-safe) name.
+        runs_dir: Parent folder for a generated `<name>-<timestamp>-<hex>` directory.
+        exact: Create exactly this path instead; it must not exist yet.
+
+    Returns:
+        The new run directory.
+
+    Raises:
+        RunDirError: `exact` exists already, or the parent cannot be created.
+    """
+    if exact is not None:
+        try:
+            exact.parent.mkdir(parents=True, exist_ok=True)
+            exact.mkdir()
+        except FileExistsError:
+            raise RunDirError(
+                f"run directory {exact} already exists; seqtrain never overwrites a run. "
+                "Choose a new --run-dir, or drop it to get a generated name"
+            ) from None
+        except OSError as err:
+            raise RunDirError(f"cannot create run directory {exact}: {err.strerror}") from None
+        return RunDir(exact)
+    runs_dir = runs_dir or Path("runs")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"cannot create runs folder {runs_dir}: {err.strerror}") from None
+    # mkdir is atomic: of two processes racing for one name, exactly one wins; the other
+    # draws a new random suffix.
+    for _ in range(100):
+        path = runs_dir / f"{name}-{utc_timestamp()}-{secrets.token_hex(2)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise RunDirError(f"cannot create a run directory in {runs_dir}: {err.strerror}") from None
+        return RunDir(path)
+    raise RunDirError(f"could not find a free run directory name in {runs_dir}")
+
+
+def open_run_dir(path: Path) -> RunDir:
+    """An existing run directory, checked to hold at least its config.
+
+    Raises:
+        RunDirError: The path does not exist, is not a folder, or is not a run directory.
+    """
+    if not path.exists():
+        raise RunDirError(f"run directory {path} does not exist")
+    if not path.is_dir():
+        raise RunDirError(f"{path} is a file, not a run directory")
+    run = RunDir(path)
+    if not run.config.is_file():
+        raise RunDirError(
+            f"{path} is not a seqtrain run directory (no config.yaml in it); pass a folder "
+            "that `seqtrain run` created, such as runs/<name>-<timestamp>-<hex>"
+        )
+    return run
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `path` so that a crash leaves either the old or the new file, never a torn one.
+
+    Writes a temporary file in the same folder, flushes and fsyncs it, renames it over
+    `path`, then fsyncs the folder so the rename itself survives a power loss.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """`atomic_write_bytes` for an indented JSON document; NaN and infinities become null.
+
+    Strict JSON has no NaN, and `jq` rejects it: a diverged loss is recorded as null.
+    """
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(value) for value in obj]
+    return obj
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a folder's entries (renames, new files)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A run directory's JSON file.
+
+    Raises:
+        RunDirError: The file is missing or not valid JSON.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path} is not valid JSON ({err}); the run directory is damaged") from None

@@ -1,0 +1,146 @@
+"""The one place TensorFlow is configured: environment, device, seeds, determinism.
+
+`prepare()` must run before the first `import tensorflow` / `import keras` anywhere in the
+process: hiding GPUs and choosing the Keras backend only work before TensorFlow starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from seqtrain.errors import DeviceError
+
+
+@dataclass(frozen=True)
+class Devices:
+    """The devices a run trains on, as TensorFlow names them."""
+
+    requested: str
+    used: list[str]
+    details: list[dict] = field(default_factory=list)
+
+    @property
+    def is_gpu(self) -> bool:
+        return any("GPU" in name for name in self.used)
+
+
+def prepare(device: str) -> None:
+    """Set the environment TensorFlow reads at import time.
+
+    `device: cpu` hides every GPU through `CUDA_VISIBLE_DEVICES`, because a `tf.device`
+    scope does not keep cuDNN RNN kernels off a visible GPU.
+    """
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    # TensorFlow's C++ logs (CUDA probing, tf.data attribute notes) would drown the
+    # progress on stderr; errors that matter surface as Python exceptions anyway.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if device == "cpu" and "tensorflow" not in sys.modules:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+
+
+def select_device(device: str) -> Devices:
+    """Make exactly the requested device visible to TensorFlow.
+
+    Args:
+        device: `auto` (first GPU if any, else CPU), `cpu`, `gpu` (first GPU) or `gpu:N`.
+
+    Returns:
+        The device names TensorFlow will train on.
+
+    Raises:
+        DeviceError: A GPU was requested that TensorFlow does not see.
+    """
+    prepare(device)
+    with _native_noise_filtered():
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu":
+        chosen = []
+    elif device == "auto":
+        chosen = gpus[:1]
+    else:
+        index = int(device.partition(":")[2] or 0)
+        if index >= len(gpus):
+            seen = ", ".join(g.name for g in gpus) or "none"
+            raise DeviceError(
+                f"device {device!r}: TensorFlow sees {len(gpus)} GPU(s) ({seen}). Use "
+                "device: auto or cpu, or check the CUDA install with "
+                "`python -c \"import tensorflow as tf; print(tf.config.list_physical_devices())\"`"
+            )
+        chosen = [gpus[index]]
+    if gpus:
+        try:
+            tf.config.set_visible_devices(chosen, "GPU")
+            for gpu in chosen:
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            # TensorFlow was initialised earlier in this process (tests, notebooks): the
+            # visible set is fixed; record what it is rather than pretend.
+            pass
+    details = [tf.config.experimental.get_device_details(gpu) for gpu in chosen]
+    used = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+        d.name for d in tf.config.list_logical_devices("CPU")
+    ]
+    return Devices(requested=device, used=used, details=details)
+
+
+# Lines TensorFlow's native code prints on every start of a CPU-only machine, before (or
+# regardless of) TF_CPP_MIN_LOG_LEVEL: noise that would bury seqtrain's own messages.
+_NATIVE_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|cudart_stub\.cc|cuda_platform\.cc|cuInit|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
+    r"oneDNN custom operations are on|TF-TRT Warning|rebuild TensorFlow with the appropriate"
+)
+
+
+@contextmanager
+def _native_noise_filtered() -> Iterator[None]:
+    """Capture file descriptor 2 while TensorFlow starts; pass on all but known noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(True)
+                    if not _NATIVE_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and TensorFlow; optionally make TensorFlow ops deterministic."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape a run's numbers."""
+    import platform
+
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+    }
