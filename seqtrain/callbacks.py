@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from seqtrain.report import EPOCH_EXTRAS, ordered_metrics
 from seqtrain.rundir import RunDir, atomic_write_text, fsync_dir
-
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -41,7 +41,7 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate.numpy()))
         logs["epoch_seconds"] = time.perf_counter() - self._started
         self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
         columns = ["epoch", *ordered_metrics(logs), *EPOCH_EXTRAS]
@@ -100,7 +100,7 @@ class DivergenceGuard(keras.callbacks.TerminateOnNaN):
 
     def __init__(self):
         super().__init__()
-        self.diverged_at: tuple[int, int] | None = None
+        self.diverged_at: int | None = None  # the 1-based epoch
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -109,7 +109,9 @@ class DivergenceGuard(keras.callbacks.TerminateOnNaN):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.diverged_at = (self._epoch + 1, batch + 1)
+            # Only the epoch: with steps_per_execution > 1 the batch index Keras reports
+            # is the end of a block of steps, not where the loss broke.
+            self.diverged_at = self._epoch + 1
             self.model.stop_training = True
 
 
@@ -161,7 +163,8 @@ class RichProgress(keras.callbacks.Callback):
         now = time.monotonic()
         if now - self._last_update >= self.refresh_seconds:
             self._last_update = now
-            self.progress.update(self._batches, completed=batch + 1, metrics=format_logs(logs or {}))
+            self.progress.update(self._batches, completed=batch + 1,
+                                 metrics=format_logs(logs or {}))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -28,10 +29,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
 )
 
-SET_HELP = "Override a config value: key.path=value (YAML scalar). Repeatable."
 EXIT_CODES = {"completed": 0, "diverged": EXIT_TRAINING_FAILED, "failed": EXIT_TRAINING_FAILED,
               "interrupted": EXIT_INTERRUPTED}
 
@@ -41,13 +40,18 @@ def _stderr() -> Console:
     return Console(stderr=True)
 
 
+def _say(message: str, style: str) -> None:
+    """One message on stderr, never re-wrapped: it may be a path someone copies."""
+    _stderr().print(message, markup=False, highlight=False, soft_wrap=True, style=style)
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Print expected failures as one short message and exit with their code."""
     try:
         yield
     except SeqtrainError as err:
-        _stderr().print(f"error: {err}", markup=False, highlight=False, style="red")
+        _say(f"error: {err}", "red")
         raise typer.Exit(code=err.exit_code) from None
 
 
@@ -57,22 +61,36 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Shared argument types, so that every command spells an option the same way.
+ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML file.", show_default=False,
+                                           metavar="CONFIG")]
+RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `seqtrain run`.",
+                                           show_default=False, metavar="RUN_DIR")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a config value: key.path=value (a YAML scalar). Repeatable.",
+    show_default=False, metavar="KEY=VALUE")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
+
+
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     """Train recurrent networks (SimpleRNN, LSTM, GRU) from YAML experiment files."""
 
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="Experiment YAML file.", show_default=False),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Parent folder for the run directory."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Exact path of the new run directory (must not exist)."),
-    json_: bool = typer.Option(False, "--json", help="Print summary.json on stdout instead of the path."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables on stderr."),
+    config: ConfigArg,
+    set_: SetOption = None,
+    runs_dir: Annotated[Path, typer.Option(
+        "--runs-dir", help="Parent folder of the new run directory.")] = Path("runs"),
+    run_dir: Annotated[Optional[Path], typer.Option(
+        "--run-dir", help="Exact path of the new run directory; must not exist.")] = None,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Print summary.json on stdout instead of the path.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train CONFIG into a new run directory and print its path."""
     with _user_errors():
@@ -100,20 +118,21 @@ def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
 
         console.print(summary_table(summary))
     if summary["status"] == "interrupted":
-        console.print(f"interrupted after {summary['epochs_run']} epoch(s); partial results "
-                      f"in {path}", markup=False, style="yellow")
+        _say(f"interrupted after {summary['epochs_run']} epoch(s); partial results in {path}",
+             "yellow")
     elif summary.get("error"):
-        console.print(f"error: {summary['error']}", markup=False, style="red")
+        _say(f"error: {summary['error']}", "red")
     typer.echo(json.dumps(summary, indent=2) if json_ else str(path))
 
 
 @app.command()
 def eval(  # noqa: A001 (the command's name is the user's word)
-    run_dir: Path = typer.Argument(..., help="A run directory made by `seqtrain run`.", show_default=False),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="Which checkpoint: best or last."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu | gpu:N."),
-    json_: bool = typer.Option(False, "--json", help="Print eval.json on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on stderr."),
+    run_dir: RunDirArg,
+    checkpoint: Annotated[str, typer.Option(
+        "--checkpoint", help="Which checkpoint: best or last.")] = "best",
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | gpu | gpu:N.")] = "auto",
+    json_: Annotated[bool, typer.Option("--json", help="Print eval.json on stdout.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Re-evaluate RUN_DIR's checkpoint on its test split; writes eval.json."""
     with _user_errors():
@@ -138,9 +157,10 @@ def _checked_device(device: str) -> str:
 
 @app.command()
 def validate(
-    config: Path = typer.Argument(..., help="Experiment YAML file.", show_default=False),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
-    json_: bool = typer.Option(False, "--json", help="Print the resolved config as JSON."),
+    config: ConfigArg,
+    set_: SetOption = None,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Print the resolved config as JSON instead of YAML.")] = False,
 ) -> None:
     """Check CONFIG and print the resolved config (defaults filled in); no TensorFlow."""
     with _user_errors():
@@ -149,7 +169,7 @@ def validate(
         experiment = load_config(config, set_ or [])
     typer.echo(json.dumps(experiment.model_dump(mode="json"), indent=2) if json_
                else dump_config(experiment).rstrip("\n"))
-    _stderr().print(f"{config}: valid", markup=False, style="green")
+    _say(f"{config}: valid", "green")
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -253,9 +254,11 @@ def _apply_override(raw: dict[str, Any], override: str, overridden: dict[KeyPath
 # --- describing validation errors ------------------------------------------------------
 
 # Names from other libraries that difflib cannot match to ours.
-_ALIASES = {"lr": "learning_rate", "hidden_size": "units", "n_layers": "num_layers",
-            "layers": "num_layers", "cell_type": "cell", "rnn": "cell", "seq_len": "sequence_length",
-            "bs": "batch_size", "n_epochs": "epochs", "optim": "optimizer", "clip": "clipnorm"}
+_ALIASES = {
+    "lr": "learning_rate", "hidden_size": "units", "n_layers": "num_layers",
+    "layers": "num_layers", "cell_type": "cell", "rnn": "cell", "seq_len": "sequence_length",
+    "bs": "batch_size", "n_epochs": "epochs", "optim": "optimizer", "clip": "clipnorm",
+}
 
 _BOUND_WORDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
                 "less_than": "<"}

@@ -56,7 +56,9 @@ def read_run_config(run: RunDir) -> ExperimentConfig:
     try:
         return load_config(run.config)
     except ConfigError as err:
-        raise RunDirError(f"run directory {run.path} has a config that no longer loads:\n{err}")
+        raise RunDirError(
+            f"run directory {run.path} has a config that no longer loads:\n{err}"
+        ) from None
 
 
 def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:

@@ -6,7 +6,6 @@ from typing import Any
 
 from rich.table import Table
 
-
 EPOCH_EXTRAS = ("learning_rate", "epoch_seconds")
 
 
@@ -32,7 +31,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_column(f"final (epoch {summary.get('epochs_run', 0)})", justify="right")
     table.add_column(f"best (epoch {best_epoch or '-'})", justify="right")
     table.add_column("test (best checkpoint)", justify="right")
-    final, best, test = summary.get("final") or {}, summary.get("best") or {}, summary.get("test") or {}
+    final, best, test = (summary.get(key) or {} for key in ("final", "best", "test"))
     for name in [k for k in final if not k.startswith("val_")] or list(test):
         table.add_row(name, _cell(final.get(name)), _cell(best.get(name)), _cell(test.get(name)))
         val = f"val_{name}"

@@ -114,7 +114,9 @@ def create_run_dir(name: str, runs_dir: Path | None = None, exact: Path | None =
         except FileExistsError:
             continue
         except OSError as err:
-            raise RunDirError(f"cannot create a run directory in {runs_dir}: {err.strerror}") from None
+            raise RunDirError(
+                f"cannot create a run directory in {runs_dir}: {err.strerror}"
+            ) from None
         return RunDir(path)
     raise RunDirError(f"could not find a free run directory name in {runs_dir}")
 
@@ -201,4 +203,6 @@ def read_json(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise RunDirError(f"{path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunDirError(f"{path} is not valid JSON ({err}); the run directory is damaged") from None
+        raise RunDirError(
+            f"{path} is not valid JSON ({err}); the run directory is damaged"
+        ) from None

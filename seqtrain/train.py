@@ -12,9 +12,10 @@ import platform
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from rich.console import Console
 
@@ -125,9 +126,8 @@ def run_experiment(
                 callback.close()
     _finish(summary, run, epoch_log, checkpoints, clock, status)
     if guard.diverged_at:
-        epoch, batch = guard.diverged_at
         summary["error"] = (
-            f"loss became NaN or infinite in epoch {epoch}, batch {batch}; try a lower "
+            f"loss became NaN or infinite in epoch {guard.diverged_at}; try a lower "
             f"train.learning_rate (now {config.train.learning_rate}) or set train.clipnorm "
             "(for example 1.0)"
         )

@@ -7,8 +7,8 @@ pydantic parameter model so that `data:` is validated per task without TensorFlo
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -151,7 +151,7 @@ def task_params_models() -> list[type[TaskParams]]:
 
 
 def unknown_name_message(kind: str, name: object, choices: list[str]) -> str:
-    """'Unknown task 'x'. Expected one of: a, b. Did you mean 'a'?'"""
+    """The message for an unknown name: what was given, what exists, the closest match."""
     message = f"Unknown {kind} {name!r}. Expected one of: {', '.join(choices)}."
     close = difflib.get_close_matches(str(name), choices, n=1)
     if close:

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny but real experiments, and a CLI runner that keeps stdout apart."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from seqtrain.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+TINY = {
+    "name": "tiny",
+    "seed": 7,
+    "device": "cpu",
+    "data": {"task": "shifted_digit", "sequence_length": 6, "shift": 2, "num_classes": 4,
+             "num_samples": 240, "split": {"train": 0.8, "val": 0.1, "test": 0.1}},
+    "model": {"cell": "lstm", "units": 8, "dropout": 0.1},
+    "train": {"epochs": 2, "batch_size": 32},
+}
+
+
+def write_config(folder: Path, config: dict | None = None, name: str = "tiny.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(config or TINY, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    """A valid experiment that trains in about a second."""
+    return write_config(tmp_path)
+
+
+def invoke(*args: str):
+    """Run the CLI in-process; the result has separate `.stdout` and `.stderr`."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def run_cli(*args, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m seqtrain` in a fresh process, as a user's shell would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "seqtrain", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, check=check, timeout=600)

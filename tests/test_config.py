@@ -1,0 +1,180 @@
+"""Config loading, overrides and error messages, through the CLI where a user meets them."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seqtrain.config import ExperimentConfig, dump_config, load_config
+from seqtrain.errors import ConfigError
+from tests.conftest import CONFIGS, TINY, invoke, write_config
+
+SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+
+
+def test_the_shipped_configs_are_there():
+    names = {path.name for path in SHIPPED}
+    assert {"shifted_digit_lstm.yaml", "shifted_digit_gru.yaml",
+            "shifted_digit_simple_rnn.yaml", "shifted_digit_seed.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_round_trips(path: Path, tmp_path: Path):
+    config = load_config(path)
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(dump_config(config))
+    assert load_config(resolved) == config
+
+
+def test_validate_prints_the_resolved_config_with_defaults():
+    result = invoke("validate", CONFIGS / "shifted_digit_lstm.yaml", "--set", "model.cell=gru")
+    assert result.exit_code == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["model"]["cell"] == "gru"
+    assert resolved["train"]["steps_per_execution"] == 16  # a default, filled in
+    assert resolved["runtime"] == {"deterministic": True}
+    assert "valid" in result.stderr
+
+
+def test_overrides_are_parsed_like_yaml_and_converted_by_the_schema(tiny_config: Path):
+    config = load_config(tiny_config, ["train.learning_rate=1e-3", "train.clipnorm=1",
+                                       "model.num_layers=2", "train.shuffle=false",
+                                       "data.split.train=0.7", "data.split.val=0.2"])
+    assert config.train.learning_rate == pytest.approx(0.001)
+    assert config.train.clipnorm == 1.0
+    assert config.model.num_layers == 2
+    assert config.train.shuffle is False
+    assert config.data.split.train == 0.7
+
+
+def test_an_override_can_add_a_section_the_file_leaves_out(tmp_path: Path):
+    path = write_config(tmp_path, {"name": "x", "data": {"task": "shifted_digit"}})
+    assert load_config(path, ["runtime.deterministic=false"]).runtime.deterministic is False
+
+
+def _bad(tmp_path: Path, change) -> Path:
+    config = copy.deepcopy(TINY)
+    change(config)
+    return write_config(tmp_path, config)
+
+
+def _set(path: str, value):
+    def change(config):
+        *parents, key = path.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return change
+
+
+def _text(text: str):
+    def make(tmp_path: Path) -> Path:
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+        return path
+    return make
+
+
+# (case id, how to make the config file, extra CLI args, words the message must contain)
+BAD = [
+    ("unknown key", lambda t: _bad(t, _set("train.epochz", 3)), [],
+     ["train.epochz", "Did you mean 'epochs'"]),
+    ("wrong type", lambda t: _bad(t, _set("model.units", "many")), [],
+     ["model.units", "'many'", "whole number"]),
+    ("negative units", lambda t: _bad(t, _set("model.units", -3)), [],
+     ["model.units", "-3", ">= 1"]),
+    ("float epochs", lambda t: _bad(t, _set("train.epochs", 2.5)), [],
+     ["train.epochs", "2.5", "whole number"]),
+    ("unknown cell", lambda t: _bad(t, _set("model.cell", "lstn")), [],
+     ["model.cell", "'lstn'", "simple_rnn, lstm, gru", "Did you mean 'lstm'"]),
+    ("unknown optimizer", lambda t: _bad(t, _set("train.optimizer", "adamm")), [],
+     ["train.optimizer", "Did you mean 'adam'"]),
+    ("unknown task", lambda t: _bad(t, _set("data.task", "shifted_digt")), [],
+     ["data.task", "Unknown task 'shifted_digt'", "Did you mean 'shifted_digit'"]),
+    ("parameter the task does not take", lambda t: _bad(t, _set("data.units", 8)), [],
+     ["data.units", "unknown key"]),
+    ("split does not sum to 1", lambda t: _bad(t, _set("data.split.test", 0.3)), [],
+     ["data.split", "sum to 1"]),
+    ("shift leaves no target", lambda t: _bad(t, _set("data.shift", 6)), [],
+     ["data.shift", "sequence_length"]),
+    ("dropout out of range", lambda t: _bad(t, _set("model.dropout", 1.5)), [],
+     ["model.dropout", "1.5", "< 1"]),
+    ("boolean learning rate", lambda t: _bad(t, _set("train.learning_rate", True)), [],
+     ["train.learning_rate", "boolean"]),
+    ("name escapes the runs folder", lambda t: _bad(t, _set("name", "../../etc")), [],
+     ["name", "'../../etc'"]),
+    ("unknown device", lambda t: _bad(t, _set("device", "tpu")), [],
+     ["device", "'tpu'", "auto, cpu, gpu or gpu:N"]),
+    ("missing data section", lambda t: write_config(t, {"name": "x"}), [],
+     ["data", "required but missing"]),
+    ("bad YAML syntax", _text("name: x\ndata: {task: shifted_digit\nmodel: [\n"), [],
+     ["invalid YAML", "line"]),
+    ("empty file", _text(""), [], ["empty"]),
+    ("a list, not a mapping", _text("- name: x\n"), [], ["mapping", "a list"]),
+    ("a key given twice", _text("name: x\nname: y\ndata: {task: shifted_digit}\n"), [],
+     ["name (line 2)", "twice"]),
+    ("unsafe python tag", _text("name: !!python/object/apply:os.system ['true']\n"), [],
+     ["invalid YAML", "tags"]),
+    ("missing file", lambda t: t / "nowhere.yaml", [], ["nowhere.yaml", "not found"]),
+    ("override to an unknown path", None, ["--set", "train.lr=0.1"],
+     ["train.lr", "--set train.lr=0.1", "Did you mean 'learning_rate'"]),
+    ("override without =", None, ["--set", "train.epochs"], ["key.path=value"]),
+    ("override with a bad value", None, ["--set", "train.epochs=many"],
+     ["train.epochs", "'many'"]),
+    ("override through a value", None, ["--set", "name.first=x"], ["not a section"]),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[case[0] for case in BAD])
+def test_bad_input_exits_2_naming_the_field_without_traceback_or_run_dir(case, tmp_path: Path):
+    _, make, extra, words = case
+    config = make(tmp_path) if make else write_config(tmp_path)
+    runs = tmp_path / "runs"
+    result = invoke("run", config, "--runs-dir", runs, *extra)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    for word in words:
+        assert word in result.stderr, f"{word!r} not in:\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    assert not runs.exists()
+
+
+def test_validate_reports_the_same_errors_with_exit_2(tmp_path: Path):
+    result = invoke("validate", _bad(tmp_path, _set("model.units", 0)))
+    assert result.exit_code == 2
+    assert "model.units" in result.stderr
+
+
+def test_every_problem_is_reported_at_once_with_its_yaml_line(tmp_path: Path):
+    path = tmp_path / "many.yaml"
+    path.write_text(
+        "name: many\n"
+        "data:\n"
+        "  task: shifted_digit\n"
+        "  sequence_lenght: 20\n"
+        "model:\n"
+        "  units: -3\n"
+        "train:\n"
+        "  optimizer: nadam\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["model.cell=lstn"])
+    message = str(caught.value)
+    assert "4 problems" in message
+    assert "data.sequence_lenght (line 4)" in message
+    assert "Did you mean 'sequence_length'" in message
+    assert "model.units (line 6): got -3" in message
+    assert "train.optimizer (line 8)" in message
+    assert "model.cell (--set model.cell=lstn)" in message
+
+
+def test_the_resolved_config_is_what_the_schema_says(tiny_config: Path):
+    config = load_config(tiny_config)
+    assert isinstance(config, ExperimentConfig)
+    assert config.data.task == "shifted_digit"
+    assert config.data.layout == "sequence"
+    assert config.model.activation == "tanh"

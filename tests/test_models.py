@@ -1,0 +1,65 @@
+"""Config names to Keras layers, optimizers and the masked loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seqtrain import runtime
+from seqtrain.config import ModelConfig, TrainConfig
+from seqtrain.data import TaskSpec
+from seqtrain.models import build_model, compile_model
+
+SPEC = TaskSpec(timesteps=5, features=3, num_classes=4, per_step=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tensorflow():
+    runtime.select_device("cpu")
+
+
+@pytest.mark.parametrize("cell,layer,gates", [("simple_rnn", "SimpleRNN", 1), ("lstm", "LSTM", 4),
+                                              ("gru", "GRU", 3)])
+def test_each_cell_name_maps_to_its_keras_layer(cell, layer, gates):
+    model = build_model(ModelConfig(cell=cell, units=7), SPEC)
+    recurrent = model.layers[0]
+    assert type(recurrent).__name__ == layer
+    assert model.output_shape == (None, 5, 4)
+    kernel_params = gates * (7 * (3 + 7) + 7)  # input + recurrent kernels and bias per gate
+    if cell == "gru":
+        kernel_params += gates * 7  # reset_after=True keeps a second bias
+    assert recurrent.count_params() == kernel_params
+
+
+def test_stacked_layers_pass_sequences_and_a_per_sequence_head_takes_the_last_state():
+    model = build_model(ModelConfig(num_layers=3, units=6), SPEC)
+    assert [layer.return_sequences for layer in model.layers[:3]] == [True, True, True]
+    per_sequence = TaskSpec(timesteps=5, features=3, num_classes=4, per_step=False)
+    model = build_model(ModelConfig(num_layers=2, units=6), per_sequence)
+    assert [layer.return_sequences for layer in model.layers[:2]] == [True, False]
+    assert model.output_shape == (None, 4)
+
+
+@pytest.mark.parametrize("name,cls", [("adam", "Adam"), ("sgd", "SGD"), ("rmsprop", "RMSprop"),
+                                      ("adamw", "AdamW")])
+def test_optimizer_names_learning_rate_and_clipnorm(name, cls):
+    model = build_model(ModelConfig(units=4), SPEC)
+    compile_model(model, TrainConfig(optimizer=name, learning_rate=0.01, clipnorm=2.0))
+    assert type(model.optimizer).__name__ == cls
+    assert model.optimizer.clipnorm == 2.0
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.01)
+
+
+def test_steps_with_zero_weight_count_neither_in_loss_nor_accuracy():
+    model = build_model(ModelConfig(units=4), SPEC)
+    compile_model(model, TrainConfig())
+    x = np.random.default_rng(0).random((8, 5, 3), dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, 4, (8, 5))
+    weights = np.ones((8, 5), np.float32)
+    weights[:, :2] = 0.0
+    masked = model.evaluate(x, y, sample_weight=weights, verbose=0, return_dict=True)
+    # The same numbers from the weighted steps alone, computed by hand.
+    probs = model.predict(x, verbose=0)[:, 2:]
+    picked = np.take_along_axis(probs, y[:, 2:, None], axis=-1)[..., 0]
+    assert masked["loss"] == pytest.approx(float(-np.log(picked).mean()), rel=1e-5)
+    assert masked["accuracy"] == pytest.approx(float((probs.argmax(-1) == y[:, 2:]).mean()))

@@ -1,0 +1,245 @@
+"""Real, tiny training runs through the CLI, and every file they leave behind."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rich.console import Console
+
+from seqtrain.config import load_config
+from tests.conftest import CONFIGS, ROOT, TINY, invoke, run_cli, write_config
+
+METRIC_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                  "epoch_seconds"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, str, str]:
+    """One tiny run: (run directory, stdout, stderr)."""
+    folder = tmp_path_factory.mktemp("e2e")
+    config = write_config(folder)
+    result = invoke("run", config, "--runs-dir", folder / "runs", "--set", "train.epochs=3")
+    assert result.exit_code == 0, result.stderr
+    return Path(result.stdout.strip()), result.stdout, result.stderr
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_stdout_is_only_the_run_directory_named_after_the_experiment(finished_run):
+    run_dir, stdout, stderr = finished_run
+    assert stdout == f"{run_dir}\n"
+    assert run_dir.is_dir() and run_dir.parent.name == "runs"
+    name, stamp, suffix = run_dir.name.rsplit("-", 2)
+    assert name == "tiny" and len(stamp) == 16 and stamp.endswith("Z") and len(suffix) >= 4
+    assert "epoch 3/3" in stderr  # plain progress: stderr is not a terminal here
+
+
+def test_the_run_directory_holds_every_promised_file(finished_run):
+    run_dir, _, _ = finished_run
+    names = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*"))
+    assert names == ["checkpoints", "checkpoints/best.keras", "checkpoints/last.keras",
+                     "config.yaml", "env.json", "metrics.csv", "overrides.txt", "summary.json"]
+
+
+def test_config_yaml_is_the_resolved_config_with_overrides_applied(finished_run):
+    run_dir, _, _ = finished_run
+    resolved = load_config(run_dir / "config.yaml")
+    assert resolved.train.epochs == 3 and resolved.model.units == 8
+    assert resolved.train.optimizer == "adam"  # a default, written out
+    overrides = (run_dir / "overrides.txt").read_text().splitlines()
+    assert overrides[0].startswith("# seqtrain ") and overrides[1:] == ["train.epochs=3"]
+
+
+def test_env_json_records_versions_devices_and_time(finished_run):
+    env = json.loads((finished_run[0] / "env.json").read_text())
+    for key in ("python", "tensorflow", "keras", "numpy", "seqtrain", "host", "started_at",
+                "git_commit"):
+        assert key in env
+    assert env["device_requested"] == "cpu" and env["devices"] == ["/device:CPU:0"]
+
+
+def test_metrics_csv_has_one_row_per_epoch_in_a_fixed_column_order(finished_run):
+    path = finished_run[0] / "metrics.csv"
+    assert path.read_text().splitlines()[0] == ",".join(METRIC_COLUMNS)
+    rows = read_metrics(path)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert 0.0 <= float(row["accuracy"]) <= 1.0 and float(row["loss"]) > 0
+        assert float(row["learning_rate"]) == pytest.approx(0.001)
+        assert float(row["epoch_seconds"]) > 0
+
+
+def test_summary_json_describes_the_finished_run(finished_run):
+    run_dir, _, _ = finished_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert summary["status"] == "completed" and summary["error"] is None
+    assert summary["epochs_run"] == summary["epochs"] == 3
+    assert summary["run_dir"] == str(run_dir.resolve())
+    best_row = min(rows, key=lambda r: float(r["val_loss"]))
+    assert summary["best_epoch"] == int(best_row["epoch"])
+    assert summary["best"]["val_loss"] == pytest.approx(float(best_row["val_loss"]))
+    assert summary["final"]["loss"] == pytest.approx(float(rows[-1]["loss"]))
+    assert set(summary["test"]) == {"loss", "accuracy"}
+    assert summary["num_params"] > 0 and summary["samples_per_second"] > 0
+    assert summary["wall_seconds"] >= summary["train_seconds"] > 0
+
+
+def test_the_checkpoints_reload_safely_and_predict_per_step(finished_run):
+    import keras
+
+    run_dir, _, _ = finished_run
+    for which in ("best", "last"):
+        model = keras.saving.load_model(run_dir / "checkpoints" / f"{which}.keras",
+                                        safe_mode=True)
+        probabilities = model.predict(np.zeros((2, 6, 4), "float32"), verbose=0)
+        assert probabilities.shape == (2, 6, 4)
+        np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_eval_reproduces_the_test_metrics_in_the_summary(finished_run):
+    run_dir, _, _ = finished_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    result = invoke("eval", run_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    evaluation = json.loads(result.stdout)
+    assert evaluation["metrics"]["accuracy"] == summary["test"]["accuracy"]
+    assert evaluation["metrics"]["loss"] == pytest.approx(summary["test"]["loss"], rel=1e-6)
+    assert json.loads((run_dir / "eval.json").read_text()) == evaluation
+    assert evaluation["num_samples"] == 24 and evaluation["checkpoint"] == "best"
+
+
+def test_eval_of_the_last_checkpoint(finished_run):
+    result = invoke("eval", finished_run[0], "--checkpoint", "last", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((finished_run[0] / "eval.json").read_text())["checkpoint"] == "last"
+
+
+def test_eval_of_a_damaged_or_missing_checkpoint_is_exit_2(finished_run, tmp_path: Path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run[0], copy)
+    (copy / "checkpoints" / "best.keras").write_bytes(b"not a zip file")
+    result = invoke("eval", copy)
+    assert result.exit_code == 2 and "cannot be loaded" in result.stderr
+    assert "Traceback" not in result.stderr
+    (copy / "checkpoints" / "last.keras").unlink()
+    result = invoke("eval", copy, "--checkpoint", "last")
+    assert result.exit_code == 2 and "last.keras is missing" in result.stderr
+
+
+def test_run_json_prints_exactly_summary_json(tiny_config: Path, tmp_path: Path):
+    result = invoke("run", tiny_config, "--run-dir", tmp_path / "exact", "--json",
+                    "--set", "train.epochs=1", "--set", "model.cell=gru")
+    assert result.exit_code == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed == json.loads((tmp_path / "exact" / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "gru"])
+def test_other_cells_and_stacked_layers_train(cell: str, tiny_config: Path, tmp_path: Path):
+    result = invoke("run", tiny_config, "--run-dir", tmp_path / cell, "--quiet",
+                    "--set", f"model.cell={cell}", "--set", "model.num_layers=2",
+                    "--set", "train.epochs=1", "--set", "train.optimizer=rmsprop")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""  # --quiet: nothing on stderr at all
+    assert json.loads((tmp_path / cell / "summary.json").read_text())["status"] == "completed"
+
+
+def test_two_runs_of_one_config_give_identical_metrics(tmp_path: Path):
+    config = write_config(tmp_path)
+    # Separate processes, started together: the claim is about independent runs.
+    procs = [subprocess.Popen([sys.executable, "-m", "seqtrain", "run", str(config),
+                               "--run-dir", str(tmp_path / f"r{i}"), "--quiet"],
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    first, second = (read_metrics(tmp_path / f"r{i}" / "metrics.csv") for i in (0, 1))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]  # noqa: E731
+    assert strip(first) == strip(second)
+    tests = [json.loads((tmp_path / f"r{i}" / "summary.json").read_text())["test"] for i in (0, 1)]
+    assert tests[0] == tests[1]
+
+
+def test_a_diverging_run_stops_keeps_its_files_and_exits_1(tiny_config: Path, tmp_path: Path):
+    result = invoke("run", tiny_config, "--run-dir", tmp_path / "nan", "--quiet",
+                    "--set", "train.optimizer=sgd", "--set", "train.learning_rate=1e38")
+    assert result.exit_code == 1, result.stderr
+    assert "learning_rate" in result.stderr and "clipnorm" in result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads((tmp_path / "nan" / "summary.json").read_text())  # strict JSON
+    assert summary["status"] == "diverged"
+    assert result.stdout.strip() == str(tmp_path / "nan")
+
+
+def test_the_rich_display_draws_bars_and_a_results_table(tiny_config: Path, tmp_path: Path):
+    from seqtrain.train import run_experiment
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    _, summary = run_experiment(load_config(tiny_config), exact_dir=tmp_path / "rich",
+                                display="rich", console=console)
+    output = buffer.getvalue()
+    assert summary["status"] == "completed"
+    assert "epoch 2/2" in output and "━" in output  # a bar was drawn
+
+
+def test_ctrl_c_stops_the_run_records_it_and_exits_130(tmp_path: Path):
+    config = write_config(tmp_path, {**TINY, "train": {"epochs": 100000, "batch_size": 32}})
+    run_dir = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "-m", "seqtrain", "run", str(config),
+                             "--run-dir", str(run_dir)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.csv").exists():  # wait for a real epoch, not a clock
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_run"] >= 1
+    assert len(read_metrics(run_dir / "metrics.csv")) == summary["epochs_run"]
+    assert "interrupted after" in err and out.strip() == str(run_dir)
+
+
+def test_the_classic_seed_layout_stays_at_chance(tmp_path: Path):
+    result = invoke("run", CONFIGS / "shifted_digit_seed.yaml", "--run-dir", tmp_path / "seed",
+                    "--quiet", "--set", "data.num_samples=4000", "--set", "train.batch_size=64",
+                    "--set", "train.epochs=3", "--set", "train.steps_per_execution=16")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((tmp_path / "seed" / "summary.json").read_text())
+    assert summary["best"]["val_accuracy"] < 0.2  # chance is 0.1: nothing to learn
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_shipped_configs_reach_99_percent_validation_accuracy(cell: str, tmp_path: Path):
+    result = run_cli("run", CONFIGS / f"shifted_digit_{cell}.yaml", "--run-dir", tmp_path / cell,
+                     "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    rows = read_metrics(tmp_path / cell / "metrics.csv")
+    assert len(rows) == yaml.safe_load((CONFIGS / f"shifted_digit_{cell}.yaml").read_text())[
+        "train"]["epochs"]
+    assert max(float(r["val_accuracy"]) for r in rows) >= 0.99
+    assert summary["test"]["accuracy"] >= 0.99
