@@ -148,7 +148,7 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.progress = Progress(
-            TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description:>6}"), BarColumn(bar_width=20), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"),
             console=self.console, refresh_per_second=10,
         )
@@ -163,13 +163,12 @@ class RichProgress(keras.callbacks.Callback):
         now = time.monotonic()
         if now - self._last_update >= self.refresh_seconds:
             self._last_update = now
-            self.progress.update(self._batches, completed=batch + 1,
-                                 metrics=format_logs(logs or {}))
+            self.progress.update(self._batches, completed=batch + 1, metrics=self._fit(logs))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.progress.update(self._batches, completed=self.params.get("steps"))
-        self.progress.update(self._epochs, advance=1, metrics=format_logs(logs))
+        self.progress.update(self._epochs, advance=1, metrics=self._fit(logs))
         self.progress.console.print(
             f"epoch {epoch + 1}/{self.params['epochs']}  {format_logs(logs)}  "
             f"{logs.get('epoch_seconds', 0.0):.1f}s", markup=False, highlight=False, soft_wrap=True,
@@ -177,6 +176,12 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.close()
+
+    def _fit(self, logs: dict | None) -> str:
+        """The metrics, cut to what is left of the line: a narrow terminal keeps its bars."""
+        text = format_logs(logs or {})
+        room = self.console.width - 50  # description, bar, count and time take about 50
+        return text if len(text) <= room else text[: max(room - 1, 0)] + "…"
 
     def close(self) -> None:
         """Stop redrawing; safe to call twice, and after an interrupt."""

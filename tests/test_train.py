@@ -243,3 +243,13 @@ def test_the_shipped_configs_reach_99_percent_validation_accuracy(cell: str, tmp
         "train"]["epochs"]
     assert max(float(r["val_accuracy"]) for r in rows) >= 0.99
     assert summary["test"]["accuracy"] >= 0.99
+
+
+def test_steps_per_execution_changes_speed_not_results(tiny_config: Path, tmp_path: Path):
+    for steps in (1, 16):
+        result = invoke("run", tiny_config, "--run-dir", tmp_path / f"spe{steps}", "--quiet",
+                        "--set", f"train.steps_per_execution={steps}")
+        assert result.exit_code == 0, result.stderr
+    first, second = (read_metrics(tmp_path / f"spe{s}" / "metrics.csv") for s in (1, 16))
+    assert [r["val_loss"] for r in first] == [r["val_loss"] for r in second]
+    assert [r["loss"] for r in first] == [r["loss"] for r in second]

@@ -23,7 +23,7 @@ from seqtrain.fields import NonNegativeInt, PositiveInt
 class ShiftedDigitParams(TaskParams):
     """Parameters of `task: shifted_digit`."""
 
-    task: Literal["shifted_digit"] = "shifted_digit"
+    task: Literal["shifted_digit"] = Field("shifted_digit", description="Task name.")
     layout: Literal["sequence", "seed"] = Field(
         "sequence",
         description="sequence: recall within each sequence; seed: the classic "
