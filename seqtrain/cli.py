@@ -53,6 +53,11 @@ def _user_errors() -> Iterator[None]:
     except SeqtrainError as err:
         _say(f"error: {err}", "red")
         raise typer.Exit(code=err.exit_code) from None
+    except KeyboardInterrupt:
+        # Outside model.fit (which records it in summary.json): while TensorFlow starts,
+        # or while the test split is evaluated. Click would say "Aborted!" and exit 1.
+        _say("interrupted", "yellow")
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
 
 
 def _version(value: bool) -> None:
@@ -84,8 +89,9 @@ def _main(
 def run(
     config: ConfigArg,
     set_: SetOption = None,
-    runs_dir: Annotated[Path, typer.Option(
-        "--runs-dir", help="Parent folder of the new run directory.")] = Path("runs"),
+    runs_dir: Annotated[Optional[Path], typer.Option(
+        "--runs-dir", help="Parent folder of the new run directory.  [default: runs]",
+        show_default=False)] = None,
     run_dir: Annotated[Optional[Path], typer.Option(
         "--run-dir", help="Exact path of the new run directory; must not exist.")] = None,
     json_: Annotated[bool, typer.Option(
@@ -94,6 +100,9 @@ def run(
 ) -> None:
     """Train CONFIG into a new run directory and print its path."""
     with _user_errors():
+        if runs_dir is not None and run_dir is not None:
+            raise SeqtrainError("--runs-dir and --run-dir exclude each other: --run-dir is the "
+                                "exact path of the run directory, --runs-dir only its parent")
         from seqtrain.config import load_config
 
         overrides = set_ or []
@@ -102,12 +111,12 @@ def run(
 
         console = _stderr()
         display = "quiet" if quiet else ("rich" if console.is_terminal else "plain")
-        run_, summary = run_experiment(
+        finished, summary = run_experiment(
             experiment, runs_dir=runs_dir, exact_dir=run_dir,
             command=shlex.join(["seqtrain", *sys.argv[1:]]), overrides=overrides,
             display=display, console=console,
         )
-    _report_run(run_.path, summary, json_, quiet)
+        _report_run(finished.path, summary, json_, quiet)
     raise typer.Exit(code=EXIT_CODES[summary["status"]])
 
 

@@ -125,6 +125,7 @@ def run_experiment(
             if isinstance(callback, cb.RichProgress):
                 callback.close()
     _finish(summary, run, epoch_log, checkpoints, clock, status)
+    atomic_write_json(run.summary, summary)  # complete before the test split is evaluated
     if guard.diverged_at:
         summary["error"] = (
             f"loss became NaN or infinite in epoch {guard.diverged_at}; try a lower "

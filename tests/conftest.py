@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +51,28 @@ def run_cli(*args, cwd: Path | None = None, check: bool = False) -> subprocess.C
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "seqtrain", *map(str, args)], cwd=cwd,
                           env=env, capture_output=True, text=True, check=check, timeout=600)
+
+
+def gpu_env() -> dict[str, str]:
+    """The environment for a child process that may use GPUs: in-process `device: cpu`
+    tests hide them from this process and, through os.environ, from its children."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+@functools.cache
+def gpu_count() -> int:
+    """GPUs a fresh TensorFlow process sees (asked only where an NVIDIA device exists)."""
+    if not (Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi")):
+        return 0
+    script = "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
+    out = subprocess.run([sys.executable, "-c", script], env=gpu_env(), capture_output=True,
+                         text=True, timeout=300)
+    return int(out.stdout.strip() or 0)
+
+
+def pytest_runtest_setup(item):
+    """Tests marked `gpu` skip, rather than fail, where TensorFlow sees no GPU."""
+    if item.get_closest_marker("gpu") and gpu_count() == 0:
+        pytest.skip("needs a GPU visible to TensorFlow")

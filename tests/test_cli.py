@@ -81,6 +81,12 @@ def test_an_existing_run_dir_is_never_overwritten(tiny_config: Path, tmp_path: P
     assert [p.name for p in target.iterdir()] == ["keep.txt"]
 
 
+def test_runs_dir_and_run_dir_exclude_each_other(tiny_config: Path, tmp_path: Path):
+    result = invoke("run", tiny_config, "--runs-dir", tmp_path / "a", "--run-dir", tmp_path / "b")
+    assert result.exit_code == 2 and "exclude each other" in result.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_eval_rejects_what_is_not_a_run_directory(tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -61,7 +61,7 @@ def test_config_yaml_is_the_resolved_config_with_overrides_applied(finished_run)
     assert resolved.train.epochs == 3 and resolved.model.units == 8
     assert resolved.train.optimizer == "adam"  # a default, written out
     overrides = (run_dir / "overrides.txt").read_text().splitlines()
-    assert overrides[0].startswith("# seqtrain ") and overrides[1:] == ["train.epochs=3"]
+    assert overrides[0].startswith("# seqtrain") and overrides[1:] == ["train.epochs=3"]
 
 
 def test_env_json_records_versions_devices_and_time(finished_run):
@@ -177,6 +177,8 @@ def test_two_runs_of_one_config_give_identical_metrics(tmp_path: Path):
     assert strip(first) == strip(second)
     tests = [json.loads((tmp_path / f"r{i}" / "summary.json").read_text())["test"] for i in (0, 1)]
     assert tests[0] == tests[1]
+    command = (tmp_path / "r0" / "overrides.txt").read_text().splitlines()[0]
+    assert command == f"# seqtrain run {config} --run-dir {tmp_path / 'r0'} --quiet"
 
 
 def test_a_diverging_run_stops_keeps_its_files_and_exits_1(tiny_config: Path, tmp_path: Path):
