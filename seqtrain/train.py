@@ -67,14 +67,59 @@ def run_experiment(
     from seqtrain.models import build_model, compile_model
 
     run = create_run_dir(config.name, runs_dir=runs_dir, exact=exact_dir)
-    overrides = list(overrides)
     atomic_write_text(run.config, dump_config(config))
     atomic_write_text(run.overrides, f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
     atomic_write_json(run.env, _environment(devices, started_at))
-
     model = build_model(config.model, dataset.spec, name=config.name)
     compile_model(model, config.train)
-    summary: dict[str, Any] = {
+    summary = _new_summary(config, run, started_at, model.count_params(), len(dataset.train),
+                           devices.used)
+    atomic_write_json(run.summary, summary)
+
+    epoch_log = cb.EpochLog(run.metrics)
+    checkpoints = cb.Checkpoints(run, monitor=MONITOR, mode=MODE)
+    guard = cb.DivergenceGuard()
+    progress = {"rich": cb.RichProgress, "plain": cb.PlainProgress}.get(display)
+    progress = progress(console) if progress else None
+    clock = time.perf_counter()
+    try:
+        model.fit(
+            dataset.train.x, dataset.train.y, sample_weight=dataset.train.sample_weight,
+            validation_data=_as_tuple(dataset.val),
+            batch_size=config.train.batch_size, epochs=config.train.epochs,
+            shuffle=config.train.shuffle, verbose=0,
+            callbacks=[epoch_log, guard, checkpoints] + ([progress] if progress else []),
+        )
+        status = "diverged" if guard.diverged_at else "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+    except BaseException as err:
+        _record_results(summary, epoch_log, checkpoints, time.perf_counter() - clock, "failed")
+        summary["error"] = f"{type(err).__name__}: {err}"
+        atomic_write_json(run.summary, summary)
+        raise
+    finally:
+        if isinstance(progress, cb.RichProgress):
+            progress.close()  # also after an interrupt, which skips on_train_end
+    _record_results(summary, epoch_log, checkpoints, time.perf_counter() - clock, status)
+    if guard.diverged_at:
+        summary["error"] = (
+            f"loss became NaN or infinite in epoch {guard.diverged_at}; try a lower "
+            f"train.learning_rate (now {config.train.learning_rate}) or set train.clipnorm "
+            "(for example 1.0)"
+        )
+    atomic_write_json(run.summary, summary)  # complete before the test split is evaluated
+    if status != "interrupted" and run.checkpoint("best").is_file():
+        best = load_checkpoint(run.checkpoint("best"))
+        summary["test"] = evaluate_split(best, dataset.test, config.train.batch_size)
+        atomic_write_json(run.summary, summary)
+    return run, summary
+
+
+def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, num_params: int,
+                 num_train_samples: int, devices: list[str]) -> dict[str, Any]:
+    """`summary.json` of a run that has just started: every key, results still empty."""
+    return {
         "status": "running",
         "name": config.name,
         "run_dir": str(run.path.resolve()),
@@ -88,75 +133,38 @@ def run_experiment(
         "best": {},
         "final": {},
         "test": {},
-        "num_params": model.count_params(),
-        "num_train_samples": len(dataset.train),
+        "num_params": num_params,
+        "num_train_samples": num_train_samples,
         "wall_seconds": None,
         "train_seconds": None,
         "samples_per_second": None,
-        "devices": devices.used,
+        "devices": devices,
         "error": None,
     }
-    atomic_write_json(run.summary, summary)
-
-    epoch_log = cb.EpochLog(run.metrics)
-    checkpoints = cb.Checkpoints(run, monitor=MONITOR, mode=MODE)
-    guard = cb.DivergenceGuard()
-    progress = {"rich": cb.RichProgress, "plain": cb.PlainProgress}.get(display)
-    callbacks = [epoch_log, guard, checkpoints] + ([progress(console)] if progress else [])
-
-    clock = time.perf_counter()
-    try:
-        model.fit(
-            dataset.train.x, dataset.train.y, sample_weight=dataset.train.sample_weight,
-            validation_data=_as_tuple(dataset.val),
-            batch_size=config.train.batch_size, epochs=config.train.epochs,
-            shuffle=config.train.shuffle, callbacks=callbacks, verbose=0,
-        )
-        status = "diverged" if guard.diverged_at else "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except BaseException as err:
-        _finish(summary, run, epoch_log, checkpoints, clock, "failed")
-        summary["error"] = f"{type(err).__name__}: {err}"
-        atomic_write_json(run.summary, summary)
-        raise
-    finally:
-        for callback in callbacks:
-            if isinstance(callback, cb.RichProgress):
-                callback.close()
-    _finish(summary, run, epoch_log, checkpoints, clock, status)
-    atomic_write_json(run.summary, summary)  # complete before the test split is evaluated
-    if guard.diverged_at:
-        summary["error"] = (
-            f"loss became NaN or infinite in epoch {guard.diverged_at}; try a lower "
-            f"train.learning_rate (now {config.train.learning_rate}) or set train.clipnorm "
-            "(for example 1.0)"
-        )
-    if status != "interrupted" and run.checkpoint("best").is_file():
-        best = load_checkpoint(run.checkpoint("best"))
-        summary["test"] = evaluate_split(best, dataset.test, config.train.batch_size)
-    atomic_write_json(run.summary, summary)
-    return run, summary
 
 
-def _finish(summary, run, epoch_log, checkpoints, clock, status) -> None:
+def _record_results(summary: dict[str, Any], epoch_log, checkpoints, train_seconds: float,
+                    status: str) -> None:
     """Fill the summary's results from what the callbacks recorded."""
-    train_seconds = time.perf_counter() - clock
     rows = epoch_log.rows
-    metric = lambda row: {k: row[k] for k in ordered_metrics(row) if k != "epoch"}  # noqa: E731
+
+    def metrics(row: dict[str, float]) -> dict[str, float]:
+        return {name: row[name] for name in ordered_metrics(row) if name != "epoch"}
+
+    started = datetime.fromisoformat(summary["started_at"])
     summary.update(
         status=status,
         ended_at=_now(),
         epochs_run=len(rows),
         best_epoch=checkpoints.best_epoch,
-        best=metric(checkpoints.best_logs) if checkpoints.best_logs else {},
-        final=metric(rows[-1]) if rows else {},
+        best=metrics(checkpoints.best_logs) if checkpoints.best_logs else {},
+        final=metrics(rows[-1]) if rows else {},
+        wall_seconds=round((datetime.now(timezone.utc) - started).total_seconds(), 3),
         train_seconds=round(train_seconds, 3),
-        samples_per_second=round(summary["num_train_samples"] * len(rows) / train_seconds, 1)
-        if rows else None,
+        samples_per_second=(
+            round(summary["num_train_samples"] * len(rows) / train_seconds, 1) if rows else None
+        ),
     )
-    started = datetime.fromisoformat(summary["started_at"])
-    summary["wall_seconds"] = round((datetime.now(timezone.utc) - started).total_seconds(), 3)
 
 
 def _as_tuple(split):
