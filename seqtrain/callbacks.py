@@ -1,4 +1,4 @@
-"""Keras callbacks that write the run directory and show progress.
+"""Keras callbacks that write the run directory, keep it resumable, and show progress.
 
 Imported by `train.py` only, after `runtime.prepare()` has set up the environment, so
 importing Keras at module level here is safe.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from pathlib import Path
 
@@ -18,23 +17,36 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from seqtrain import atomic
 from seqtrain.report import EPOCH_EXTRAS, ordered_metrics
-from seqtrain.rundir import RunDir, atomic_write_text, fsync_dir
+from seqtrain.rundir import RunDir
+from seqtrain.signals import StopRequest, TrainingInterrupted
+from seqtrain.state import TrainingState, metric_variables, save_model, save_state
 
 
 class EpochLog(keras.callbacks.Callback):
     """Adds `learning_rate` and `epoch_seconds` to the epoch logs and writes `metrics.csv`.
 
-    Unlike `keras.callbacks.CSVLogger`, every row is written atomically (the whole small
-    file is replaced), epochs are numbered from 1, and the columns have a fixed order.
-    Place it first: later callbacks then see the added keys.
+    Unlike `keras.callbacks.CSVLogger`, the file is replaced atomically at every epoch (it
+    is small), epochs are numbered from 1, the columns have a fixed order, and a resumed
+    run starts from the rows of the epochs its state covers, so there is exactly one row
+    per epoch. Place it first: later callbacks then see the added keys.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, rows: list[dict[str, float]] | None = None):
         super().__init__()
         self.path = path
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, float]] = list(rows or [])
         self._started = 0.0
+
+    @staticmethod
+    def read(path: Path, epochs: int) -> list[dict[str, float]]:
+        """The rows of epochs 1..`epochs` of an existing `metrics.csv`."""
+        if not path.exists():
+            return []
+        with open(path, newline="") as file:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+        return [row for row in rows if row["epoch"] <= epochs]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -44,32 +56,39 @@ class EpochLog(keras.callbacks.Callback):
         logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate.numpy()))
         logs["epoch_seconds"] = time.perf_counter() - self._started
         self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
-        columns = ["epoch", *ordered_metrics(logs), *EPOCH_EXTRAS]
+        self.write()
+
+    def write(self) -> None:
+        """Replace `metrics.csv` with the current rows."""
+        if not self.rows:  # a resume from before the first epoch ended
+            self.path.unlink(missing_ok=True)
+            return
+        columns = ["epoch", *ordered_metrics(self.rows[-1]), *EPOCH_EXTRAS]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.path, buffer.getvalue())
+        writer.writerows({**row, "epoch": int(row["epoch"])} for row in self.rows)
+        atomic.write_text(self.path, buffer.getvalue())
 
 
-class Checkpoints(keras.callbacks.Callback):
-    """Saves `last.keras` every epoch and `best.keras` when the monitored value improves.
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves `best.keras` when the monitored value improves.
 
     Written in place of `ModelCheckpoint(save_best_only=True)` to avoid its traps: a
     missing monitored value is an error rather than a save every epoch, a NaN is never
-    "best" yet does not stop later epochs from becoming best, and both files are replaced
-    atomically (temporary file, fsync, rename).
+    best yet does not stop later epochs from becoming best, `mode` is explicit, the file
+    is replaced atomically, and the best-so-far value can be restored on resume.
     """
 
-    def __init__(self, run: RunDir, monitor: str = "val_loss", mode: str = "min"):
+    def __init__(self, run: RunDir, monitor: str, mode: str, best: float | None = None,
+                 best_epoch: int | None = None, best_logs: dict[str, float] | None = None):
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.run, self.monitor, self.mode = run, monitor, mode
-        self.best: float | None = None
-        self.best_epoch: int | None = None
-        self.best_logs: dict[str, float] = {}
+        self.best, self.best_epoch = best, best_epoch
+        self.best_logs: dict[str, float] = dict(best_logs or {})
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -82,17 +101,89 @@ class Checkpoints(keras.callbacks.Callback):
         ):
             self.best, self.best_epoch = current, epoch + 1
             self.best_logs = {k: float(v) for k, v in logs.items()}
-            self._save(self.run.checkpoint("best"))
-        self._save(self.run.checkpoint("last"))
+            self.run.checkpoints.mkdir(exist_ok=True)
+            save_model(self.model, self.run.checkpoint("best"))
 
-    def _save(self, path: Path) -> None:
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the suffix
-        self.model.save(tmp, overwrite=True)
-        with open(tmp, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+
+class ResumableState(keras.callbacks.Callback):
+    """Keeps the run resumable: saves its state, restores a mid-epoch one, obeys stop requests.
+
+    Saves a `TrainingState` every `checkpoint_every` epochs and after the last one (then
+    also points `last.keras` at it), every `backup_every_steps` batches inside an epoch,
+    and when a stop was requested, after which it raises `TrainingInterrupted`.
+
+    Args:
+        run: The run directory.
+        best: The `BestCheckpoint`, whose value is part of the state.
+        stop: The signal flag to obey.
+        epochs: The configured number of epochs (the last one is always saved).
+        checkpoint_every: Epochs between states.
+        backup_every_steps: Batches between mid-epoch states; None for none.
+        step_offset: Batches of the first epoch already trained before this `fit` (a
+            mid-epoch resume feeds only the rest).
+        metric_states: Running metric totals to put back at the start of that epoch.
+        train_seconds: Training time of earlier sessions.
+    """
+
+    def __init__(self, run: RunDir, best: BestCheckpoint, stop: StopRequest, epochs: int,
+                 checkpoint_every: int = 1, backup_every_steps: int | None = None,
+                 step_offset: int = 0, metric_states: list | None = None,
+                 train_seconds: float = 0.0):
+        super().__init__()
+        self.run, self.best, self.stop, self.epochs = run, best, stop, epochs
+        self.checkpoint_every, self.backup_every_steps = checkpoint_every, backup_every_steps
+        self.step_offset, self.metric_states = step_offset, metric_states
+        self.train_seconds_before = train_seconds
+        self._clock = time.perf_counter()
+        self.last_state: TrainingState | None = None
+        self._epoch = 0
+        self._last_backup_step = 0
+
+    @property
+    def train_seconds(self) -> float:
+        return self.train_seconds_before + time.perf_counter() - self._clock
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._last_backup_step = self.step_offset
+        if self.metric_states is not None:
+            # Keras has just reset the metrics; continue the interrupted epoch's totals.
+            variables = metric_variables(self.model)
+            for variable, value in zip(variables, self.metric_states, strict=True):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+            self.metric_states = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 >= self.params["steps"]:
+            return  # the epoch's last batch: on_epoch_end saves (and obeys a stop) next
+        step = self.step_offset + batch + 1
+        due = (self.backup_every_steps
+               and step - self._last_backup_step >= self.backup_every_steps)
+        if self.stop.requested or due:
+            metrics = [np.asarray(v.numpy()).tolist() for v in metric_variables(self.model)]
+            self._save(self._epoch, step, metric_states=metrics)
+            self._last_backup_step = step
+        if self.stop.requested:
+            raise TrainingInterrupted(self.stop.signum)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step_offset = 0
+        done = epoch + 1
+        if done % self.checkpoint_every == 0 or done >= self.epochs or self.stop.requested:
+            self._save(done, 0)
+            atomic.link(self.run.checkpoints / self.last_state.model_file,
+                        self.run.checkpoint("last"))
+        if self.stop.requested:
+            raise TrainingInterrupted(self.stop.signum)
+
+    def _save(self, epoch: int, step: int, metric_states: list | None = None) -> None:
+        self.run.checkpoints.mkdir(exist_ok=True)
+        self.last_state = TrainingState(
+            epoch=epoch, step=step, model_file="", seed_states=[], metric_states=metric_states,
+            best=self.best.best, best_epoch=self.best.best_epoch, best_logs=self.best.best_logs,
+            train_seconds=self.train_seconds,
+        )
+        save_state(self.run, self.model, self.last_state)
 
 
 class DivergenceGuard(keras.callbacks.TerminateOnNaN):
@@ -157,6 +248,7 @@ class RichProgress(keras.callbacks.Callback):
         self._batches = self.progress.add_task("batch", total=self.params.get("steps"), metrics="")
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.progress.update(self._epochs, completed=epoch)
         self.progress.reset(self._batches, total=self.params.get("steps"), metrics="")
 
     def on_train_batch_end(self, batch, logs=None):
@@ -168,10 +260,11 @@ class RichProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.progress.update(self._batches, completed=self.params.get("steps"))
-        self.progress.update(self._epochs, advance=1, metrics=self._fit(logs))
+        self.progress.update(self._epochs, completed=epoch + 1, metrics=self._fit(logs))
         self.progress.console.print(
             f"epoch {epoch + 1}/{self.params['epochs']}  {format_logs(logs)}  "
-            f"{logs.get('epoch_seconds', 0.0):.1f}s", markup=False, highlight=False, soft_wrap=True,
+            f"{logs.get('epoch_seconds', 0.0):.1f}s", markup=False, highlight=False,
+            soft_wrap=True,
         )
 
     def on_train_end(self, logs=None):

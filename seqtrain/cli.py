@@ -21,7 +21,12 @@ import typer
 from rich.console import Console
 
 from seqtrain import __version__
-from seqtrain.errors import EXIT_INTERRUPTED, EXIT_TRAINING_FAILED, SeqtrainError
+from seqtrain.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_TRAINING_FAILED,
+    SeqtrainError,
+)
 
 app = typer.Typer(
     name="seqtrain",
@@ -75,6 +80,8 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a config value: key.path=value (a YAML scalar). Repeatable.",
     show_default=False, metavar="KEY=VALUE")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
+JsonSummaryOption = Annotated[bool, typer.Option(
+    "--json", help="Print summary.json on stdout instead of the run directory's path.")]
 
 
 @app.callback()
@@ -94,8 +101,10 @@ def run(
         show_default=False)] = None,
     run_dir: Annotated[Optional[Path], typer.Option(
         "--run-dir", help="Exact path of the new run directory; must not exist.")] = None,
-    json_: Annotated[bool, typer.Option(
-        "--json", help="Print summary.json on stdout instead of the path.")] = False,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="Experiment name (the config's `name`), used in the run directory's "
+        "name.", show_default=False)] = None,
+    json_: JsonSummaryOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Train CONFIG into a new run directory and print its path."""
@@ -105,7 +114,8 @@ def run(
                                 "exact path of the run directory, --runs-dir only its parent")
         from seqtrain.config import load_config
 
-        overrides = set_ or []
+        # --name is `--set name=...` with the value kept a string, whatever it looks like.
+        overrides = (set_ or []) + ([f"name={json.dumps(name)}"] if name is not None else [])
         experiment = load_config(config, overrides)
         from seqtrain.train import run_experiment
 
@@ -117,7 +127,41 @@ def run(
             display=display, console=console,
         )
         _report_run(finished.path, summary, json_, quiet)
-    raise typer.Exit(code=EXIT_CODES[summary["status"]])
+    raise typer.Exit(code=_exit_code(summary))
+
+
+@app.command()
+def resume(
+    run_dir: RunDirArg,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Only train.epochs=N, to extend a run; the rest is fixed by the run's "
+        "config.yaml.", show_default=False, metavar="train.epochs=N")] = None,
+    json_: JsonSummaryOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Continue RUN_DIR where it stopped (interrupted, killed, failed), or extend it."""
+    with _user_errors():
+        from seqtrain.train import resume_experiment
+
+        console = _stderr()
+        display = "quiet" if quiet else ("rich" if console.is_terminal else "plain")
+        finished, summary, trained = resume_experiment(
+            run_dir, overrides=set_ or [], command=shlex.join(["seqtrain", *sys.argv[1:]]),
+            display=display, console=console,
+        )
+        if not trained:
+            _say(f"{finished.path} has completed its {summary['epochs']} epochs already; "
+                 "nothing to resume (extend it with --set train.epochs=N)", "green")
+            typer.echo(json.dumps(summary, indent=2) if json_ else str(finished.path))
+            return
+        _report_run(finished.path, summary, json_, quiet)
+    raise typer.Exit(code=_exit_code(summary))
+
+
+def _exit_code(summary: dict) -> int:
+    if summary["status"] == "interrupted" and summary.get("signal") == "SIGTERM":
+        return EXIT_TERMINATED
+    return EXIT_CODES[summary["status"]]
 
 
 def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
@@ -127,8 +171,12 @@ def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
 
         console.print(summary_table(summary))
     if summary["status"] == "interrupted":
-        _say(f"interrupted after {summary['epochs_run']} epoch(s); partial results in {path}",
-             "yellow")
+        point = summary.get("resume_point")
+        saved = ("nothing saved yet" if not point else
+                 f"saved after epoch {point['epoch']}" if not point["step"] else
+                 f"saved in epoch {point['epoch'] + 1} after batch {point['step']}")
+        _say(f"interrupted ({summary.get('signal') or 'stopped'}; {saved}); continue with:\n"
+             f"  seqtrain resume {shlex.quote(str(path))}", "yellow")
     elif summary.get("error"):
         _say(f"error: {summary['error']}", "red")
     typer.echo(json.dumps(summary, indent=2) if json_ else str(path))

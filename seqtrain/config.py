@@ -64,7 +64,17 @@ class TrainConfig(Section):
         16,
         description="Batches run per compiled call: fewer Python round trips, same result.",
     )
-    shuffle: bool = Field(True, description="Shuffle the training split every epoch.")
+    shuffle: bool = Field(
+        True, description="Visit the training split in a new order every epoch, derived from "
+        "(seed, epoch) so that a resumed run sees the same order."
+    )
+    checkpoint_every: PositiveInt = Field(
+        1, description="Epochs between resumable checkpoints (the last epoch always saves)."
+    )
+    backup_every_steps: PositiveInt | None = Field(
+        None, description="Also save a resumable checkpoint every this many batches inside an "
+        "epoch (rounded up to steps_per_execution); null for none."
+    )
 
 
 class RuntimeConfig(Section):

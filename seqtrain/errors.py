@@ -8,7 +8,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_TRAINING_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # SIGINT, as shells report it
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 class SeqtrainError(Exception):
@@ -37,3 +38,9 @@ class RunDirError(SeqtrainError):
 
 class DeviceError(SeqtrainError):
     """A requested device that TensorFlow does not see."""
+
+
+class StorageError(SeqtrainError):
+    """A file could not be written (disk full, read-only folder): training failed, exit 1."""
+
+    exit_code = EXIT_TRAINING_FAILED

@@ -6,12 +6,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seqtrain import __version__, runtime
+from seqtrain import __version__, atomic, runtime
 from seqtrain.config import ExperimentConfig, load_config
 from seqtrain.data import Split, build_dataset
 from seqtrain.errors import ConfigError, RunDirError
 from seqtrain.report import ordered_metrics
-from seqtrain.rundir import RunDir, atomic_write_json, open_run_dir
+from seqtrain.rundir import RunDir, open_run_dir
 
 if TYPE_CHECKING:
     import keras
@@ -99,5 +99,5 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto") -> 
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seqtrain_version": __version__,
     }
-    atomic_write_json(run.eval, result)
+    atomic.write_json(run.eval, result)
     return result

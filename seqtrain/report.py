@@ -12,9 +12,10 @@ EPOCH_EXTRAS = ("learning_rate", "epoch_seconds")
 def ordered_metrics(logs: dict) -> list[str]:
     """Metric names in reading order: loss, train metrics, val_loss, val metrics.
 
-    `learning_rate` and `epoch_seconds` are epoch facts, not metrics, and are left out.
+    `epoch`, `learning_rate` and `epoch_seconds` are epoch facts, not metrics: left out.
     """
-    train = sorted(k for k in logs if not k.startswith("val_") and k not in EPOCH_EXTRAS)
+    facts = ("epoch", *EPOCH_EXTRAS)
+    train = sorted(k for k in logs if not k.startswith("val_") and k not in facts)
     val = sorted(k for k in logs if k.startswith("val_"))
     return sorted(train, key=lambda k: k != "loss") + sorted(val, key=lambda k: k != "val_loss")
 

@@ -6,28 +6,27 @@
       env.json             versions, devices, host, start time, git commit
       metrics.csv          one row per epoch
       checkpoints/best.keras, checkpoints/last.keras
+      checkpoints/resume.json, checkpoints/state-*.keras   what `seqtrain resume` restores
       summary.json         status and results (rewritten as the run progresses)
       eval.json            written by `seqtrain eval`
+      run.lock             held (flock) by the process training in this directory
 
 No TensorFlow here: listing and reading runs must stay fast.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-import math
 import os
 import secrets
-import tempfile
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from seqtrain.errors import RunDirError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,14 @@ class RunDir:
     def checkpoint(self, which: str) -> Path:
         """`checkpoints/best.keras` or `checkpoints/last.keras`."""
         return self.checkpoints / f"{which}.keras"
+
+    @property
+    def resume_state(self) -> Path:
+        return self.checkpoints / "resume.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.path / "run.lock"
 
     @property
     def summary(self) -> Path:
@@ -140,58 +147,6 @@ def open_run_dir(path: Path) -> RunDir:
     return run
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `path` so that a crash leaves either the old or the new file, never a torn one.
-
-    Writes a temporary file in the same folder, flushes and fsyncs it, renames it over
-    `path`, then fsyncs the folder so the rename itself survives a power loss.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """`atomic_write_bytes` for an indented JSON document; NaN and infinities become null.
-
-    Strict JSON has no NaN, and `jq` rejects it: a diverged loss is recorded as null.
-    """
-    atomic_write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {key: _finite(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(value) for value in obj]
-    return obj
-
-
-def fsync_dir(path: Path) -> None:
-    """Persist a folder's entries (renames, new files)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_json(path: Path) -> dict[str, Any]:
     """A run directory's JSON file.
 
@@ -206,3 +161,37 @@ def read_json(path: Path) -> dict[str, Any]:
         raise RunDirError(
             f"{path} is not valid JSON ({err}); the run directory is damaged"
         ) from None
+
+
+class RunLock:
+    """An exclusive `flock` on `run.lock`, held while a process trains in the run directory.
+
+    The kernel releases it when the process dies, however it dies, so a stale lock (its
+    process gone) is simply taken over; the file's content (pid, host) only serves the
+    message shown to a second process.
+    """
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        fd = os.open(self.run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirError(
+                f"run directory {self.run.path} is being trained by {holder}; wait for it to "
+                "finish, or stop it (Ctrl-C) and run `seqtrain resume` afterwards"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None

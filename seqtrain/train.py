@@ -1,7 +1,8 @@
-"""`seqtrain run`: train one experiment into a new run directory.
+"""`seqtrain run` and `seqtrain resume`: train an experiment in its run directory.
 
 The order matters: everything the user can get wrong (config, device, data) is checked
-before the run directory is created, so bad input leaves nothing behind.
+before a run directory is created, so bad input leaves nothing behind; and a resumed run
+rebuilds exactly the state it stopped in (see `state.py`) before it trains on.
 """
 
 from __future__ import annotations
@@ -11,22 +12,35 @@ import os
 import platform
 import socket
 import subprocess
-import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
 
-from seqtrain import __version__, runtime
-from seqtrain.config import ExperimentConfig, dump_config
-from seqtrain.data import build_dataset
+from seqtrain import __version__, atomic, runtime
+from seqtrain.config import ExperimentConfig, dump_config, load_config
+from seqtrain.data import Dataset, build_dataset
+from seqtrain.errors import ConfigError, RunDirError, StorageError
 from seqtrain.report import ordered_metrics
-from seqtrain.rundir import RunDir, atomic_write_json, atomic_write_text, create_run_dir
+from seqtrain.rundir import RunDir, RunLock, create_run_dir, open_run_dir, read_json
 
 Display = Literal["rich", "plain", "quiet"]
 MONITOR, MODE = "val_loss", "min"
+
+
+@dataclass
+class _Session:
+    """One process training one run: a first run or a resume."""
+
+    config: ExperimentConfig
+    run: RunDir
+    dataset: Dataset
+    summary: dict[str, Any]
+    display: Display
+    console: Console
 
 
 def run_experiment(
@@ -52,71 +66,196 @@ def run_experiment(
 
     Returns:
         The run directory and its summary. The summary's `status` is `completed`,
-        `diverged` (loss became NaN/Inf) or `interrupted` (Ctrl-C).
+        `diverged` (loss became NaN/Inf) or `interrupted` (a signal; `signal` names it).
 
     Raises:
-        SeqtrainError: Bad device or run directory; nothing was written.
+        SeqtrainError: Bad device or run directory (nothing was written), or a file
+            could not be written (`StorageError`, exit 1).
     """
-    console = console or Console(stderr=True)
     started_at = _now()
     devices = runtime.select_device(config.device)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed)
+    run = create_run_dir(config.name, runs_dir=runs_dir, exact=exact_dir)
+    with RunLock(run):
+        atomic.write_text(run.config, dump_config(config))
+        atomic.write_text(run.overrides, f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
+        atomic.write_json(run.env, _environment(devices, started_at, command))
+        summary = _new_summary(config, run, started_at, len(dataset.train), devices.used)
+        session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
+        return run, _train(session)
+
+
+def resume_experiment(
+    path: Path,
+    *,
+    overrides: Iterable[str] = (),
+    command: str = "",
+    display: Display = "plain",
+    console: Console | None = None,
+) -> tuple[RunDir, dict[str, Any], bool]:
+    """Continue an interrupted, killed or failed run, or extend a completed one.
+
+    Args:
+        path: The run directory.
+        overrides: Only `train.epochs=N` is allowed: everything else is fixed by the
+            run's `config.yaml`, or the resumed run would not be the same experiment.
+        command: The command line, recorded in `overrides.txt` and `env.json`.
+        display: Progress display, as for `run_experiment`.
+        console: Where progress goes.
+
+    Returns:
+        The run directory, its summary (status as for `run_experiment`), and whether it
+        trained: False when the run had completed its epochs already.
+
+    Raises:
+        RunDirError: Not a resumable run directory, a run being trained by another
+            process, a diverged run, or overrides other than `train.epochs`.
+    """
+    run = open_run_dir(path)
+    config = _resume_config(run, list(overrides))
+    with RunLock(run):
+        summary = read_json(run.summary)
+        if summary.get("status") == "diverged":
+            raise RunDirError(
+                f"run {run.path} diverged; resuming it would diverge again. Start a new run "
+                "with a lower train.learning_rate or a train.clipnorm"
+            )
+        for stale in run.path.rglob(".*.tmp*"):
+            stale.unlink()  # left by a killed process; the lock says none is writing now
+        started_at = _now()
+        devices = runtime.select_device(config.device)
+        runtime.seed_everything(config.seed, config.runtime.deterministic)
+        from seqtrain.state import describe, load_state
+
+        state = load_state(run)
+        done = state.epoch if state else 0  # whole epochs trained
+        if config.train.epochs < done:
+            raise RunDirError(f"run {run.path} has trained {done} epochs already; "
+                              f"train.epochs={config.train.epochs} cannot undo them")
+        if state and state.step == 0 and state.epoch >= config.train.epochs:
+            return run, summary, False
+        dataset = build_dataset(config.data, config.seed)
+
+        atomic.write_text(run.config, dump_config(config))
+        with open(run.overrides, encoding="utf-8") as file:
+            recorded = file.read()
+        atomic.write_text(run.overrides, recorded + f"# {command}\n"
+                          + "".join(f"{o}\n" for o in overrides))
+        env = read_json(run.env)
+        env.setdefault("resumes", []).append(_environment(devices, started_at, command))
+        atomic.write_json(run.env, env)
+        summary.update(status="running", error=None, signal=None, epochs=config.train.epochs,
+                       session_started_at=started_at, devices=devices.used)
+        summary.setdefault("resumes", []).append(
+            {"at": started_at, "from": describe(state) if state else "the start"})
+        session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
+        return run, _train(session, state), True
+
+
+def _resume_config(run: RunDir, overrides: list[str]) -> ExperimentConfig:
+    """The run's config with `train.epochs` possibly changed; any other change is refused."""
+    try:
+        original = load_config(run.config)
+        config = load_config(run.config, overrides)
+    except ConfigError as err:
+        raise RunDirError(f"{run.config} or --set: {err}") from None
+    same_epochs = config.train.model_copy(update={"epochs": original.train.epochs})
+    if config.model_copy(update={"train": same_epochs}) != original:
+        raise RunDirError(
+            f"resume takes only --set train.epochs=N; got {' '.join(overrides)}. The rest is "
+            f"fixed by {run.config}: start a new run to change it"
+        )
+    return config
+
+
+def _train(session: _Session, state=None) -> dict[str, Any]:
+    """Build the model, restore `state` if any, fit, and record the outcome."""
     from seqtrain import callbacks as cb
     from seqtrain.evaluate import evaluate_split, load_checkpoint
     from seqtrain.models import build_model, compile_model
+    from seqtrain.pipeline import EpochOrder, training_dataset
+    from seqtrain.signals import StopRequest, TrainingInterrupted
+    from seqtrain.state import build_metrics, restore
 
-    run = create_run_dir(config.name, runs_dir=runs_dir, exact=exact_dir)
-    atomic_write_text(run.config, dump_config(config))
-    atomic_write_text(run.overrides, f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
-    atomic_write_json(run.env, _environment(devices, started_at))
+    config, run, dataset, summary = session.config, session.run, session.dataset, session.summary
+    train = config.train
     model = build_model(config.model, dataset.spec, name=config.name)
-    compile_model(model, config.train)
-    summary = _new_summary(config, run, started_at, model.count_params(), len(dataset.train),
-                           devices.used)
-    atomic_write_json(run.summary, summary)
+    compile_model(model, train)
+    if state is not None:
+        if state.step:  # first: evaluating advances the dropout seeds, restored next
+            build_metrics(model, dataset.val.x, dataset.val.y, dataset.val.sample_weight)
+        restore(model, run, state)
+    summary["num_params"] = model.count_params()
+    atomic.write_json(run.summary, summary)
 
-    epoch_log = cb.EpochLog(run.metrics)
-    checkpoints = cb.Checkpoints(run, monitor=MONITOR, mode=MODE)
+    order = EpochOrder(len(dataset.train), config.seed, train.shuffle)
+    epoch_log = cb.EpochLog(run.metrics, cb.EpochLog.read(run.metrics, state.epoch if state else 0))
+    epoch_log.write()  # drops rows of epochs the state does not cover: they are re-run
+    best = cb.BestCheckpoint(run, MONITOR, MODE, *(
+        (state.best, state.best_epoch, state.best_logs) if state else ()))
+    stop = StopRequest()
+    resumable = cb.ResumableState(
+        run, best, stop, train.epochs, train.checkpoint_every, train.backup_every_steps,
+        step_offset=state.step if state else 0,
+        metric_states=state.metric_states if state and state.step else None,
+        train_seconds=state.train_seconds if state else 0.0,
+    )
     guard = cb.DivergenceGuard()
-    progress = {"rich": cb.RichProgress, "plain": cb.PlainProgress}.get(display)
-    progress = progress(console) if progress else None
-    clock = time.perf_counter()
+    progress = {"rich": cb.RichProgress, "plain": cb.PlainProgress}.get(session.display)
+    progress = progress(session.console) if progress else None
+    callbacks = [order, epoch_log, guard, best, resumable] + ([progress] if progress else [])
+    validation = _as_tuple(dataset.val)
+
+    def fit(first_epoch: int, last_epoch: int, skip_batches: int = 0) -> None:
+        order.epoch = first_epoch
+        model.fit(training_dataset(dataset.train, train.batch_size, order, skip_batches),
+                  validation_data=validation, validation_batch_size=train.batch_size,
+                  initial_epoch=first_epoch, epochs=last_epoch, callbacks=callbacks, verbose=0,
+                  shuffle=False)  # the order comes from `order`, per (seed, epoch)
+
+    status, signum = "completed", None
     try:
-        model.fit(
-            dataset.train.x, dataset.train.y, sample_weight=dataset.train.sample_weight,
-            validation_data=_as_tuple(dataset.val),
-            batch_size=config.train.batch_size, epochs=config.train.epochs,
-            shuffle=config.train.shuffle, verbose=0,
-            callbacks=[epoch_log, guard, checkpoints] + ([progress] if progress else []),
-        )
+        with stop:
+            first = state.epoch if state else 0
+            if state is not None and state.step:
+                fit(first, first + 1, skip_batches=state.step)  # finish the stopped epoch
+                first += 1
+            if first < train.epochs and not guard.diverged_at:
+                fit(first, train.epochs)
         status = "diverged" if guard.diverged_at else "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
+    except TrainingInterrupted as interrupt:
+        status, signum = "interrupted", interrupt.signum
+    except KeyboardInterrupt:  # a second signal: stopped at once, last state intact
+        status, signum = "interrupted", 2
     except BaseException as err:
-        _record_results(summary, epoch_log, checkpoints, time.perf_counter() - clock, "failed")
+        _record_results(summary, epoch_log, best, resumable, "failed")
         summary["error"] = f"{type(err).__name__}: {err}"
-        atomic_write_json(run.summary, summary)
+        try:
+            atomic.write_json(run.summary, summary)
+        except StorageError:
+            pass  # the disk that failed the run may not take the summary either
         raise
     finally:
         if isinstance(progress, cb.RichProgress):
             progress.close()  # also after an interrupt, which skips on_train_end
-    _record_results(summary, epoch_log, checkpoints, time.perf_counter() - clock, status)
+    _record_results(summary, epoch_log, best, resumable, status)
+    summary["signal"] = {2: "SIGINT", 15: "SIGTERM"}.get(signum)
     if guard.diverged_at:
         summary["error"] = (
             f"loss became NaN or infinite in epoch {guard.diverged_at}; try a lower "
-            f"train.learning_rate (now {config.train.learning_rate}) or set train.clipnorm "
+            f"train.learning_rate (now {train.learning_rate}) or set train.clipnorm "
             "(for example 1.0)"
         )
-    atomic_write_json(run.summary, summary)  # complete before the test split is evaluated
+    atomic.write_json(run.summary, summary)  # complete before the test split is evaluated
     if status != "interrupted" and run.checkpoint("best").is_file():
-        best = load_checkpoint(run.checkpoint("best"))
-        summary["test"] = evaluate_split(best, dataset.test, config.train.batch_size)
-        atomic_write_json(run.summary, summary)
-    return run, summary
+        summary["test"] = evaluate_split(load_checkpoint(run.checkpoint("best")), dataset.test,
+                                         train.batch_size)
+        atomic.write_json(run.summary, summary)
+    return summary
 
 
-def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, num_params: int,
+def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str,
                  num_train_samples: int, devices: list[str]) -> dict[str, Any]:
     """`summary.json` of a run that has just started: every key, results still empty."""
     return {
@@ -124,6 +263,7 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, num_par
         "name": config.name,
         "run_dir": str(run.path.resolve()),
         "started_at": started_at,
+        "session_started_at": started_at,
         "ended_at": None,
         "epochs": config.train.epochs,
         "epochs_run": 0,
@@ -133,37 +273,43 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, num_par
         "best": {},
         "final": {},
         "test": {},
-        "num_params": num_params,
+        "num_params": None,
         "num_train_samples": num_train_samples,
-        "wall_seconds": None,
+        "wall_seconds": 0.0,
         "train_seconds": None,
         "samples_per_second": None,
         "devices": devices,
+        "resume_point": None,
+        "signal": None,
         "error": None,
     }
 
 
-def _record_results(summary: dict[str, Any], epoch_log, checkpoints, train_seconds: float,
-                    status: str) -> None:
+def _record_results(summary: dict[str, Any], epoch_log, best, resumable, status: str) -> None:
     """Fill the summary's results from what the callbacks recorded."""
     rows = epoch_log.rows
 
     def metrics(row: dict[str, float]) -> dict[str, float]:
-        return {name: row[name] for name in ordered_metrics(row) if name != "epoch"}
+        return {name: row[name] for name in ordered_metrics(row)}
 
-    started = datetime.fromisoformat(summary["started_at"])
+    now = datetime.now(timezone.utc)
+    session = (now - datetime.fromisoformat(summary["session_started_at"])).total_seconds()
+    train_seconds = resumable.train_seconds
+    state = resumable.last_state
     summary.update(
         status=status,
         ended_at=_now(),
         epochs_run=len(rows),
-        best_epoch=checkpoints.best_epoch,
-        best=metrics(checkpoints.best_logs) if checkpoints.best_logs else {},
+        best_epoch=best.best_epoch,
+        best=metrics(best.best_logs) if best.best_logs else {},
         final=metrics(rows[-1]) if rows else {},
-        wall_seconds=round((datetime.now(timezone.utc) - started).total_seconds(), 3),
+        wall_seconds=round((summary.get("wall_seconds") or 0.0) + session, 3),
         train_seconds=round(train_seconds, 3),
         samples_per_second=(
             round(summary["num_train_samples"] * len(rows) / train_seconds, 1) if rows else None
         ),
+        resume_point={"epoch": state.epoch, "step": state.step} if state else
+        summary.get("resume_point"),
     )
 
 
@@ -177,18 +323,20 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _environment(devices: runtime.Devices, started_at: str) -> dict[str, Any]:
+def _environment(devices: runtime.Devices, started_at: str, command: str) -> dict[str, Any]:
     """What `env.json` records: versions, devices, host, time and source commit."""
     return {
         "seqtrain": __version__,
         **runtime.versions(),
         "platform": platform.platform(),
         "host": socket.gethostname(),
+        "pid": os.getpid(),
         "cpu_count": os.cpu_count(),
         "device_requested": devices.requested,
         "devices": devices.used,
         "device_details": [json.loads(json.dumps(d, default=str)) for d in devices.details],
         "started_at": started_at,
+        "command": command,
         "git_commit": _git_commit(),
     }
 

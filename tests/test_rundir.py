@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from seqtrain.errors import RunDirError
-from seqtrain.rundir import (
-    RunDir,
-    atomic_write_json,
-    atomic_write_text,
-    create_run_dir,
-    open_run_dir,
-    read_json,
-)
+from seqtrain.rundir import RunDir, RunLock, create_run_dir, open_run_dir, read_json
 
 
 def test_generated_names_are_unique_even_within_one_second(tmp_path: Path):
@@ -40,32 +33,6 @@ def test_an_unwritable_runs_folder_is_a_clear_error(tmp_path: Path):
         create_run_dir("exp", runs_dir=blocker / "runs")
 
 
-def test_atomic_writes_replace_whole_files_and_leave_no_temporaries(tmp_path: Path):
-    target = tmp_path / "summary.json"
-    atomic_write_json(target, {"status": "running"})
-    atomic_write_json(target, {"status": "completed", "loss": float("nan")})
-    assert json.loads(target.read_text()) == {"status": "completed", "loss": None}
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
-    mode = stat.S_IMODE(target.stat().st_mode)
-    umask = os.umask(0)
-    os.umask(umask)
-    assert mode == 0o666 & ~umask
-
-
-def test_a_failed_write_keeps_the_old_file(tmp_path: Path):
-    target = tmp_path / "config.yaml"
-    atomic_write_text(target, "old")
-
-    class Unprintable:
-        def __repr__(self):
-            raise RuntimeError("boom")
-
-    with pytest.raises(TypeError):
-        atomic_write_json(target, {"x": Unprintable()})
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
-
-
 def test_open_run_dir_recognises_runs_and_names_what_is_wrong(tmp_path: Path):
     with pytest.raises(RunDirError, match="does not exist"):
         open_run_dir(tmp_path / "missing")
@@ -79,3 +46,37 @@ def test_read_json_reports_damage(tmp_path: Path):
     (tmp_path / "summary.json").write_text("{truncated")
     with pytest.raises(RunDirError, match="not valid JSON"):
         read_json(tmp_path / "summary.json")
+
+
+def test_a_second_process_cannot_lock_a_run_being_trained(tmp_path: Path):
+    run = RunDir(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from seqtrain.rundir import RunDir, RunLock\n"
+         f"with RunLock(RunDir(Path({str(tmp_path)!r}))):\n"
+         "    print('locked', flush=True)\n    sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunDirError, match=f"being trained by pid {holder.pid} on "):
+        with RunLock(run):
+            pass
+    holder.stdin.close()
+    holder.wait(timeout=60)
+    with RunLock(run):  # released with its process
+        pass
+
+
+def test_a_stale_lock_of_a_killed_process_is_taken_over(tmp_path: Path):
+    run = RunDir(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom pathlib import Path\n"
+         "from seqtrain.rundir import RunDir, RunLock\n"
+         f"lock = RunLock(RunDir(Path({str(tmp_path)!r}))).__enter__()\n"
+         "print('locked', flush=True)\nimport sys; sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait(timeout=60)
+    assert "pid" in run.lock.read_text()  # the file stays, the lock does not
+    with RunLock(run):
+        assert run.lock.read_text().startswith(f"pid {os.getpid()} ")
