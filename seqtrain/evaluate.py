@@ -29,6 +29,9 @@ def load_checkpoint(path: Path) -> keras.Model:
 
     if not path.is_file():
         raise RunDirError(f"checkpoint {path} is missing")
+    from seqtrain.state import check_archive
+
+    check_archive(path)
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as err:  # any failure to read the file is a bad file, not a bug

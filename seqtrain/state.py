@@ -19,6 +19,7 @@ Imported only after `runtime.prepare()`.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -103,10 +104,30 @@ def load_state(run: RunDir) -> TrainingState | None:
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
         raise RunDirError(f"{run.resume_state} is damaged ({err}); the run cannot be resumed "
                           "exactly. Start a new run") from None
-    if not (run.checkpoints / state.model_file).is_file():
-        raise RunDirError(f"{run.checkpoints / state.model_file}, named by "
-                          f"{run.resume_state}, is missing; the run cannot be resumed")
+    path = run.checkpoints / state.model_file
+    if not path.is_file():
+        raise RunDirError(f"{path}, named by {run.resume_state}, is missing; the run cannot "
+                          "be resumed")
+    check_archive(path)
     return state
+
+
+def check_archive(path: Path) -> None:
+    """Check a .keras file's zip structure and checksums without loading it.
+
+    Raises:
+        RunDirError: The file is truncated, overwritten or not a Keras archive.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise RunDirError(f"checkpoint {path} is damaged ({err}); it is not a complete "
+                          "Keras archive") from None
+    if broken or not {"config.json", "model.weights.h5"} <= names:
+        raise RunDirError(f"checkpoint {path} is damaged ({broken or 'entries missing'}); it "
+                          "is not a complete Keras archive")
 
 
 def restore(model: keras.Model, run: RunDir, state: TrainingState) -> None:

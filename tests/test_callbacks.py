@@ -1,0 +1,93 @@
+"""The callbacks that keep a run's files: best checkpoint, metrics log, resumable state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seqtrain import runtime
+from seqtrain.config import ModelConfig, TrainConfig
+from seqtrain.data import TaskSpec
+from seqtrain.rundir import RunDir
+from tests.conftest import TINY, invoke, write_config
+
+NAN = float("nan")
+
+
+@pytest.fixture
+def model():
+    runtime.select_device("cpu")
+    from seqtrain.models import build_model, compile_model
+
+    model = build_model(ModelConfig(units=4), TaskSpec(timesteps=3, features=2, num_classes=2,
+                                                       per_step=True))
+    compile_model(model, TrainConfig())
+    return model
+
+
+def best_checkpoint(run: RunDir, model, mode="min"):
+    from seqtrain.callbacks import BestCheckpoint
+
+    callback = BestCheckpoint(run, monitor="val_loss", mode=mode)
+    callback.set_model(model)
+    return callback
+
+
+def test_a_nan_first_epoch_does_not_stop_later_epochs_from_being_best(model, tmp_path):
+    run = RunDir(tmp_path)
+    callback = best_checkpoint(run, model)
+    callback.on_epoch_end(0, {"val_loss": NAN})
+    assert not run.checkpoint("best").exists() and callback.best is None
+    callback.on_epoch_end(1, {"val_loss": 0.9})
+    assert run.checkpoint("best").is_file() and callback.best_epoch == 2
+    first = run.checkpoint("best").stat().st_mtime_ns
+    callback.on_epoch_end(2, {"val_loss": float("inf")})
+    callback.on_epoch_end(3, {"val_loss": 0.95})
+    assert callback.best_epoch == 2 and run.checkpoint("best").stat().st_mtime_ns == first
+    callback.on_epoch_end(4, {"val_loss": 0.5})
+    assert callback.best == 0.5 and callback.best_epoch == 5
+
+
+def test_mode_is_explicit_and_a_missing_metric_is_an_error(model, tmp_path):
+    with pytest.raises(ValueError, match="mode must be"):
+        best_checkpoint(RunDir(tmp_path), model, mode="auto")
+    with pytest.raises(KeyError, match="val_loss"):
+        best_checkpoint(RunDir(tmp_path), model).on_epoch_end(0, {"loss": 1.0})
+
+
+def test_max_mode_keeps_the_highest(model, tmp_path):
+    callback = best_checkpoint(RunDir(tmp_path), model, mode="max")
+    for epoch, value in enumerate([0.1, 0.3, 0.2]):
+        callback.on_epoch_end(epoch, {"val_loss": value})
+    assert callback.best_epoch == 2
+
+
+def test_checkpoint_every_spaces_the_resumable_states(tmp_path):
+    config = write_config(tmp_path, {**TINY, "train": {"epochs": 5, "batch_size": 32,
+                                                       "checkpoint_every": 2}})
+    run_dir = tmp_path / "run"
+    result = invoke("run", config, "--run-dir", run_dir, "--quiet",
+                    "--set", "train.checkpoint_every=2")
+    assert result.exit_code == 0, result.stderr
+    state = json.loads((run_dir / "checkpoints" / "resume.json").read_text())
+    assert (state["epoch"], state["step"]) == (5, 0)  # the last epoch always saves
+    assert [p.name for p in (run_dir / "checkpoints").glob("state-*")] == [
+        "state-e0005-s000000.keras"]
+
+
+def test_metrics_rows_beyond_the_state_are_dropped_on_resume(tmp_path: Path):
+    from seqtrain.callbacks import EpochLog
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,epoch_seconds\n"
+                    "1,1.0,0.5,1.1,0.4,0.001,1.0\n2,0.9,0.6,1.0,0.5,0.001,1.0\n")
+    rows = EpochLog.read(path, epochs=1)
+    assert rows == [{"epoch": 1.0, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1,
+                     "val_accuracy": 0.4, "learning_rate": 0.001, "epoch_seconds": 1.0}]
+    log = EpochLog(path, rows)
+    log.write()
+    assert path.read_text().splitlines()[1:] == ["1,1.0,0.5,1.1,0.4,0.001,1.0"]
+    EpochLog(path, []).write()
+    assert not path.exists()
