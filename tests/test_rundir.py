@@ -11,6 +11,7 @@ import pytest
 
 from seqtrain.errors import RunDirError
 from seqtrain.rundir import RunDir, RunLock, create_run_dir, open_run_dir, read_json
+from tests.conftest import ROOT
 
 
 def test_generated_names_are_unique_even_within_one_second(tmp_path: Path):
@@ -48,35 +49,34 @@ def test_read_json_reports_damage(tmp_path: Path):
         read_json(tmp_path / "summary.json")
 
 
-def test_a_second_process_cannot_lock_a_run_being_trained(tmp_path: Path):
-    run = RunDir(tmp_path)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from seqtrain.rundir import RunDir, RunLock\n"
-         f"with RunLock(RunDir(Path({str(tmp_path)!r}))):\n"
-         "    print('locked', flush=True)\n    sys.stdin.read()\n"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def lock_in_another_process(folder: Path) -> subprocess.Popen:
+    """A process that takes the run lock, says so, and holds it until its stdin closes."""
+    script = ("import sys\nfrom pathlib import Path\nfrom seqtrain.rundir import RunDir, RunLock\n"
+              f"with RunLock(RunDir(Path({str(folder)!r}))):\n"
+              "    print('locked', flush=True)\n    sys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_process_cannot_lock_a_run_being_trained(tmp_path: Path):
+    holder = lock_in_another_process(tmp_path)
     with pytest.raises(RunDirError, match=f"being trained by pid {holder.pid} on "):
-        with RunLock(run):
+        with RunLock(RunDir(tmp_path)):
             pass
     holder.stdin.close()
     holder.wait(timeout=60)
-    with RunLock(run):  # released with its process
+    with RunLock(RunDir(tmp_path)):  # released when its holder let go
         pass
 
 
 def test_a_stale_lock_of_a_killed_process_is_taken_over(tmp_path: Path):
-    run = RunDir(tmp_path)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom pathlib import Path\n"
-         "from seqtrain.rundir import RunDir, RunLock\n"
-         f"lock = RunLock(RunDir(Path({str(tmp_path)!r}))).__enter__()\n"
-         "print('locked', flush=True)\nimport sys; sys.stdin.read()\n"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "locked"
+    holder = lock_in_another_process(tmp_path)
     holder.kill()
     holder.wait(timeout=60)
+    run = RunDir(tmp_path)
     assert "pid" in run.lock.read_text()  # the file stays, the lock does not
     with RunLock(run):
         assert run.lock.read_text().startswith(f"pid {os.getpid()} ")
