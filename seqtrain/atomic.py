@@ -107,7 +107,7 @@ def write_json(path: Path, obj: Any) -> None:
 
     Strict JSON has no NaN, and `jq` rejects it: a diverged loss is recorded as null.
     """
-    write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(finite(obj), indent=2, allow_nan=False) + "\n")
 
 
 def link(source: Path, path: Path) -> None:
@@ -133,11 +133,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
+    """`obj` with NaN and infinities (at any depth) replaced by None."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {key: _finite(value) for key, value in obj.items()}
+        return {key: finite(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(value) for value in obj]
+        return [finite(value) for value in obj]
     return obj

@@ -229,6 +229,114 @@ def validate(
     _say(f"{config}: valid", "green")
 
 
+@app.command()
+def sweep(
+    config: ConfigArg,
+    grid: Annotated[Optional[list[str]], typer.Option(
+        "--grid", help="A grid axis: key.path=v1,v2,... Repeatable; trials are the product.",
+        show_default=False, metavar="KEY=V1,V2")] = None,
+    set_: SetOption = None,
+    seeds: Annotated[int, typer.Option(
+        "--seeds", help="Seeds per grid point: the config's seed, seed + 1, ...")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials run at once.")] = 1,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="Sweep folder name under --runs-dir.  [default: <name>-sweep-<hash>]",
+        show_default=False)] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Parent of the sweep folder.")]
+    = Path("runs"),
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", help="Run only slice I of N of the trials, e.g. 2/4.", show_default=False,
+        metavar="I/N")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Also resume trials that failed.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the trials and their run directories; train nothing.")] = False,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Print the trials' results (or plan) as JSON on stdout.")] = False,
+) -> None:
+    """Run a grid of CONFIG variants (times seeds) under one folder; re-run to resume it."""
+    with _user_errors():
+        from seqtrain import sweep as sweeps
+
+        if jobs < 1:
+            raise SeqtrainError(f"--jobs got {jobs}; expected 1 or more")
+        plan = sweeps.plan_sweep(config, grid or [], set_ or [], seeds, name, runs_dir)
+        index, count = sweeps.parse_shard(shard)
+        trials = sweeps.shard(plan.trials, index, count)
+        runner = sweeps.Sweep(plan, jobs, retry_failed, f"{index}/{count}",
+                              say=lambda line: _say(line, "default"))
+        if dry_run:
+            listed = [{"trial": t.stem, "index": t.index, "overrides": list(t.overrides),
+                       "run_dir": str(plan.run_dir(t)), "action": runner.action(t)}
+                      for t in trials]
+            if json_:
+                typer.echo(json.dumps(listed, indent=2))
+            else:
+                for item in listed:
+                    typer.echo(f"{item['action']:>6}  {item['run_dir']}")
+            _say(f"{len(trials)} of {len(plan.trials)} trials (shard {index}/{count}); "
+                 "nothing trained (--dry-run)", "green")
+            return
+        results = runner.run(trials)
+        _stderr().print(sweeps.comparison_table(sweeps.compare(plan)))
+        typer.echo(json.dumps(results, indent=2) if json_ else str(plan.folder))
+    if runner.stopping:
+        raise typer.Exit(code=EXIT_TERMINATED if runner.stopping == 15 else EXIT_INTERRUPTED)
+    if any(r["status"] != "completed" for r in results):
+        failed = [r["trial"] for r in results if r["status"] != "completed"]
+        _say(f"{len(failed)} trial(s) did not complete: {', '.join(failed)}; see "
+             f"{plan.folder / 'logs'}", "red")
+        raise typer.Exit(code=EXIT_TRAINING_FAILED)
+
+
+@app.command("ls")
+def ls(
+    folders: Annotated[Optional[list[Path]], typer.Argument(
+        help="Folders holding runs (searched recursively).  [default: runs]",
+        show_default=False, metavar="[DIR]...")] = None,
+    sort: Annotated[Optional[str], typer.Option(
+        "--sort", help="Column or config/summary path to sort by; -KEY for descending.",
+        show_default=False)] = None,
+    filter_: Annotated[Optional[list[str]], typer.Option(
+        "--filter", help="Keep runs where key=value (model.cell=gru, status=completed). "
+        "Repeatable.", show_default=False, metavar="KEY=VALUE")] = None,
+    format_: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """List runs with their settings and results; reads only run-directory files."""
+    with _user_errors():
+        from seqtrain import listing
+
+        if format_ not in ("table", "csv", "json"):
+            raise SeqtrainError(f"--format got {format_!r}; expected table, csv or json")
+        records = listing.list_runs(folders or [Path("runs")], filter_ or [], sort)
+    if format_ == "csv":
+        typer.echo(listing.to_csv(records), nl=False)
+    elif format_ == "json":
+        typer.echo(listing.to_json(records))
+    else:
+        # A pipe gets every column whole; a terminal gets its own width.
+        Console(width=None if sys.stdout.isatty() else 400).print(listing.to_table(records))
+        _say(f"{len(records)} run(s)", "default")
+
+
+@app.command()
+def plot(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Run directories or folders of runs (a sweep folder).", show_default=False,
+        metavar="RUN_DIR...")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The PNG to write.")]
+    = Path("plot.png"),
+    metric: Annotated[str, typer.Option(
+        "--metric", help="A metrics.csv column: val_loss, val_accuracy, loss, ...")] = "val_loss",
+) -> None:
+    """Overlay the learning curves of several runs; seeds of one setting become a band."""
+    with _user_errors():
+        from seqtrain.plots import plot_runs
+
+        path = plot_runs(run_dirs, output, metric)
+    typer.echo(str(path))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -17,8 +17,10 @@ No TensorFlow here: listing and reading runs must stay fast.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import secrets
 import socket
 from dataclasses import dataclass
@@ -81,11 +83,36 @@ def utc_timestamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+MAX_STEM = 120
+
+
+def run_stem(name: str, overrides: list[str] = ()) -> str:
+    """A readable, filesystem-safe name for a run: the experiment's name and its overrides.
+
+    `shifted-digit-lstm` with `--set model.cell=gru --set model.units=64` gives
+    `shifted-digit-lstm.cell=gru.units=64`: each override by its last key, characters
+    outside `[A-Za-z0-9._=+-]` replaced by `_`. Past 120 characters the end is cut and a
+    hash of the whole override list keeps distinct runs distinct.
+    """
+    parts = [name]
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.strip() == "name":
+            continue  # already the first part
+        parts.append(_UNSAFE.sub("_", f"{key.strip().rsplit('.', 1)[-1]}={value.strip()}"))
+    stem = ".".join(parts)
+    if len(stem) > MAX_STEM:
+        digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
+        stem = f"{stem[: MAX_STEM - 9]}~{digest}"
+    return stem
+
+
 def create_run_dir(name: str, runs_dir: Path | None = None, exact: Path | None = None) -> RunDir:
     """Create a new, empty run directory; never reuse or overwrite one.
 
     Args:
-        name: The experiment's (validated, filesystem-safe) name.
+        name: The run's filesystem-safe stem (see `run_stem`).
         runs_dir: Parent folder for a generated `<name>-<timestamp>-<hex>` directory.
         exact: Create exactly this path instead; it must not exist yet.
 

@@ -25,7 +25,14 @@ from seqtrain.config import ExperimentConfig, dump_config, load_config
 from seqtrain.data import Dataset, build_dataset
 from seqtrain.errors import ConfigError, RunDirError, StorageError
 from seqtrain.report import ordered_metrics
-from seqtrain.rundir import RunDir, RunLock, create_run_dir, open_run_dir, read_json
+from seqtrain.rundir import (
+    RunDir,
+    RunLock,
+    create_run_dir,
+    open_run_dir,
+    read_json,
+    run_stem,
+)
 
 Display = Literal["rich", "plain", "quiet"]
 MONITOR, MODE = "val_loss", "min"
@@ -76,7 +83,8 @@ def run_experiment(
     devices = runtime.select_device(config.device)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed)
-    run = create_run_dir(config.name, runs_dir=runs_dir, exact=exact_dir)
+    overrides = list(overrides)
+    run = create_run_dir(run_stem(config.name, overrides), runs_dir=runs_dir, exact=exact_dir)
     with RunLock(run):
         atomic.write_text(run.config, dump_config(config))
         atomic.write_text(run.overrides, f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
@@ -248,6 +256,10 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             "(for example 1.0)"
         )
     atomic.write_json(run.summary, summary)  # complete before the test split is evaluated
+    if epoch_log.rows:
+        from seqtrain.plots import write_curves
+
+        write_curves(run.path, epoch_log.rows, config.model_dump(mode="json"))
     if status != "interrupted" and run.checkpoint("best").is_file():
         summary["test"] = evaluate_split(load_checkpoint(run.checkpoint("best")), dataset.test,
                                          train.batch_size)

@@ -1,0 +1,342 @@
+"""`seqtrain sweep`: a grid of runs (times seeds) in one folder, resumable and shardable.
+
+Each trial is an ordinary `seqtrain run` (or `seqtrain resume`) in a child process, in a
+run directory named after its overrides, so re-running the same command finds the
+finished trials and skips them, resumes interrupted ones, and retries failed ones only
+when asked. `--shard I/N` takes every N-th trial from the I-th, so N jobs on N machines
+can share one folder. No TensorFlow in this process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from seqtrain import atomic
+from seqtrain.config import load_config
+from seqtrain.errors import ConfigError, SeqtrainError
+from seqtrain.listing import RunRecord, read_run
+from seqtrain.rundir import run_stem
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the grid, with one seed."""
+
+    index: int
+    overrides: tuple[str, ...]  # the grid's assignments, then `seed=N` when seeds > 1
+
+    @property
+    def stem(self) -> str:
+        """The trial's run directory name: its overrides, e.g. `cell=gru.units=64.seed=43`."""
+        return run_stem("", list(self.overrides)).lstrip(".") or "base"
+
+    @property
+    def group(self) -> tuple[str, ...]:
+        """The overrides without the seed: trials that differ only by seed share it."""
+        return tuple(o for o in self.overrides if not o.startswith("seed="))
+
+
+def parse_grid(grids: list[str]) -> list[tuple[str, list[str]]]:
+    """`model.cell=simple_rnn,lstm,gru` -> ("model.cell", ["simple_rnn", "lstm", "gru"]).
+
+    Raises:
+        SeqtrainError: A grid lacks `=`, has no values, or names a key twice.
+    """
+    parsed: list[tuple[str, list[str]]] = []
+    for text in grids:
+        key, sep, values = text.partition("=")
+        choices = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not choices:
+            raise SeqtrainError(f"--grid {text!r}: expected key.path=v1,v2,..., for example "
+                                "model.cell=lstm,gru")
+        if key.strip() in (k for k, _ in parsed):
+            raise SeqtrainError(f"--grid names {key.strip()} twice; give all its values in one")
+        parsed.append((key.strip(), choices))
+    return parsed
+
+
+def expand(grid: list[tuple[str, list[str]]], seeds: int, base_seed: int) -> list[Trial]:
+    """The cartesian product of the grid, times `seeds` seeds (base_seed, base_seed + 1, ...)."""
+    keys = [key for key, _ in grid]
+    trials = []
+    for values in itertools.product(*(choices for _, choices in grid)):
+        for offset in range(seeds):
+            overrides = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
+            if seeds > 1:
+                overrides.append(f"seed={base_seed + offset}")
+            trials.append(Trial(len(trials), tuple(overrides)))
+    return trials
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """`I/N` (1-based) as (I, N); None means the whole grid, (1, 1).
+
+    Raises:
+        SeqtrainError: Not of the form I/N with 1 <= I <= N.
+    """
+    if spec is None:
+        return 1, 1
+    index, sep, count = spec.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise SeqtrainError(f"--shard {spec!r}: expected I/N with 1 <= I <= N, such as 2/4 "
+                            "(for a SLURM array: --shard $((SLURM_ARRAY_TASK_ID+1))/$N)")
+    return int(index), int(count)
+
+
+def shard(trials: list[Trial], index: int, count: int) -> list[Trial]:
+    """Every `count`-th trial starting from the `index`-th: shards are disjoint and cover all."""
+    return [t for t in trials if t.index % count == index - 1]
+
+
+@dataclass
+class SweepPlan:
+    """A validated sweep: where it lives, its trials, and how to run one."""
+
+    folder: Path
+    config: Path
+    sets: list[str]
+    trials: list[Trial]
+    manifest: dict[str, Any]
+
+    def run_dir(self, trial: Trial) -> Path:
+        return self.folder / trial.stem
+
+
+def plan_sweep(config: Path, grids: list[str], sets: list[str], seeds: int,
+               name: str | None, runs_dir: Path) -> SweepPlan:
+    """Validate every trial's config and work out the sweep folder; writes nothing.
+
+    Raises:
+        SeqtrainError: A bad grid, a trial whose config does not validate, or a folder
+            that holds a different sweep.
+    """
+    if seeds < 1:
+        raise SeqtrainError(f"--seeds got {seeds}; expected 1 or more")
+    base = load_config(config, sets)  # reports the file's own problems first
+    grid = parse_grid(grids)
+    trials = expand(grid, seeds, base.seed)
+    problems = []
+    for trial in trials:
+        try:
+            load_config(config, [*sets, *trial.overrides])
+        except ConfigError as err:
+            problems += [f"trial {trial.stem}: {p}" for p in err.problems]
+    if problems:
+        raise ConfigError(str(config), sorted(set(problems)))
+    text = Path(config).read_text(encoding="utf-8")
+    manifest = {"config": str(Path(config).resolve()),
+                "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                "grid": [[k, v] for k, v in grid], "sets": sets, "seeds": seeds}
+    if name is None:
+        digest = hashlib.sha256(json.dumps([manifest["config_sha256"], manifest["grid"], sets,
+                                            seeds]).encode()).hexdigest()[:6]
+        name = f"{base.name}-sweep-{digest}"
+    else:
+        load_config(config, [*sets, f"name={json.dumps(name)}"])  # same rules as run names
+    folder = runs_dir / name
+    existing = folder / "sweep.json"
+    if existing.exists():
+        recorded = json.loads(existing.read_text())
+        same = {k: recorded.get(k) for k in ("config_sha256", "grid", "sets", "seeds")}
+        if same != {k: manifest[k] for k in same}:
+            raise SeqtrainError(f"{folder} holds a different sweep (see {existing}); re-run it "
+                                "with its own settings, or pick another --name")
+    return SweepPlan(folder, Path(config).resolve(), sets, trials, manifest)
+
+
+def trial_state(run_dir: Path) -> str:
+    """`new`, or the run's status as `seqtrain ls` reads it (`killed` when nobody holds it)."""
+    if not run_dir.exists():
+        return "new"
+    return read_run(run_dir).status
+
+
+class Sweep:
+    """Runs a plan's trials in child processes and records each in `sweep.jsonl`."""
+
+    def __init__(self, plan: SweepPlan, jobs: int, retry_failed: bool, shard_spec: str,
+                 say=print):
+        self.plan, self.jobs, self.retry_failed = plan, jobs, retry_failed
+        self.shard_spec, self.say = shard_spec, say
+        self.stopping: int | None = None
+        self._children: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def action(self, trial: Trial) -> str:
+        """What running the trial now means: run, resume, skip or retry."""
+        state = trial_state(self.plan.run_dir(trial))
+        if state == "new":
+            return "run"
+        if state == "completed":
+            return "skip"
+        if state in ("interrupted", "killed"):
+            return "resume"
+        if state == "failed":
+            return "resume" if self.retry_failed else "skip"
+        return "skip"  # diverged (it would again), running elsewhere, broken
+
+    def run(self, trials: list[Trial]) -> list[dict[str, Any]]:
+        """Run `trials` (`jobs` at a time); return one result per trial."""
+        self.plan.folder.mkdir(parents=True, exist_ok=True)
+        (self.plan.folder / "logs").mkdir(exist_ok=True)
+        atomic.write_json(self.plan.folder / "sweep.json", self.plan.manifest)
+        results: list[dict[str, Any]] = []
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                futures = {pool.submit(self._run_trial, t): t for t in trials}
+                for done, future in enumerate(as_completed(futures), 1):
+                    result = future.result()
+                    results.append(result)
+                    self.say(f"[{done}/{len(trials)}] {result['trial']}: {result['status']}"
+                             + (f" (exit {result['exit_code']})" if result["exit_code"] else "")
+                             + _brief(result))
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return sorted(results, key=lambda r: r["index"])
+
+    def _on_signal(self, signum, frame) -> None:
+        # Children run in their own sessions (a terminal's Ctrl-C reaches only this
+        # process), so each gets exactly one signal: saved, resumable, exit 130/143.
+        self.stopping = signum
+        with self._lock:
+            for child in self._children:
+                child.send_signal(signum)
+
+    def _run_trial(self, trial: Trial) -> dict[str, Any]:
+        run_dir = self.plan.run_dir(trial)
+        action = "not started" if self.stopping else self.action(trial)
+        started = time.monotonic()
+        exit_code = 0
+        if action in ("run", "resume"):
+            command = [sys.executable, "-m", "seqtrain", action]
+            if action == "run":
+                command += [str(self.plan.config), "--run-dir", str(run_dir)]
+                command += [a for o in [*self.plan.sets, *trial.overrides] for a in ("--set", o)]
+            else:
+                command += [str(run_dir)]
+            log = self.plan.folder / "logs" / f"{trial.stem}.log"
+            with open(log, "ab") as err:
+                child = subprocess.Popen(command + ["--quiet"], stdout=subprocess.DEVNULL,
+                                         stderr=err, start_new_session=True)
+                with self._lock:
+                    self._children.add(child)
+                if self.stopping:
+                    child.send_signal(self.stopping)
+                exit_code = child.wait()
+                with self._lock:
+                    self._children.discard(child)
+        record = read_run(run_dir) if run_dir.exists() else RunRecord(run_dir)
+        status = record.status if run_dir.exists() else action
+        result = {
+            "trial": trial.stem,
+            "index": trial.index,
+            "overrides": list(trial.overrides),
+            "seed": next((int(o.split("=")[1]) for o in trial.overrides
+                          if o.startswith("seed=")), None),
+            "run_dir": str(run_dir),
+            "action": action,
+            "status": status,
+            "exit_code": exit_code,
+            "best_val_loss": record.get("best_val_loss"),
+            "best_val_accuracy": record.get("best_val_accuracy"),
+            "test_accuracy": record.get("test_accuracy"),
+            "seconds": round(time.monotonic() - started, 2),
+            "shard": self.shard_spec,
+            "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        append_line(self.plan.folder / "sweep.jsonl", result)
+        return result
+
+
+def _brief(result: dict[str, Any]) -> str:
+    loss, accuracy = result.get("best_val_loss"), result.get("best_val_accuracy")
+    if loss is None:
+        return ""
+    return f"  best val_loss {loss:.4f}" + (f"  val_accuracy {accuracy:.4f}" if accuracy
+                                            is not None else "")
+
+
+def append_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line, whole: one write under an exclusive lock, then fsync.
+
+    Trials finishing at once, in threads or in other shards' processes, never interleave.
+    """
+    data = (json.dumps(atomic.finite(record)) + "\n").encode()
+    with atomic.storage_errors(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def compare(plan: SweepPlan) -> list[dict[str, Any]]:
+    """One row per grid point: mean and standard deviation across seeds.
+
+    Reads every completed trial in the folder, whichever shard ran it.
+    """
+    groups: dict[tuple[str, ...], list[RunRecord]] = {}
+    for trial in plan.trials:
+        run_dir = plan.run_dir(trial)
+        groups.setdefault(trial.group, [])
+        if run_dir.exists():
+            record = read_run(run_dir)
+            if record.status == "completed":
+                groups[trial.group].append(record)
+    rows = []
+    for group, records in groups.items():
+        row: dict[str, Any] = {"trial": " ".join(group) or "(base config)", "runs": len(records)}
+        for column in ("best_val_loss", "best_val_accuracy", "test_accuracy"):
+            values = [r.get(column) for r in records if r.get(column) is not None]
+            row[column] = _mean(values)
+            row[f"{column}_std"] = _std(values)
+        rows.append(row)
+    return rows
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _std(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def comparison_table(rows: list[dict[str, Any]]):
+    from rich.table import Table
+
+    table = Table(title="sweep results (mean ± std across seeds)", title_justify="left")
+    table.add_column("trial")
+    table.add_column("runs", justify="right")
+    for column in ("best_val_loss", "best_val_accuracy", "test_accuracy"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = []
+        for column in ("best_val_loss", "best_val_accuracy", "test_accuracy"):
+            mean, std = row[column], row[f"{column}_std"]
+            cells.append("-" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std
+                                                                   is not None else ""))
+        table.add_row(row["trial"], str(row["runs"]), *cells)
+    return table
