@@ -144,4 +144,4 @@ def test_a_good_name_flag_names_the_run_directory(tmp_path):
     result = invoke("run", config, "--runs-dir", tmp_path / "runs", "--name", "1e3", "--quiet",
                     "--set", "train.epochs=1")
     assert result.exit_code == 0, result.stderr
-    assert Path(result.stdout.strip()).name.startswith("1e3-")  # a string, never a number
+    assert Path(result.stdout.strip()).name.startswith("1e3.epochs=1-")  # a string, not 1000.0

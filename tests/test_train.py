@@ -42,7 +42,7 @@ def test_stdout_is_only_the_run_directory_named_after_the_experiment(finished_ru
     assert stdout == f"{run_dir}\n"
     assert run_dir.is_dir() and run_dir.parent.name == "runs"
     name, stamp, suffix = run_dir.name.rsplit("-", 2)
-    assert name == "tiny" and len(stamp) == 16 and stamp.endswith("Z") and len(suffix) >= 4
+    assert name == "tiny.epochs=3" and len(stamp) == 16 and stamp.endswith("Z") and len(suffix) >= 4
     assert "epoch 3/3" in stderr  # plain progress: stderr is not a terminal here
 
 
@@ -51,8 +51,8 @@ def test_the_run_directory_holds_every_promised_file(finished_run):
     names = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*"))
     assert names == ["checkpoints", "checkpoints/best.keras", "checkpoints/last.keras",
                      "checkpoints/resume.json", "checkpoints/state-e0003-s000000.keras",
-                     "config.yaml", "env.json", "metrics.csv", "overrides.txt", "run.lock",
-                     "summary.json"]
+                     "config.yaml", "curves.png", "env.json", "metrics.csv", "overrides.txt",
+                     "run.lock", "summary.json"]
     # last.keras is the final state under a name users know: one file, two names.
     assert (run_dir / "checkpoints/last.keras").samefile(
         run_dir / "checkpoints/state-e0003-s000000.keras")
