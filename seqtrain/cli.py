@@ -314,8 +314,7 @@ def ls(
     elif format_ == "json":
         typer.echo(listing.to_json(records))
     else:
-        # A pipe gets every column whole; a terminal gets its own width.
-        Console(width=None if sys.stdout.isatty() else 400).print(listing.to_table(records))
+        typer.echo(listing.to_table(records))
         _say(f"{len(records)} run(s)", "default")
 
 

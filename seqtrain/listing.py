@@ -144,6 +144,9 @@ def read_run(path: Path) -> RunRecord:
         record.problem = "no summary.json"
     except (OSError, ValueError) as err:
         record.problem = f"summary.json unreadable ({type(err).__name__})"
+    if isinstance(record.summary, dict) and isinstance(record.summary.get("config"), dict):
+        record.config = record.summary["config"]  # the copy `run` keeps there: no YAML
+        return record
     try:
         config = yaml.load((path / "config.yaml").read_text(encoding="utf-8"), Loader=_Loader)
         record.config = config if isinstance(config, dict) else {}
@@ -218,16 +221,23 @@ def to_json(records: list[RunRecord]) -> str:
     return json.dumps([{**r.row(), "path": str(r.path)} for r in records], indent=2)
 
 
-def to_table(records: list[RunRecord]):
-    from rich.table import Table
+_LEFT = ("run", "name", "status", "cell")
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in COLUMNS:
-        table.add_column(column, justify="right" if column not in ("run", "name", "status",
-                                                                   "cell") else "left")
-    for record in records:
-        table.add_row(*(_shown(v) for v in record.row().values()))
-    return table
+
+def to_table(records: list[RunRecord]) -> str:
+    """Aligned plain-text columns, like `column -t`.
+
+    Fast for hundreds of runs (a rich table took 0.7 s for 500), and easy to `grep`,
+    `sort -k` or read in a terminal.
+    """
+    cells = [list(COLUMNS)] + [[_shown(v) for v in r.row().values()] for r in records]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    lines = []
+    for row in cells:
+        lines.append("  ".join(
+            cell.ljust(width) if column in _LEFT else cell.rjust(width)
+            for cell, width, column in zip(row, widths, COLUMNS, strict=True)).rstrip())
+    return "\n".join(lines)
 
 
 def _shown(value: Any) -> str:

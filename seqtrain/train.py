@@ -154,7 +154,8 @@ def resume_experiment(
         env.setdefault("resumes", []).append(_environment(devices, started_at, command))
         atomic.write_json(run.env, env)
         summary.update(status="running", error=None, signal=None, epochs=config.train.epochs,
-                       session_started_at=started_at, devices=devices.used)
+                       session_started_at=started_at, devices=devices.used,
+                       config=config.model_dump(mode="json"))
         summary.setdefault("resumes", []).append(
             {"at": started_at, "from": describe(state) if state else "the start"})
         session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
@@ -294,6 +295,8 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str,
         "resume_point": None,
         "signal": None,
         "error": None,
+        # A copy of config.yaml for `seqtrain ls`, which then reads one JSON file per run.
+        "config": config.model_dump(mode="json"),
     }
 
 

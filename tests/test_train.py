@@ -100,6 +100,8 @@ def test_summary_json_describes_the_finished_run(finished_run):
     assert set(summary["test"]) == {"loss", "accuracy"}
     assert summary["num_params"] > 0 and summary["samples_per_second"] > 0
     assert summary["wall_seconds"] >= summary["train_seconds"] > 0
+    # The copy `seqtrain ls` reads instead of parsing YAML is the resolved config itself.
+    assert summary["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())
 
 
 def test_the_checkpoints_reload_safely_and_predict_per_step(finished_run):

@@ -11,13 +11,15 @@ model can beat chance (1 / num_classes). It is kept to show why the sequence lay
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from seqtrain.data.registry import Dataset, TaskParams, TaskSpec, register_task, split_arrays
 from seqtrain.fields import NonNegativeInt, PositiveInt
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class ShiftedDigitParams(TaskParams):
@@ -59,6 +61,8 @@ class ShiftedDigitParams(TaskParams):
 
 def encode(digits: np.ndarray, encoding: str, num_classes: int) -> np.ndarray:
     """Digits (N, T) as float32 model input: one-hot (N, T, C) or scalar (N, T, 1)."""
+    import numpy as np
+
     if encoding == "onehot":
         return np.eye(num_classes, dtype=np.float32)[digits]
     return digits.astype(np.float32)[..., np.newaxis]
@@ -67,6 +71,8 @@ def encode(digits: np.ndarray, encoding: str, num_classes: int) -> np.ndarray:
 @register_task("shifted_digit", ShiftedDigitParams)
 def shifted_digit(params: ShiftedDigitParams, seed: int) -> Dataset:
     """Generate the shifted-digit splits from `seed` alone."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     shape = (params.num_samples, params.sequence_length)
     digits = rng.integers(0, params.num_classes, size=shape, dtype=np.int32)
