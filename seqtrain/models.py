@@ -44,25 +44,29 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain") -> 
                 name=f"{config.cell}_{index + 1}",
             )
         )
-    layers.append(keras.layers.Dense(spec.num_classes, activation="softmax", name="head"))
+    activation = "softmax" if spec.kind == "classification" else None
+    layers.append(keras.layers.Dense(spec.output_units, activation=activation, name="head"))
     return keras.Sequential(layers, name=name.replace(".", "_"))
 
 
-def compile_model(model: keras.Model, config: TrainConfig) -> None:
-    """Compile with the configured optimizer and the classification loss and accuracy.
+def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec) -> None:
+    """Compile with the configured optimizer and the task's loss and metric.
 
-    Steps with sample weight 0 (targets that do not exist) count neither in the loss nor
-    in the accuracy: the loss is averaged over the sample weights, not over all steps,
-    and accuracy is a weighted metric.
+    Classification: cross-entropy and accuracy; regression: mean squared error and mean
+    absolute error. Steps with sample weight 0 (targets that do not exist) count neither
+    in the loss nor in the metric: the loss is averaged over the sample weights, not over
+    all steps, and the metric is a weighted one.
     """
     import keras
 
     optimizer = getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(
         learning_rate=config.learning_rate, clipnorm=config.clipnorm
     )
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        steps_per_execution=config.steps_per_execution,
-    )
+    if spec.kind == "classification":
+        loss = keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
+        metric = keras.metrics.SparseCategoricalAccuracy(name=spec.metric)
+    else:
+        loss = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
+        metric = keras.metrics.MeanAbsoluteError(name=spec.metric)
+    model.compile(optimizer=optimizer, loss=loss, weighted_metrics=[metric],
+                  steps_per_execution=config.steps_per_execution)

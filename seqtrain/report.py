@@ -38,6 +38,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
         val = f"val_{name}"
         if val in final:
             table.add_row(val, _cell(final.get(val)), _cell(best.get(val)), "")
+    baseline = summary.get("baseline")
+    if baseline:
+        scores = "  ".join(f"{k} {v:.4f}" for k, v in baseline.items() if k != "description")
+        table.caption = f"baseline ({baseline['description']}) on the test split: {scores}"
+        table.caption_justify = "left"
     return table
 
 

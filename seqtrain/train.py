@@ -89,7 +89,7 @@ def run_experiment(
         atomic.write_text(run.config, dump_config(config))
         atomic.write_text(run.overrides, f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
         atomic.write_json(run.env, _environment(devices, started_at, command))
-        summary = _new_summary(config, run, started_at, len(dataset.train), devices.used)
+        summary = _new_summary(config, run, started_at, dataset, devices.used)
         session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
         return run, _train(session)
 
@@ -190,7 +190,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     config, run, dataset, summary = session.config, session.run, session.dataset, session.summary
     train = config.train
     model = build_model(config.model, dataset.spec, name=config.name)
-    compile_model(model, train)
+    compile_model(model, train, dataset.spec)
     if state is not None:
         if state.step:  # first: evaluating advances the dropout seeds, restored next
             build_metrics(model, dataset.val.x, dataset.val.y, dataset.val.sample_weight)
@@ -268,9 +268,10 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     return summary
 
 
-def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str,
-                 num_train_samples: int, devices: list[str]) -> dict[str, Any]:
+def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset: Dataset,
+                 devices: list[str]) -> dict[str, Any]:
     """`summary.json` of a run that has just started: every key, results still empty."""
+    spec, baseline = dataset.spec, dataset.baseline
     return {
         "status": "running",
         "name": config.name,
@@ -286,8 +287,12 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str,
         "best": {},
         "final": {},
         "test": {},
+        "task": {"kind": spec.kind, "metric": spec.metric, "per_step": spec.per_step},
+        # What a trivial predictor scores on the same test split: the bar to clear.
+        "baseline": None if baseline is None else {"description": baseline.description,
+                                                   **baseline.metrics},
         "num_params": None,
-        "num_train_samples": num_train_samples,
+        "num_train_samples": len(dataset.train),
         "wall_seconds": 0.0,
         "train_seconds": None,
         "samples_per_second": None,

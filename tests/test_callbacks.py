@@ -21,9 +21,9 @@ def model():
     runtime.select_device("cpu")
     from seqtrain.models import build_model, compile_model
 
-    model = build_model(ModelConfig(units=4), TaskSpec(timesteps=3, features=2, num_classes=2,
-                                                       per_step=True))
-    compile_model(model, TrainConfig())
+    spec = TaskSpec(timesteps=3, features=2, num_classes=2, per_step=True)
+    model = build_model(ModelConfig(units=4), spec)
+    compile_model(model, TrainConfig(), spec)
     return model
 
 

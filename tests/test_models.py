@@ -44,7 +44,7 @@ def test_stacked_layers_pass_sequences_and_a_per_sequence_head_takes_the_last_st
                                       ("adamw", "AdamW")])
 def test_optimizer_names_learning_rate_and_clipnorm(name, cls):
     model = build_model(ModelConfig(units=4), SPEC)
-    compile_model(model, TrainConfig(optimizer=name, learning_rate=0.01, clipnorm=2.0))
+    compile_model(model, TrainConfig(optimizer=name, learning_rate=0.01, clipnorm=2.0), SPEC)
     assert type(model.optimizer).__name__ == cls
     assert model.optimizer.clipnorm == 2.0
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.01)
@@ -52,7 +52,7 @@ def test_optimizer_names_learning_rate_and_clipnorm(name, cls):
 
 def test_steps_with_zero_weight_count_neither_in_loss_nor_accuracy():
     model = build_model(ModelConfig(units=4), SPEC)
-    compile_model(model, TrainConfig())
+    compile_model(model, TrainConfig(), SPEC)
     x = np.random.default_rng(0).random((8, 5, 3), dtype=np.float32)
     y = np.random.default_rng(1).integers(0, 4, (8, 5))
     weights = np.ones((8, 5), np.float32)

@@ -2,7 +2,9 @@
 
 Each sample is `sequence_length` random digits; the target at step t is the input digit
 at step t - shift. The first `shift` steps have nothing to recall, so they get sample
-weight 0 and count neither in the loss nor in the accuracy.
+weight 0 and count neither in the loss nor in the accuracy. With `mode: recall` there is
+one target per sequence instead: the digit `shift` steps before the last one, which must
+be held in memory while the rest of the sequence goes by.
 
 `layout: seed` is the classic blog example instead: length-1 sequences and
 `y = np.roll(x, shift)` across *samples*, so each target is another sample's digit and no
@@ -15,7 +17,14 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from seqtrain.data.registry import Dataset, TaskParams, TaskSpec, register_task, split_arrays
+from seqtrain.data.registry import (
+    Dataset,
+    TaskParams,
+    TaskSpec,
+    classification_baseline,
+    register_task,
+    split_arrays,
+)
 from seqtrain.fields import NonNegativeInt, PositiveInt
 
 if TYPE_CHECKING:
@@ -39,6 +48,18 @@ class ShiftedDigitParams(TaskParams):
     encoding: Literal["onehot", "scalar"] = Field(
         "onehot", description="onehot: num_classes features; scalar: the raw digit as 1 float."
     )
+    mode: Literal["every_step", "recall"] = Field(
+        "every_step", description="every_step: a target at every step; recall: one target "
+        "per sequence, the digit `shift` steps before the last."
+    )
+
+    @field_validator("mode")
+    @classmethod
+    def _recall_needs_sequences(cls, value: str, info: ValidationInfo) -> str:
+        if value == "recall" and info.data.get("layout") == "seed":
+            raise ValueError("mode 'recall' needs layout 'sequence' (the seed layout has "
+                             "length-1 sequences)")
+        return value
 
     @field_validator("sequence_length")
     @classmethod
@@ -81,6 +102,9 @@ def shifted_digit(params: ShiftedDigitParams, seed: int) -> Dataset:
         # input with the previous sample's digit, which it cannot see.
         targets = np.roll(digits, params.shift, axis=0)
         sample_weight = None
+    elif params.mode == "recall":
+        targets = digits[:, params.sequence_length - 1 - params.shift]
+        sample_weight = None
     else:
         targets = np.roll(digits, params.shift, axis=1)
         # The first `shift` targets wrapped around from the end: weight 0 hides them.
@@ -91,8 +115,10 @@ def shifted_digit(params: ShiftedDigitParams, seed: int) -> Dataset:
     spec = TaskSpec(
         timesteps=params.sequence_length,
         features=x.shape[-1],
+        per_step=params.mode == "every_step",
         num_classes=params.num_classes,
-        per_step=True,
     )
     train, val, test = split_arrays(x, targets, sample_weight, params.split)
-    return Dataset(spec=spec, train=train, val=val, test=test)
+    uniform = np.full(test.y.shape + (params.num_classes,), 1 / params.num_classes)
+    baseline = classification_baseline("chance: every digit equally likely", uniform, test)
+    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline)

@@ -71,20 +71,52 @@ class TaskParams(Section):
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a task asks of the model: its input shape and its head.
+    """What a task asks of the model: its input shape, its head, its loss and metric.
 
     Attributes:
         timesteps: Length of each input sequence.
         features: Number of features per step.
-        num_classes: Number of target classes (softmax width).
         per_step: Whether a target exists at every step (`return_sequences` on the last
             recurrent layer) or once per sequence.
+        kind: `classification` (softmax head, cross-entropy, accuracy) or `regression`
+            (linear head, mean squared error, mean absolute error).
+        num_classes: Classification: the softmax width.
+        output_dim: Regression: values predicted per step or per sequence.
     """
 
     timesteps: int
     features: int
-    num_classes: int
     per_step: bool
+    kind: str = "classification"
+    num_classes: int = 0
+    output_dim: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("classification", "regression"):
+            raise ValueError(f"kind must be classification or regression, got {self.kind!r}")
+
+    @property
+    def output_units(self) -> int:
+        """Width of the model's last Dense layer."""
+        return self.num_classes if self.kind == "classification" else self.output_dim
+
+    @property
+    def metric(self) -> str:
+        """The task's main metric besides the loss: `accuracy` or `mae`."""
+        return "accuracy" if self.kind == "classification" else "mae"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a trivial predictor scores on the test split: the bar a model must clear.
+
+    Attributes:
+        description: The predictor, e.g. "always 1.0" or "the last value (persistence)".
+        metrics: Its `loss` and main metric, computed like the model's.
+    """
+
+    description: str
+    metrics: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -107,6 +139,7 @@ class Dataset:
     train: Split
     val: Split
     test: Split
+    baseline: Baseline | None = None
 
 
 def split_arrays(
@@ -119,6 +152,33 @@ def split_arrays(
         Split(x[a:b], y[a:b], None if sample_weight is None else sample_weight[a:b])
         for a, b in bounds
     )
+
+
+def regression_baseline(description: str, predicted: np.ndarray, split: Split) -> Baseline:
+    """Mean squared and absolute error of `predicted` against the split's targets."""
+    import numpy as np
+
+    error = np.broadcast_to(predicted, split.y.shape) - split.y
+    weights = np.ones_like(error)
+    if split.sample_weight is not None:  # per-step weights (N, T) over targets (N, T, D)
+        weights = weights * split.sample_weight[..., None]
+    total = float(weights.sum())
+    return Baseline(description, {"loss": float((weights * error**2).sum() / total),
+                                  "mae": float((weights * abs(error)).sum() / total)})
+
+
+def classification_baseline(description: str, probabilities: np.ndarray,
+                            split: Split) -> Baseline:
+    """Cross-entropy and accuracy of fixed class `probabilities` (…, C) on the targets."""
+    import numpy as np
+
+    picked = np.take_along_axis(probabilities, split.y[..., None], axis=-1)[..., 0]
+    correct = probabilities.argmax(-1) == split.y
+    weights = np.ones(split.y.shape) if split.sample_weight is None else split.sample_weight
+    total = float(weights.sum())
+    return Baseline(description, {
+        "loss": float(-(weights * np.log(np.maximum(picked, 1e-7))).sum() / total),
+        "accuracy": float((weights * correct).sum() / total)})
 
 
 @dataclass(frozen=True)

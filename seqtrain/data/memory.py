@@ -1,0 +1,101 @@
+"""Long-memory benchmarks: the adding problem and the copy-memory task.
+
+Both are classic tests of what recurrent cells can remember across many steps: a SimpleRNN's
+gradient vanishes over long sequences while an LSTM or GRU can carry the information.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from seqtrain.data.registry import (
+    Dataset,
+    TaskParams,
+    TaskSpec,
+    classification_baseline,
+    register_task,
+    regression_baseline,
+    split_arrays,
+)
+from seqtrain.fields import PositiveInt
+
+
+class AddingParams(TaskParams):
+    """Parameters of `task: adding` (Hochreiter & Schmidhuber 1997)."""
+
+    task: Literal["adding"] = Field("adding", description="Task name.")
+    sequence_length: Annotated[int, Field(strict=True, ge=2)] = Field(
+        100, description="Steps per sequence (at least 2); one marker falls in each half."
+    )
+
+
+@register_task("adding", AddingParams)
+def adding(params: AddingParams, seed: int) -> Dataset:
+    """Sum the two marked values of a sequence (regression, one target per sequence).
+
+    Two channels: values uniform in [0, 1], and a 0/1 marker on exactly two steps, one in
+    each half of the sequence. Always answering 1.0 scores a mean squared error of 1/6.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n, length = params.num_samples, params.sequence_length
+    values = rng.random((n, length), dtype=np.float32)
+    half = length // 2
+    first = rng.integers(0, half, n)
+    second = rng.integers(half, length, n)
+    markers = np.zeros((n, length), dtype=np.float32)
+    rows = np.arange(n)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=-1)
+    y = (values[rows, first] + values[rows, second])[:, None].astype(np.float32)
+    train, val, test = split_arrays(x, y, None, params.split)
+    spec = TaskSpec(timesteps=length, features=2, per_step=False, kind="regression",
+                    output_dim=1)
+    baseline = regression_baseline("always 1.0", np.float32(1.0), test)
+    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline)
+
+
+class CopyMemoryParams(TaskParams):
+    """Parameters of `task: copy_memory` (Arjovsky, Shah & Bengio 2016)."""
+
+    task: Literal["copy_memory"] = Field("copy_memory", description="Task name.")
+    num_symbols: PositiveInt = Field(10, description="Symbols to memorise and reproduce.")
+    alphabet: PositiveInt = Field(8, description="Distinct symbols (classes 1..alphabet).")
+    delay: PositiveInt = Field(
+        50, description="Steps between the end of the symbols and the delimiter."
+    )
+
+
+@register_task("copy_memory", CopyMemoryParams)
+def copy_memory(params: CopyMemoryParams, seed: int) -> Dataset:
+    """Reproduce the first `num_symbols` symbols after a long gap (per-step classification).
+
+    Input: the symbols, `delay - 1` blanks, a delimiter, `num_symbols` blanks. Target:
+    blank everywhere but the last `num_symbols` steps, which repeat the symbols. The
+    memoryless baseline outputs blanks, then a uniform guess after the delimiter.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n, count, alphabet = params.num_samples, params.num_symbols, params.alphabet
+    length = params.delay + 2 * count
+    blank, delimiter = 0, alphabet + 1
+    symbols = rng.integers(1, alphabet + 1, (n, count), dtype=np.int32)
+    tokens = np.full((n, length), blank, dtype=np.int32)
+    tokens[:, :count] = symbols
+    tokens[:, count + params.delay - 1] = delimiter
+    targets = np.full((n, length), blank, dtype=np.int32)
+    targets[:, -count:] = symbols
+    classes = alphabet + 2
+    x = np.eye(classes, dtype=np.float32)[tokens]
+    train, val, test = split_arrays(x, targets, None, params.split)
+    spec = TaskSpec(timesteps=length, features=classes, per_step=True, num_classes=classes)
+    guess = np.zeros(test.y.shape + (classes,))
+    guess[:, :-count, blank] = 1.0
+    guess[:, -count:, 1:alphabet + 1] = 1.0 / alphabet
+    baseline = classification_baseline("memoryless: blanks, then a uniform guess", guess, test)
+    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline)
