@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from seqtrain.data import get_task, task_names, task_params_models
 from seqtrain.data.registry import unknown_name_message
@@ -31,19 +31,69 @@ _DEVICE_PATTERN = re.compile(r"auto|cpu|gpu(:[0-9]+)?")
 
 
 class ModelConfig(Section):
-    """The recurrent network: `num_layers` layers of one cell, then a softmax head."""
+    """The recurrent network: `num_layers` layers of one cell, then the task's head."""
 
     cell: Literal[CELLS] = Field(  # type: ignore[valid-type]
         "lstm", description="Recurrent cell: simple_rnn | lstm | gru."
     )
-    units: PositiveInt = Field(64, description="Units (state size) of each recurrent layer.")
+    units: PositiveInt | list[PositiveInt] = Field(
+        64, description="Units (state size) of each recurrent layer: one number for every "
+        "layer, or a list with one per layer (num_layers then follows the list)."
+    )
     num_layers: PositiveInt = Field(1, description="Number of stacked recurrent layers.")
+    bidirectional: bool = Field(
+        False, description="Wrap each recurrent layer in Bidirectional: read the sequence "
+        "both ways and concatenate the two outputs."
+    )
     dropout: Annotated[Float, Field(ge=0.0, lt=1.0)] = Field(
         0.0, description="Dropout on each recurrent layer's inputs, in [0, 1)."
+    )
+    recurrent_dropout: Annotated[Float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="Dropout on the recurrent state, in [0, 1); above 0 rules out the "
+        "cuDNN kernel on a GPU."
     )
     activation: Literal[ACTIVATIONS] = Field(  # type: ignore[valid-type]
         "tanh", description="Activation of the recurrent cells (Keras name)."
     )
+    recurrent_activation: Literal[ACTIVATIONS] = Field(  # type: ignore[valid-type]
+        "sigmoid", description="Gate activation of LSTM and GRU cells; SimpleRNN has no gates."
+    )
+    embedding_dim: PositiveInt | None = Field(
+        None, description="Learn an embedding of this size for symbol inputs (tasks whose "
+        "inputs are tokens); null feeds them one-hot."
+    )
+    unroll: bool = Field(
+        False, description="Unroll the recurrence: faster for short sequences, more memory."
+    )
+    reset_after: bool = Field(
+        True, description="GRU only: apply the reset gate after the recurrent matrix product "
+        "(Keras' default, cuDNN-compatible); false applies it before, as Cho et al. (2014)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        given = self.model_fields_set
+        if isinstance(self.units, list):
+            if "num_layers" in given and self.num_layers != len(self.units):
+                raise ValueError(
+                    f"units lists {len(self.units)} layers but num_layers is {self.num_layers}; "
+                    "give one unit count per layer, or leave num_layers out"
+                )
+            self.__dict__["num_layers"] = len(self.units)  # not re-validated: it agrees
+        # A resolved config spells every field out, so only a changed value is a mistake.
+        if self.cell == "simple_rnn" and self.recurrent_activation != "sigmoid":
+            raise ValueError("recurrent_activation applies to the gates of lstm and gru; "
+                             "simple_rnn has none: remove it")
+        if self.cell != "gru" and not self.reset_after:
+            raise ValueError(f"reset_after applies to gru only, not {self.cell}: remove it")
+        return self
+
+    @property
+    def layer_units(self) -> list[int]:
+        """Units of each recurrent layer, first to last."""
+        if isinstance(self.units, list):
+            return list(self.units)
+        return [self.units] * self.num_layers
 
 
 class TrainConfig(Section):
@@ -59,6 +109,13 @@ class TrainConfig(Section):
     )
     clipnorm: Annotated[Float, Field(gt=0.0)] | None = Field(
         None, description="Clip each gradient to this L2 norm; null for no clipping."
+    )
+    clipvalue: Annotated[Float, Field(gt=0.0)] | None = Field(
+        None, description="Clip each gradient element to [-clipvalue, clipvalue]; null for none."
+    )
+    weight_decay: Annotated[Float, Field(ge=0.0)] | None = Field(
+        None, description="Decoupled weight decay; null keeps the optimizer's default (0 for "
+        "all but adamw, 0.004 for adamw)."
     )
     steps_per_execution: PositiveInt = Field(
         16,
@@ -118,6 +175,16 @@ class ExperimentConfig(Section):
     def _known_device(cls, value: str) -> str:
         return check_device(value)
 
+    @model_validator(mode="after")
+    def _embedding_needs_symbols(self) -> ExperimentConfig:
+        if self.model.embedding_dim and not self.data.vocabulary_size():
+            raise ValueError(
+                f"model.embedding_dim needs symbol inputs, but task {self.data.task!r} (with "
+                "these settings) has real-valued inputs; remove embedding_dim, or use a task "
+                "with symbols (shifted_digit with encoding onehot, copy_memory)"
+            )
+        return self
+
 
 def check_device(value: str) -> str:
     """`value` if it names a device seqtrain can select, else a ValueError saying what can."""
@@ -176,7 +243,8 @@ def validate_config(
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        problems.extend(_describe(error, raw, lines, overridden) for error in err.errors())
+        problems.extend(_describe(error, raw, lines, overridden)
+                        for error in _one_union_branch(err.errors(), raw))
     if problems:
         raise ConfigError(source, problems)
     return config
@@ -327,6 +395,29 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, i
     else:
         message = f"got {_shown(value)}; {error['msg']}"
     return f"{dotted} ({_where(loc, lines, overridden)}): {message}"
+
+
+_UNION_TAG = re.compile(r"^(int|float|str|bool|list\[.*\]|constrained-.*|function-.*)$")
+
+
+def _one_union_branch(errors: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Keep, for a field that takes one of several types (`units: 64` or `[64, 32]`), only
+    the errors of the branch the user meant: the list branch when a list was given.
+    """
+    kept = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        tag = next((i for i, part in enumerate(loc) if isinstance(part, str)
+                    and _UNION_TAG.match(part) and i > 0), None)
+        if tag is None:
+            kept.append(error)
+            continue
+        given = raw
+        for part in _strip_task_tag(tuple(str(p) for p in loc[:tag])):
+            given = given.get(part) if isinstance(given, dict) else None
+        if str(loc[tag]).startswith("list") == isinstance(given, list):
+            kept.append({**error, "loc": loc[:tag] + loc[tag + 1:]})
+    return kept
 
 
 def _strip_task_tag(loc: KeyPath) -> KeyPath:

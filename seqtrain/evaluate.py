@@ -90,7 +90,7 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto") -> 
         )
     runtime.select_device(device)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
-    dataset = build_dataset(config.data, config.seed)
+    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     model = load_checkpoint(checkpoint_path)
     metrics = evaluate_split(model, dataset.test, config.train.batch_size)
     result = {

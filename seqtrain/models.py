@@ -32,18 +32,25 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain") -> 
     import keras
 
     cell = getattr(keras.layers, CELL_LAYERS[config.cell])
-    layers: list = [keras.Input(shape=(spec.timesteps, spec.features), name="sequence")]
-    for index in range(config.num_layers):
-        is_last = index == config.num_layers - 1
-        layers.append(
-            cell(
-                config.units,
-                activation=config.activation,
-                dropout=config.dropout,
-                return_sequences=spec.per_step or not is_last,
-                name=f"{config.cell}_{index + 1}",
-            )
-        )
+    if spec.tokens:
+        layers: list = [keras.Input(shape=(spec.timesteps,), dtype="int32", name="tokens"),
+                        keras.layers.Embedding(spec.tokens, config.embedding_dim, name="embedding")]
+    else:
+        layers = [keras.Input(shape=(spec.timesteps, spec.features), name="sequence")]
+    options: dict = {"activation": config.activation, "dropout": config.dropout,
+                     "recurrent_dropout": config.recurrent_dropout, "unroll": config.unroll}
+    if config.cell != "simple_rnn":
+        options["recurrent_activation"] = config.recurrent_activation
+    if config.cell == "gru":
+        options["reset_after"] = config.reset_after
+    units = config.layer_units
+    for index, width in enumerate(units):
+        is_last = index == len(units) - 1
+        layer = cell(width, return_sequences=spec.per_step or not is_last,
+                     name=f"{config.cell}_{index + 1}", **options)
+        if config.bidirectional:
+            layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index + 1}")
+        layers.append(layer)
     activation = "softmax" if spec.kind == "classification" else None
     layers.append(keras.layers.Dense(spec.output_units, activation=activation, name="head"))
     return keras.Sequential(layers, name=name.replace(".", "_"))
@@ -59,9 +66,11 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec) -> No
     """
     import keras
 
-    optimizer = getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(
-        learning_rate=config.learning_rate, clipnorm=config.clipnorm
-    )
+    options = {"learning_rate": config.learning_rate, "clipnorm": config.clipnorm,
+               "clipvalue": config.clipvalue}
+    if config.weight_decay is not None:
+        options["weight_decay"] = config.weight_decay
+    optimizer = getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(**options)
     if spec.kind == "classification":
         loss = keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
         metric = keras.metrics.SparseCategoricalAccuracy(name=spec.metric)

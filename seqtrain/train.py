@@ -82,7 +82,7 @@ def run_experiment(
     started_at = _now()
     devices = runtime.select_device(config.device)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
-    dataset = build_dataset(config.data, config.seed)
+    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     overrides = list(overrides)
     run = create_run_dir(run_stem(config.name, overrides), runs_dir=runs_dir, exact=exact_dir)
     with RunLock(run):
@@ -143,7 +143,7 @@ def resume_experiment(
                               f"train.epochs={config.train.epochs} cannot undo them")
         if state and state.step == 0 and state.epoch >= config.train.epochs:
             return run, summary, False
-        dataset = build_dataset(config.data, config.seed)
+        dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
 
         atomic.write_text(run.config, dump_config(config))
         with open(run.overrides, encoding="utf-8") as file:

@@ -63,3 +63,44 @@ def test_steps_with_zero_weight_count_neither_in_loss_nor_accuracy():
     picked = np.take_along_axis(probs, y[:, 2:, None], axis=-1)[..., 0]
     assert masked["loss"] == pytest.approx(float(-np.log(picked).mean()), rel=1e-5)
     assert masked["accuracy"] == pytest.approx(float((probs.argmax(-1) == y[:, 2:]).mean()))
+
+
+def test_a_list_of_units_stacks_layers_of_those_widths():
+    config = ModelConfig(units=[12, 6], cell="gru")
+    assert config.num_layers == 2
+    model = build_model(config, SPEC)
+    assert [layer.units for layer in model.layers[:2]] == [12, 6]
+    with pytest.raises(ValueError, match="units lists 2 layers but num_layers is 3"):
+        ModelConfig(units=[12, 6], num_layers=3)
+
+
+def test_bidirectional_layers_read_both_ways_and_concatenate():
+    model = build_model(ModelConfig(units=5, bidirectional=True, num_layers=2), SPEC)
+    assert [type(layer).__name__ for layer in model.layers] == ["Bidirectional", "Bidirectional",
+                                                                 "Dense"]
+    assert model.layers[0].output.shape == (None, 5, 10)
+
+
+def test_cell_options_reach_the_keras_layers():
+    gru = build_model(ModelConfig(cell="gru", units=4, recurrent_dropout=0.2, unroll=True,
+                                  reset_after=False, recurrent_activation="hard_sigmoid"),
+                      SPEC).layers[0]
+    assert (gru.recurrent_dropout, gru.unroll, gru.reset_after) == (0.2, True, False)
+    assert gru.cell.recurrent_activation.__name__ == "hard_sigmoid"
+    with pytest.raises(ValueError, match="simple_rnn has none"):
+        ModelConfig(cell="simple_rnn", recurrent_activation="tanh")
+    with pytest.raises(ValueError, match="gru only"):
+        ModelConfig(cell="lstm", reset_after=False)
+
+
+def test_an_embedding_reads_integer_tokens():
+    spec = TaskSpec(timesteps=5, features=1, num_classes=4, per_step=True, tokens=6)
+    model = build_model(ModelConfig(units=4, embedding_dim=3), spec)
+    assert type(model.layers[0]).__name__ == "Embedding"
+    assert model.predict(np.zeros((2, 5), "int32"), verbose=0).shape == (2, 5, 4)
+
+
+def test_clipvalue_and_weight_decay_reach_the_optimizer():
+    model = build_model(ModelConfig(units=4), SPEC)
+    compile_model(model, TrainConfig(clipvalue=0.5, weight_decay=0.01, optimizer="adamw"), SPEC)
+    assert model.optimizer.clipvalue == 0.5 and model.optimizer.weight_decay == 0.01

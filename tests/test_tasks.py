@@ -102,3 +102,26 @@ def test_a_tiny_run_beats_the_baseline(name: str, tmp_path: Path):
     assert f"val_{metric}" in summary["best"]
     evaluation = json.loads(invoke("eval", tmp_path / "run", "--json").stdout)
     assert evaluation["metrics"][metric] == summary["test"][metric]
+
+
+def test_an_embedded_bidirectional_stack_trains_and_evaluates_from_its_directory(tmp_path):
+    config = write_config(tmp_path, {
+        "name": "embedded", "seed": 2, "device": "cpu",
+        "data": {"task": "copy_memory", "num_symbols": 2, "alphabet": 3, "delay": 3,
+                 "num_samples": 400},
+        "model": {"cell": "gru", "units": [8, 6], "bidirectional": True, "embedding_dim": 4,
+                  "recurrent_dropout": 0.1},
+        "train": {"epochs": 2, "batch_size": 32, "clipvalue": 1.0, "optimizer": "adamw",
+                  "weight_decay": 0.01}})
+    result = invoke("run", config, "--run-dir", tmp_path / "run", "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    evaluation = json.loads(invoke("eval", tmp_path / "run", "--json").stdout)
+    assert evaluation["metrics"] == summary["test"]
+
+
+def test_an_embedding_needs_symbol_inputs(tmp_path):
+    config = write_config(tmp_path, {"name": "x", "data": {"task": "adding"},
+                                     "model": {"embedding_dim": 4}})
+    result = invoke("validate", config)
+    assert result.exit_code == 2 and "embedding_dim needs symbol inputs" in result.stderr

@@ -61,6 +61,9 @@ class ShiftedDigitParams(TaskParams):
                              "length-1 sequences)")
         return value
 
+    def vocabulary_size(self) -> int:
+        return self.num_classes if self.encoding == "onehot" else 0
+
     @field_validator("sequence_length")
     @classmethod
     def _seed_layout_is_length_one(cls, value: int, info: ValidationInfo) -> int:

@@ -69,6 +69,9 @@ class CopyMemoryParams(TaskParams):
         50, description="Steps between the end of the symbols and the delimiter."
     )
 
+    def vocabulary_size(self) -> int:
+        return self.alphabet + 2  # blank, the symbols, the delimiter
+
 
 @register_task("copy_memory", CopyMemoryParams)
 def copy_memory(params: CopyMemoryParams, seed: int) -> Dataset:

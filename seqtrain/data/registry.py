@@ -53,6 +53,13 @@ class TaskParams(Section):
         default_factory=SplitFractions, description="Train/val/test fractions."
     )
 
+    def vocabulary_size(self) -> int:
+        """How many symbols the inputs are one-hot vectors of; 0 for real-valued inputs.
+
+        A task with symbol inputs can feed a model an `Embedding` of them instead.
+        """
+        return 0
+
     @field_validator("split")
     @classmethod
     def _every_split_gets_samples(cls, split: SplitFractions, info: ValidationInfo):
@@ -82,6 +89,8 @@ class TaskSpec:
             (linear head, mean squared error, mean absolute error).
         num_classes: Classification: the softmax width.
         output_dim: Regression: values predicted per step or per sequence.
+        tokens: When nonzero, inputs are integer symbols 0..tokens-1, shaped (N, T),
+            for an `Embedding` (see `with_token_inputs`).
     """
 
     timesteps: int
@@ -90,6 +99,7 @@ class TaskSpec:
     kind: str = "classification"
     num_classes: int = 0
     output_dim: int = 0
+    tokens: int = 0
 
     def __post_init__(self):
         if self.kind not in ("classification", "regression"):
@@ -152,6 +162,18 @@ def split_arrays(
         Split(x[a:b], y[a:b], None if sample_weight is None else sample_weight[a:b])
         for a, b in bounds
     )
+
+
+def with_token_inputs(dataset: Dataset, vocabulary_size: int) -> Dataset:
+    """The dataset with one-hot inputs (N, T, V) replaced by their symbols (N, T), int32."""
+    from dataclasses import replace
+
+    def tokens(split: Split) -> Split:
+        return replace(split, x=split.x.argmax(axis=-1).astype("int32"))
+
+    spec = replace(dataset.spec, features=1, tokens=vocabulary_size)
+    return replace(dataset, spec=spec, train=tokens(dataset.train), val=tokens(dataset.val),
+                   test=tokens(dataset.test))
 
 
 def regression_baseline(description: str, predicted: np.ndarray, split: Split) -> Baseline:
@@ -234,6 +256,15 @@ def get_task(name: str) -> Task:
         raise SeqtrainError(unknown_name_message("task", name, task_names())) from None
 
 
-def build_dataset(params: TaskParams, seed: int) -> Dataset:
-    """Generate the dataset described by `params`; the same seed gives the same arrays."""
-    return get_task(params.task).build(params, seed)
+def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False) -> Dataset:
+    """Generate the dataset described by `params`; the same seed gives the same arrays.
+
+    Args:
+        params: The `data:` section.
+        seed: The experiment's seed.
+        token_inputs: Give symbol inputs as integer tokens, for a model with an embedding.
+    """
+    dataset = get_task(params.task).build(params, seed)
+    if token_inputs:
+        dataset = with_token_inputs(dataset, params.vocabulary_size())
+    return dataset
