@@ -123,14 +123,17 @@ class ResumableState(keras.callbacks.Callback):
             mid-epoch resume feeds only the rest).
         metric_states: Running metric totals to put back at the start of that epoch.
         train_seconds: Training time of earlier sessions.
+        counters: Callbacks with `name` and `state()` (early stopping, plateau) whose
+            counters are part of the state.
     """
 
     def __init__(self, run: RunDir, best: BestCheckpoint, stop: StopRequest, epochs: int,
                  checkpoint_every: int = 1, backup_every_steps: int | None = None,
                  step_offset: int = 0, metric_states: list | None = None,
-                 train_seconds: float = 0.0):
+                 train_seconds: float = 0.0, counters: list | None = None):
         super().__init__()
         self.run, self.best, self.stop, self.epochs = run, best, stop, epochs
+        self.counters = list(counters or [])
         self.checkpoint_every, self.backup_every_steps = checkpoint_every, backup_every_steps
         self.step_offset, self.metric_states = step_offset, metric_states
         self.train_seconds_before = train_seconds
@@ -182,8 +185,60 @@ class ResumableState(keras.callbacks.Callback):
             epoch=epoch, step=step, model_file="", seed_states=[], metric_states=metric_states,
             best=self.best.best, best_epoch=self.best.best_epoch, best_logs=self.best.best_logs,
             train_seconds=self.train_seconds,
+            callbacks={callback.name: callback.state() for callback in self.counters},
         )
         save_state(self.run, self.model, self.last_state)
+
+
+class _Resumable:
+    """A Keras callback whose counters, named in `STATE`, survive a resume.
+
+    Keras resets them in `on_train_begin`: here only the first time, after which the
+    counters of the interrupted run are put back; a second `fit` call in the same process
+    (a mid-epoch resume makes two) keeps them as they are.
+    """
+
+    STATE: tuple[str, ...] = ()
+    name = ""
+
+    def __init__(self, *args, state: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._restored = dict(state or {})
+        self._begun = False
+
+    def on_train_begin(self, logs=None):
+        if self._begun:
+            return
+        self._begun = True
+        super().on_train_begin(logs)
+        for key, value in self._restored.items():
+            setattr(self, key, value)
+
+    def state(self) -> dict:
+        values = {key: getattr(self, key, None) for key in self.STATE}
+        return {k: float(v) if isinstance(v, (np.floating, float)) else v
+                for k, v in values.items()}
+
+
+class EarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
+    """Keras' `EarlyStopping` with an explicit mode and counters that survive a resume.
+
+    The best weights need no copy in memory: seqtrain evaluates `best.keras`, picked by
+    the same monitor.
+    """
+
+    STATE = ("wait", "best", "best_epoch", "stopped_epoch")
+    name = "early_stopping"
+
+
+class ReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
+    """Keras' `ReduceLROnPlateau` whose counters survive a resume.
+
+    The learning rate itself is optimizer state, saved with the weights.
+    """
+
+    STATE = ("wait", "best", "cooldown_counter")
+    name = "reduce_on_plateau"
 
 
 class DivergenceGuard(keras.callbacks.TerminateOnNaN):

@@ -150,8 +150,12 @@ def resume(
             display=display, console=console,
         )
         if not trained:
-            _say(f"{finished.path} has completed its {summary['epochs']} epochs already; "
-                 "nothing to resume (extend it with --set train.epochs=N)", "green")
+            if summary.get("stopped_early"):
+                _say(f"{finished.path} stopped early at epoch {summary['stopped_early']} "
+                     "(train.early_stopping); nothing to resume", "green")
+            else:
+                _say(f"{finished.path} has completed its {summary['epochs']} epochs "
+                     "already; nothing to resume (extend it with --set train.epochs=N)", "green")
             typer.echo(json.dumps(summary, indent=2) if json_ else str(finished.path))
             return
         _report_run(finished.path, summary, json_, quiet)

@@ -96,6 +96,15 @@ class ModelConfig(Section):
         return [self.units] * self.num_layers
 
 
+class EarlyStoppingConfig(Section):
+    """Stop when `train.monitor` has not improved for `patience` epochs."""
+
+    patience: PositiveInt = Field(5, description="Epochs without improvement before stopping.")
+    min_delta: Annotated[Float, Field(ge=0.0)] = Field(
+        0.0, description="Smallest change of the monitored value that counts as improvement."
+    )
+
+
 class TrainConfig(Section):
     """How `model.fit` runs."""
 
@@ -116,6 +125,28 @@ class TrainConfig(Section):
     weight_decay: Annotated[Float, Field(ge=0.0)] | None = Field(
         None, description="Decoupled weight decay; null keeps the optimizer's default (0 for "
         "all but adamw, 0.004 for adamw)."
+    )
+    monitor: str = Field(
+        "val_loss", description="The epoch value that picks best.keras and drives early "
+        "stopping and reduce_on_plateau: loss, val_loss, or the task's metric (accuracy or "
+        "mae), with or without val_. Losses and mae are minimised, accuracy maximised."
+    )
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="Stop early when train.monitor stops improving; null trains all "
+        "epochs."
+    )
+    lr_schedule: Literal["constant", "cosine", "reduce_on_plateau"] = Field(
+        "constant", description="constant; cosine: decay to min_learning_rate over all "
+        "epochs; reduce_on_plateau: multiply by plateau_factor when train.monitor stalls."
+    )
+    min_learning_rate: Annotated[Float, Field(ge=0.0)] = Field(
+        0.0, description="Floor of the cosine and reduce_on_plateau schedules."
+    )
+    plateau_factor: Annotated[Float, Field(gt=0.0, lt=1.0)] = Field(
+        0.5, description="reduce_on_plateau: factor applied to the learning rate, in (0, 1)."
+    )
+    plateau_patience: PositiveInt = Field(
+        2, description="reduce_on_plateau: epochs without improvement before a reduction."
     )
     steps_per_execution: PositiveInt = Field(
         16,
@@ -184,6 +215,11 @@ class ExperimentConfig(Section):
                 "with symbols (shifted_digit with encoding onehot, copy_memory)"
             )
         return self
+
+
+def monitor_mode(monitor: str) -> str:
+    """`max` for accuracies, `min` for losses and errors: always explicit, never guessed."""
+    return "max" if monitor.endswith("accuracy") else "min"
 
 
 def check_device(value: str) -> str:
@@ -401,8 +437,10 @@ _UNION_TAG = re.compile(r"^(int|float|str|bool|list\[.*\]|constrained-.*|functio
 
 
 def _one_union_branch(errors: list[dict[str, Any]], raw: dict[str, Any]) -> list[dict[str, Any]]:
-    """Keep, for a field that takes one of several types (`units: 64` or `[64, 32]`), only
-    the errors of the branch the user meant: the list branch when a list was given.
+    """Keep only the errors of the union branch the user meant.
+
+    For a field of several types (`units: 64` or `units: [64, 32]`) pydantic reports every
+    branch; the list branch is meant when a list was given, the other one otherwise.
     """
     kept = []
     for error in errors:

@@ -56,17 +56,24 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain") -> 
     return keras.Sequential(layers, name=name.replace(".", "_"))
 
 
-def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec) -> None:
+def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
+                  steps_per_epoch: int = 1) -> None:
     """Compile with the configured optimizer and the task's loss and metric.
 
     Classification: cross-entropy and accuracy; regression: mean squared error and mean
     absolute error. Steps with sample weight 0 (targets that do not exist) count neither
     in the loss nor in the metric: the loss is averaged over the sample weights, not over
-    all steps, and the metric is a weighted one.
+    all steps, and the metric is a weighted one. A cosine schedule decays over
+    `steps_per_epoch * config.epochs` steps to `config.min_learning_rate`.
     """
     import keras
 
-    options = {"learning_rate": config.learning_rate, "clipnorm": config.clipnorm,
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=steps_per_epoch * config.epochs,
+            alpha=config.min_learning_rate / config.learning_rate)
+    options = {"learning_rate": learning_rate, "clipnorm": config.clipnorm,
                "clipvalue": config.clipvalue}
     if config.weight_decay is not None:
         options["weight_decay"] = config.weight_decay

@@ -45,6 +45,7 @@ class TrainingState:
         best_epoch: Its 1-based epoch.
         best_logs: All metrics of that epoch.
         train_seconds: Training time spent before this moment, across sessions.
+        callbacks: Counters of early stopping and reduce_on_plateau, by callback name.
     """
 
     epoch: int
@@ -56,6 +57,7 @@ class TrainingState:
     best_epoch: int | None = None
     best_logs: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
+    callbacks: dict[str, dict] = field(default_factory=dict)
 
 
 def seed_variables(model: keras.Model) -> list:

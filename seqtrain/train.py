@@ -8,6 +8,7 @@ rebuilds exactly the state it stopped in (see `state.py`) before it trains on.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -21,7 +22,7 @@ from typing import Any, Literal
 from rich.console import Console
 
 from seqtrain import __version__, atomic, runtime
-from seqtrain.config import ExperimentConfig, dump_config, load_config
+from seqtrain.config import ExperimentConfig, dump_config, load_config, monitor_mode
 from seqtrain.data import Dataset, build_dataset
 from seqtrain.errors import ConfigError, RunDirError, StorageError
 from seqtrain.report import ordered_metrics
@@ -35,7 +36,6 @@ from seqtrain.rundir import (
 )
 
 Display = Literal["rich", "plain", "quiet"]
-MONITOR, MODE = "val_loss", "min"
 
 
 @dataclass
@@ -83,6 +83,7 @@ def run_experiment(
     devices = runtime.select_device(config.device)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
+    check_monitor(config, dataset)
     overrides = list(overrides)
     run = create_run_dir(run_stem(config.name, overrides), runs_dir=runs_dir, exact=exact_dir)
     with RunLock(run):
@@ -124,6 +125,8 @@ def resume_experiment(
     config = _resume_config(run, list(overrides))
     with RunLock(run):
         summary = read_json(run.summary)
+        if summary.get("stopped_early"):
+            return run, summary, False
         if summary.get("status") == "diverged":
             raise RunDirError(
                 f"run {run.path} diverged; resuming it would diverge again. Start a new run "
@@ -162,6 +165,20 @@ def resume_experiment(
         return run, _train(session, state), True
 
 
+def check_monitor(config: ExperimentConfig, dataset: Dataset) -> None:
+    """`train.monitor` must name a value the task's epochs log.
+
+    Raises:
+        ConfigError: It names another one.
+    """
+    metric = dataset.spec.metric
+    allowed = ["val_loss", f"val_{metric}", "loss", metric]
+    if config.train.monitor not in allowed:
+        raise ConfigError("train.monitor", [
+            f"train.monitor: got {config.train.monitor!r}; task {config.data.task!r} logs "
+            f"{', '.join(allowed)}"])
+
+
 def _resume_config(run: RunDir, overrides: list[str]) -> ExperimentConfig:
     """The run's config with `train.epochs` possibly changed; any other change is refused."""
     try:
@@ -190,7 +207,8 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     config, run, dataset, summary = session.config, session.run, session.dataset, session.summary
     train = config.train
     model = build_model(config.model, dataset.spec, name=config.name)
-    compile_model(model, train, dataset.spec)
+    steps_per_epoch = math.ceil(len(dataset.train) / train.batch_size)
+    compile_model(model, train, dataset.spec, steps_per_epoch)
     if state is not None:
         if state.step:  # first: evaluating advances the dropout seeds, restored next
             build_metrics(model, dataset.val.x, dataset.val.y, dataset.val.sample_weight)
@@ -201,19 +219,32 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     order = EpochOrder(len(dataset.train), config.seed, train.shuffle)
     epoch_log = cb.EpochLog(run.metrics, cb.EpochLog.read(run.metrics, state.epoch if state else 0))
     epoch_log.write()  # drops rows of epochs the state does not cover: they are re-run
-    best = cb.BestCheckpoint(run, MONITOR, MODE, *(
+    monitor, mode = train.monitor, monitor_mode(train.monitor)
+    best = cb.BestCheckpoint(run, monitor, mode, *(
         (state.best, state.best_epoch, state.best_logs) if state else ()))
+    counters = state.callbacks if state else {}
+    extra = []
+    if train.early_stopping:
+        extra.append(cb.EarlyStopping(
+            monitor=monitor, mode=mode, patience=train.early_stopping.patience,
+            min_delta=train.early_stopping.min_delta, state=counters.get("early_stopping")))
+    if train.lr_schedule == "reduce_on_plateau":
+        extra.append(cb.ReduceLROnPlateau(
+            monitor=monitor, mode=mode, factor=train.plateau_factor,
+            patience=train.plateau_patience, min_lr=train.min_learning_rate,
+            state=counters.get("reduce_on_plateau")))
     stop = StopRequest()
     resumable = cb.ResumableState(
         run, best, stop, train.epochs, train.checkpoint_every, train.backup_every_steps,
         step_offset=state.step if state else 0,
         metric_states=state.metric_states if state and state.step else None,
-        train_seconds=state.train_seconds if state else 0.0,
+        train_seconds=state.train_seconds if state else 0.0, counters=extra,
     )
     guard = cb.DivergenceGuard()
     progress = {"rich": cb.RichProgress, "plain": cb.PlainProgress}.get(session.display)
     progress = progress(session.console) if progress else None
-    callbacks = [order, epoch_log, guard, best, resumable] + ([progress] if progress else [])
+    callbacks = [order, epoch_log, guard, best, *extra, resumable, *([progress] if progress
+                                                                      else [])]
     validation = _as_tuple(dataset.val)
 
     def fit(first_epoch: int, last_epoch: int, skip_batches: int = 0) -> None:
@@ -230,9 +261,11 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             if state is not None and state.step:
                 fit(first, first + 1, skip_batches=state.step)  # finish the stopped epoch
                 first += 1
-            if first < train.epochs and not guard.diverged_at:
+            if first < train.epochs and not guard.diverged_at and not _stopped_early(extra):
                 fit(first, train.epochs)
         status = "diverged" if guard.diverged_at else "completed"
+        if _stopped_early(extra):
+            summary["stopped_early"] = _stopped_early(extra)
     except TrainingInterrupted as interrupt:
         status, signum = "interrupted", interrupt.signum
     except KeyboardInterrupt:  # a second signal: stopped at once, last state intact
@@ -268,6 +301,14 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     return summary
 
 
+def _stopped_early(callbacks) -> int | None:
+    """The 1-based epoch early stopping ended training at, if it did."""
+    for callback in callbacks:
+        if getattr(callback, "name", "") == "early_stopping" and callback.stopped_epoch:
+            return callback.stopped_epoch + 1
+    return None
+
+
 def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset: Dataset,
                  devices: list[str]) -> dict[str, Any]:
     """`summary.json` of a run that has just started: every key, results still empty."""
@@ -281,8 +322,9 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset
         "ended_at": None,
         "epochs": config.train.epochs,
         "epochs_run": 0,
-        "monitor": MONITOR,
-        "mode": MODE,
+        "monitor": config.train.monitor,
+        "mode": monitor_mode(config.train.monitor),
+        "stopped_early": None,
         "best_epoch": None,
         "best": {},
         "final": {},

@@ -91,3 +91,24 @@ def test_metrics_rows_beyond_the_state_are_dropped_on_resume(tmp_path: Path):
     assert path.read_text().splitlines()[1:] == ["1,1.0,0.5,1.1,0.4,0.001,1.0"]
     EpochLog(path, []).write()
     assert not path.exists()
+
+
+def test_cosine_decays_the_learning_rate_to_its_floor(tmp_path):
+    config = write_config(tmp_path, {**TINY, "train": {
+        "epochs": 4, "batch_size": 32, "learning_rate": 0.01, "lr_schedule": "cosine",
+        "min_learning_rate": 0.001}})
+    result = invoke("run", config, "--run-dir", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    rates = [float(line.split(",")[5]) for line in
+             (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]]
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == 4
+    assert rates[-1] == pytest.approx(0.001, rel=1e-4)  # the rate after the last step
+
+
+def test_a_monitor_the_task_does_not_log_is_exit_2(tmp_path):
+    config = write_config(tmp_path, {**TINY, "data": {"task": "sine", "num_samples": 100},
+                                     "train": {"monitor": "val_accuracy"}})
+    result = invoke("run", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert "train.monitor: got 'val_accuracy'" in result.stderr and "val_mae" in result.stderr
+    assert not (tmp_path / "runs").exists()

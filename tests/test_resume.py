@@ -243,3 +243,24 @@ def test_a_diverged_run_is_not_resumed(config, tmp_path):
     assert result.exit_code == 1
     result = resume(run_dir)
     assert result.exit_code == 2 and "diverged" in result.stderr
+
+
+def test_early_stopping_and_plateau_counters_survive_a_kill(tmp_path):
+    config = write_config(tmp_path, {
+        **CONFIG, "data": {"task": "parity", "sequence_length": 5, "num_samples": 600},
+        "model": {"cell": "gru", "units": 8, "dropout": 0.1},
+        "train": {"epochs": 30, "batch_size": 32, "learning_rate": 0.02,
+                  "monitor": "val_accuracy", "early_stopping": {"patience": 2},
+                  "lr_schedule": "reduce_on_plateau", "plateau_patience": 1}})
+    reference = _reference(config, tmp_path / "one-go")
+    stopped_at = json.loads((reference / "summary.json").read_text())["stopped_early"]
+    assert 3 < stopped_at < 30  # it did stop early, after a plateau or two
+    run_dir = tmp_path / "run"
+    code, _, _ = finish(start(config, run_dir, fault=f"kill:last.keras:{stopped_at - 2}"))
+    assert code == -signal.SIGKILL
+    result = resume(run_dir)
+    assert result.exit_code == 0, result.stderr
+    assert_same_run(run_dir, reference)
+    assert json.loads((run_dir / "summary.json").read_text())["stopped_early"] == stopped_at
+    again = resume(run_dir)
+    assert again.exit_code == 0 and f"stopped early at epoch {stopped_at}" in again.stderr
