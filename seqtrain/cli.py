@@ -191,6 +191,9 @@ def eval(  # noqa: A001 (the command's name is the user's word)
     run_dir: RunDirArg,
     checkpoint: Annotated[str, typer.Option(
         "--checkpoint", help="Which checkpoint: best or last.")] = "best",
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Evaluate on other data: data.key=value (e.g. data.sequence_length=200). "
+        "Writes eval-<hash>.json.", show_default=False, metavar="data.KEY=VALUE")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | gpu | gpu:N.")] = "auto",
     json_: Annotated[bool, typer.Option("--json", help="Print eval.json on stdout.")] = False,
     quiet: QuietOption = False,
@@ -199,12 +202,13 @@ def eval(  # noqa: A001 (the command's name is the user's word)
     with _user_errors():
         from seqtrain.evaluate import evaluate_run
 
-        result = evaluate_run(run_dir, checkpoint=checkpoint, device=_checked_device(device))
+        result = evaluate_run(run_dir, checkpoint=checkpoint, device=_checked_device(device),
+                              overrides=set_ or [])
     if not quiet:
         from seqtrain.report import eval_table
 
         _stderr().print(eval_table(result))
-    typer.echo(json.dumps(result, indent=2) if json_ else str(run_dir / "eval.json"))
+    typer.echo(json.dumps(result, indent=2) if json_ else str(run_dir / result["file"]))
 
 
 def _checked_device(device: str) -> str:

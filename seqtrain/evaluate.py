@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,24 +65,35 @@ def read_run_config(run: RunDir) -> ExperimentConfig:
         ) from None
 
 
-def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
+def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
+                 overrides: list[str] = ()) -> dict[str, Any]:
     """Rebuild a run's test split from its config and evaluate one of its checkpoints.
 
     Args:
         path: The run directory.
         checkpoint: `best` or `last`.
         device: Where to evaluate (the run's own device may not exist on this machine).
+        overrides: `data.*=value` changes: evaluate on data the model never saw (longer
+            sequences, say). The result then goes to `eval-<hash>.json`, not `eval.json`.
 
     Returns:
-        What was written to `eval.json`: the checkpoint, split size and metrics.
+        What was written: the checkpoint, overrides, split size and metrics.
 
     Raises:
         RunDirError: Not a run directory, or the checkpoint is missing or damaged.
+        ConfigError: An override that is not `data.*`, or data the model cannot read.
     """
     if checkpoint not in CHECKPOINTS:
         raise RunDirError(f"--checkpoint got {checkpoint!r}; expected best or last")
     run = open_run_dir(path)
     config = read_run_config(run)
+    overrides = list(overrides)
+    outside = [o for o in overrides if not o.strip().startswith("data.")]
+    if outside:
+        raise ConfigError("--set", [f"eval takes only data.* overrides (the model is fixed by "
+                                    f"the run), got: {', '.join(outside)}"])
+    if overrides:
+        config = load_config(run.config, overrides)
     checkpoint_path = run.checkpoint(checkpoint)
     if not checkpoint_path.is_file():
         raise RunDirError(
@@ -92,15 +104,27 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto") -> 
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     model = load_checkpoint(checkpoint_path)
+    expected = tuple(model.input_shape[2:])
+    if tuple(dataset.test.x.shape[2:]) != expected:
+        raise ConfigError("--set", [
+            f"the model reads steps of shape {expected}, the overridden data gives "
+            f"{tuple(dataset.test.x.shape[2:])}: change only what keeps the inputs alike "
+            "(sequence_length, num_samples, shift, seeds...)"])
     metrics = evaluate_split(model, dataset.test, config.train.batch_size)
     result = {
         "run_dir": str(run.path.resolve()),
         "checkpoint": checkpoint,
+        "overrides": overrides,
         "split": "test",
         "num_samples": len(dataset.test),
         "metrics": metrics,
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seqtrain_version": __version__,
     }
-    atomic.write_json(run.eval, result)
+    target = run.eval
+    if overrides:
+        digest = hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
+        target = run.path / f"eval-{digest}.json"
+    result["file"] = target.name
+    atomic.write_json(target, result)
     return result

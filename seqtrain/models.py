@@ -33,10 +33,14 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain") -> 
 
     cell = getattr(keras.layers, CELL_LAYERS[config.cell])
     if spec.tokens:
-        layers: list = [keras.Input(shape=(spec.timesteps,), dtype="int32", name="tokens"),
+        steps = spec.timesteps if config.unroll else None
+        layers: list = [keras.Input(shape=(steps,), dtype="int32", name="tokens"),
                         keras.layers.Embedding(spec.tokens, config.embedding_dim, name="embedding")]
     else:
-        layers = [keras.Input(shape=(spec.timesteps, spec.features), name="sequence")]
+        # Any length (None) unless unrolled: a model trained on 20 steps can be evaluated
+        # on 200 (`seqtrain eval --set data.sequence_length=200`).
+        steps = spec.timesteps if config.unroll else None
+        layers = [keras.Input(shape=(steps, spec.features), name="sequence")]
     options: dict = {"activation": config.activation, "dropout": config.dropout,
                      "recurrent_dropout": config.recurrent_dropout, "unroll": config.unroll}
     if config.cell != "simple_rnn":

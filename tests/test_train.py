@@ -240,3 +240,21 @@ def test_steps_per_execution_changes_speed_not_results(tiny_config: Path, tmp_pa
     first, second = (read_metrics(tmp_path / f"spe{s}" / "metrics.csv") for s in (1, 16))
     assert [r["val_loss"] for r in first] == [r["val_loss"] for r in second]
     assert [r["loss"] for r in first] == [r["loss"] for r in second]
+
+
+def test_eval_on_longer_sequences_than_training_writes_its_own_file(finished_run):
+    run_dir, _, _ = finished_run
+    before = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() \
+        else None
+    result = invoke("eval", run_dir, "--set", "data.sequence_length=24", "--json", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    evaluation = json.loads(result.stdout)
+    assert evaluation["overrides"] == ["data.sequence_length=24"]
+    assert evaluation["file"].startswith("eval-") and (run_dir / evaluation["file"]).is_file()
+    assert 0.0 <= evaluation["metrics"]["accuracy"] <= 1.0
+    if before is not None:
+        assert json.loads((run_dir / "eval.json").read_text()) == before  # untouched
+    for bad, words in (("model.units=4", "only data.* overrides"),
+                       ("data.num_classes=6", "the model reads steps of shape (4,)")):
+        result = invoke("eval", run_dir, "--set", bad)
+        assert result.exit_code == 2 and words in result.stderr, result.stderr
