@@ -204,6 +204,8 @@ def eval(  # noqa: A001 (the command's name is the user's word)
 
         result = evaluate_run(run_dir, checkpoint=checkpoint, device=_checked_device(device),
                               overrides=set_ or [])
+    for warning in result.get("warnings", []):
+        _say(f"warning: {warning}", "yellow")
     if not quiet:
         from seqtrain.report import eval_table
 

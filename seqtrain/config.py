@@ -256,7 +256,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
         raise ConfigError(str(path), [f"cannot read it: {err}"]) from None
     raw, lines, problems = _parse_yaml(text, str(path))
-    return validate_config(raw, lines, overrides, source=str(path), problems=problems)
+    config = validate_config(raw, lines, overrides, source=str(path), problems=problems)
+    # Data files are found from the config's folder, wherever seqtrain is started.
+    return config.model_copy(update={"data": config.data.resolve_paths(path.parent.resolve())})
 
 
 def validate_config(
@@ -291,7 +293,7 @@ def dump_config(config: ExperimentConfig) -> str:
     resolved = config.model_dump(mode="json")
     # Pydantic puts inherited fields first; the shared sampling keys read better last.
     data = resolved["data"]
-    data.update({key: data.pop(key) for key in ("num_samples", "split")})
+    data.update({key: data.pop(key) for key in ("num_samples", "split") if key in data})
     return yaml.safe_dump(resolved, sort_keys=False)
 
 

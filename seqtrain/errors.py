@@ -36,6 +36,10 @@ class RunDirError(SeqtrainError):
     """A run directory that cannot be created, or is not a usable run directory."""
 
 
+class DataError(SeqtrainError):
+    """A data file that is missing, unreadable, or not shaped as its config says."""
+
+
 class DeviceError(SeqtrainError):
     """A requested device that TensorFlow does not see."""
 

@@ -65,6 +65,21 @@ def read_run_config(run: RunDir) -> ExperimentConfig:
         ) from None
 
 
+def _changed_files(run: RunDir, config: ExperimentConfig) -> list[str]:
+    """Data files that differ from the ones the run was trained on."""
+    from seqtrain.data.registry import fingerprints
+    from seqtrain.rundir import read_json
+
+    try:
+        recorded = {f["path"]: f for f in read_json(run.env).get("data_files", [])}
+    except RunDirError:
+        return []
+    return [f"{now['path']} changed since training (SHA-256 {was['sha256'][:12]}... then, "
+            f"{now['sha256'][:12]}... now): the metrics are not on the data the run saw"
+            for now in fingerprints(config.data)
+            if (was := recorded.get(now["path"])) and was["sha256"] != now["sha256"]]
+
+
 def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
                  overrides: list[str] = ()) -> dict[str, Any]:
     """Rebuild a run's test split from its config and evaluate one of its checkpoints.
@@ -112,6 +127,7 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
             "(sequence_length, num_samples, shift, seeds...)"])
     metrics = evaluate_split(model, dataset.test, config.train.batch_size)
     result = {
+        "warnings": _changed_files(run, config),
         "run_dir": str(run.path.resolve()),
         "checkpoint": checkpoint,
         "overrides": overrides,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from seqtrain.config import ModelConfig, TrainConfig
 from seqtrain.data import TaskSpec
+from seqtrain.data.registry import PAD
 
 if TYPE_CHECKING:
     import keras
@@ -41,6 +42,8 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain") -> 
         # on 200 (`seqtrain eval --set data.sequence_length=200`).
         steps = spec.timesteps if config.unroll else None
         layers = [keras.Input(shape=(steps, spec.features), name="sequence")]
+        if spec.masked:
+            layers.append(keras.layers.Masking(mask_value=PAD, name="masking"))
     options: dict = {"activation": config.activation, "dropout": config.dropout,
                      "recurrent_dropout": config.recurrent_dropout, "unroll": config.unroll}
     if config.cell != "simple_rnn":

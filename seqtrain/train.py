@@ -24,6 +24,7 @@ from rich.console import Console
 from seqtrain import __version__, atomic, runtime
 from seqtrain.config import ExperimentConfig, dump_config, load_config, monitor_mode
 from seqtrain.data import Dataset, build_dataset
+from seqtrain.data.registry import fingerprints
 from seqtrain.errors import ConfigError, RunDirError, StorageError
 from seqtrain.report import ordered_metrics
 from seqtrain.rundir import (
@@ -89,7 +90,8 @@ def run_experiment(
     with RunLock(run):
         atomic.write_text(run.config, dump_config(config))
         atomic.write_text(run.overrides, f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
-        atomic.write_json(run.env, _environment(devices, started_at, command))
+        atomic.write_json(run.env, {**_environment(devices, started_at, command),
+                                    "data_files": fingerprints(config.data)})
         summary = _new_summary(config, run, started_at, dataset, devices.used)
         session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
         return run, _train(session)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from seqtrain.data.registry import (
     Dataset,
-    TaskParams,
+    GeneratedTaskParams,
     TaskSpec,
     classification_baseline,
     register_task,
@@ -17,7 +17,7 @@ from seqtrain.data.registry import (
 from seqtrain.fields import PositiveInt
 
 
-class ParityParams(TaskParams):
+class ParityParams(GeneratedTaskParams):
     """Parameters of `task: parity`."""
 
     task: Literal["parity"] = Field("parity", description="Task name.")

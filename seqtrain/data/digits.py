@@ -19,7 +19,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from seqtrain.data.registry import (
     Dataset,
-    TaskParams,
+    GeneratedTaskParams,
     TaskSpec,
     classification_baseline,
     register_task,
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-class ShiftedDigitParams(TaskParams):
+class ShiftedDigitParams(GeneratedTaskParams):
     """Parameters of `task: shifted_digit`."""
 
     task: Literal["shifted_digit"] = Field("shifted_digit", description="Task name.")

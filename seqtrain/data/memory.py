@@ -12,7 +12,7 @@ from pydantic import Field
 
 from seqtrain.data.registry import (
     Dataset,
-    TaskParams,
+    GeneratedTaskParams,
     TaskSpec,
     classification_baseline,
     register_task,
@@ -22,7 +22,7 @@ from seqtrain.data.registry import (
 from seqtrain.fields import PositiveInt
 
 
-class AddingParams(TaskParams):
+class AddingParams(GeneratedTaskParams):
     """Parameters of `task: adding` (Hochreiter & Schmidhuber 1997)."""
 
     task: Literal["adding"] = Field("adding", description="Task name.")
@@ -59,7 +59,7 @@ def adding(params: AddingParams, seed: int) -> Dataset:
     return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline)
 
 
-class CopyMemoryParams(TaskParams):
+class CopyMemoryParams(GeneratedTaskParams):
     """Parameters of `task: copy_memory` (Arjovsky, Shah & Bengio 2016)."""
 
     task: Literal["copy_memory"] = Field("copy_memory", description="Task name.")

@@ -9,9 +9,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from seqtrain.errors import SeqtrainError
 from seqtrain.fields import Fraction, PositiveInt, Section
@@ -48,7 +49,6 @@ class TaskParams(Section):
     """Parameters every task takes; a task's own model adds its `task` literal and the rest."""
 
     task: str
-    num_samples: PositiveInt = Field(10000, description="Number of sequences generated.")
     split: SplitFractions = Field(
         default_factory=SplitFractions, description="Train/val/test fractions."
     )
@@ -60,20 +60,34 @@ class TaskParams(Section):
         """
         return 0
 
-    @field_validator("split")
-    @classmethod
-    def _every_split_gets_samples(cls, split: SplitFractions, info: ValidationInfo):
-        num_samples = info.data.get("num_samples")
-        if num_samples is None:
-            return split
-        sizes = split.sizes(num_samples)
+    def files(self) -> list[Path]:
+        """The data files the task reads (recorded, with their SHA-256, in the run)."""
+        return []
+
+    def resolve_paths(self, base: Path) -> TaskParams:
+        """The parameters with relative file paths made absolute against `base`."""
+        return self
+
+
+class GeneratedTaskParams(TaskParams):
+    """A task that generates its data from the seed: it takes a sample count."""
+
+    num_samples: PositiveInt = Field(10000, description="Number of sequences generated.")
+
+    @model_validator(mode="after")
+    def _every_split_gets_samples(self):
+        split = self.split
+        sizes = split.sizes(self.num_samples)
         if min(sizes) < 1:
             raise ValueError(
-                f"num_samples={num_samples} split {split.train}/{split.val}/{split.test} gives "
-                f"{sizes[0]}/{sizes[1]}/{sizes[2]} train/val/test samples; every split needs "
-                "at least 1: raise num_samples or the empty split's fraction"
+                f"split: num_samples={self.num_samples} split {split.train}/{split.val}/"
+                f"{split.test} gives {sizes[0]}/{sizes[1]}/{sizes[2]} train/val/test samples; "
+                "every split needs at least 1: raise num_samples or the empty split's fraction"
             )
-        return split
+        return self
+
+
+PAD = -1e9  # the value of every feature of a padded or masked step (see `TaskSpec.masked`)
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,8 @@ class TaskSpec:
         output_dim: Regression: values predicted per step or per sequence.
         tokens: When nonzero, inputs are integer symbols 0..tokens-1, shaped (N, T),
             for an `Embedding` (see `with_token_inputs`).
+        masked: Some steps are padding or missing: all their features are `PAD`, and a
+            `Masking` layer makes the recurrent layers skip them.
     """
 
     timesteps: int
@@ -100,6 +116,7 @@ class TaskSpec:
     num_classes: int = 0
     output_dim: int = 0
     tokens: int = 0
+    masked: bool = False
 
     def __post_init__(self):
         if self.kind not in ("classification", "regression"):
@@ -223,6 +240,21 @@ def register_task(name: str, params: type[TaskParams]):
         return build
 
     return decorator
+
+
+def fingerprints(params: TaskParams) -> list[dict]:
+    """Path, size and SHA-256 of each data file the task reads."""
+    import hashlib
+
+    found = []
+    for path in params.files():
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        found.append({"path": str(path), "bytes": path.stat().st_size,
+                      "sha256": digest.hexdigest()})
+    return found
 
 
 def task_names() -> list[str]:

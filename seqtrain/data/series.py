@@ -8,7 +8,7 @@ from pydantic import Field
 
 from seqtrain.data.registry import (
     Dataset,
-    TaskParams,
+    GeneratedTaskParams,
     TaskSpec,
     register_task,
     regression_baseline,
@@ -17,7 +17,7 @@ from seqtrain.data.registry import (
 from seqtrain.fields import Float, PositiveInt
 
 
-class SineParams(TaskParams):
+class SineParams(GeneratedTaskParams):
     """Parameters of `task: sine`."""
 
     task: Literal["sine"] = Field("sine", description="Task name.")
