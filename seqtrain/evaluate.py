@@ -12,7 +12,7 @@ from seqtrain.config import ExperimentConfig, load_config
 from seqtrain.data import Split, build_dataset
 from seqtrain.errors import ConfigError, RunDirError
 from seqtrain.report import ordered_metrics
-from seqtrain.rundir import RunDir, open_run_dir
+from seqtrain.rundir import RunDir, open_run_dir, read_json
 
 if TYPE_CHECKING:
     import keras
@@ -68,7 +68,6 @@ def read_run_config(run: RunDir) -> ExperimentConfig:
 def _changed_files(run: RunDir, config: ExperimentConfig) -> list[str]:
     """Data files that differ from the ones the run was trained on."""
     from seqtrain.data.registry import fingerprints
-    from seqtrain.rundir import read_json
 
     try:
         recorded = {f["path"]: f for f in read_json(run.env).get("data_files", [])}
@@ -117,7 +116,8 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
         )
     runtime.select_device(device)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
-    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
+    stored = read_json(run.normalization) if run.normalization.exists() else None
+    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim), stored)
     model = load_checkpoint(checkpoint_path)
     expected = tuple(model.input_shape[2:])
     if tuple(dataset.test.x.shape[2:]) != expected:

@@ -9,6 +9,7 @@
       checkpoints/resume.json, checkpoints/state-*.keras   what `seqtrain resume` restores
       summary.json         status and results (rewritten as the run progresses)
       eval.json            written by `seqtrain eval`
+      normalization.json   feature statistics of the training part (tasks that normalise)
       run.lock             held (flock) by the process training in this directory
 
 No TensorFlow here: listing and reading runs must stay fast.
@@ -60,6 +61,10 @@ class RunDir:
     def checkpoint(self, which: str) -> Path:
         """`checkpoints/best.keras` or `checkpoints/last.keras`."""
         return self.checkpoints / f"{which}.keras"
+
+    @property
+    def normalization(self) -> Path:
+        return self.path / "normalization.json"
 
     @property
     def resume_state(self) -> Path:

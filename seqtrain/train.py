@@ -92,6 +92,8 @@ def run_experiment(
         atomic.write_text(run.overrides, f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
         atomic.write_json(run.env, {**_environment(devices, started_at, command),
                                     "data_files": fingerprints(config.data)})
+        if dataset.normalization:
+            atomic.write_json(run.normalization, dataset.normalization)
         summary = _new_summary(config, run, started_at, dataset, devices.used)
         session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
         return run, _train(session)
@@ -148,7 +150,8 @@ def resume_experiment(
                               f"train.epochs={config.train.epochs} cannot undo them")
         if state and state.step == 0 and state.epoch >= config.train.epochs:
             return run, summary, False
-        dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
+        dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
+                                _stored_normalization(run))
 
         atomic.write_text(run.config, dump_config(config))
         with open(run.overrides, encoding="utf-8") as file:
@@ -165,6 +168,11 @@ def resume_experiment(
             {"at": started_at, "from": describe(state) if state else "the start"})
         session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
         return run, _train(session, state), True
+
+
+def _stored_normalization(run: RunDir) -> dict | None:
+    """The training-part statistics a run stored, if its task normalises."""
+    return read_json(run.normalization) if run.normalization.exists() else None
 
 
 def check_monitor(config: ExperimentConfig, dataset: Dataset) -> None:

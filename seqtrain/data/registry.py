@@ -167,6 +167,7 @@ class Dataset:
     val: Split
     test: Split
     baseline: Baseline | None = None
+    normalization: dict | None = None  # statistics a task computed on the training part
 
 
 def split_arrays(
@@ -288,15 +289,19 @@ def get_task(name: str) -> Task:
         raise SeqtrainError(unknown_name_message("task", name, task_names())) from None
 
 
-def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False) -> Dataset:
+def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False,
+                  normalization: dict | None = None) -> Dataset:
     """Generate the dataset described by `params`; the same seed gives the same arrays.
 
     Args:
         params: The `data:` section.
         seed: The experiment's seed.
         token_inputs: Give symbol inputs as integer tokens, for a model with an embedding.
+        normalization: Statistics a run stored (`normalization.json`), to apply instead of
+            computing them again from a training part that may have changed.
     """
-    dataset = get_task(params.task).build(params, seed)
+    extra = {"normalization": normalization} if normalization else {}
+    dataset = get_task(params.task).build(params, seed, **extra)
     if token_inputs:
         dataset = with_token_inputs(dataset, params.vocabulary_size())
     return dataset

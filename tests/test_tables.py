@@ -1,0 +1,92 @@
+"""Time series from CSV files: chronological splits, training-only normalisation, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqtrain.config import load_config
+from seqtrain.data import build_dataset
+from tests.conftest import invoke, write_config
+
+
+def series_csv(folder: Path, rows: int = 120, shuffled: bool = True, blank: bool = False) -> Path:
+    t = np.arange(rows)
+    temp = np.sin(t / 5.0) * 10 + 20
+    pressure = np.cos(t / 7.0) + 1000
+    order = np.random.default_rng(0).permutation(rows) if shuffled else t
+    lines = ["day,temp,pressure,label"]
+    for i in order:
+        value = "" if blank and i == 50 else f"{temp[i]:.6f}"
+        lines.append(f"{i},{value},{pressure[i]:.6f},x")
+    path = folder / "weather.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def config_for(folder: Path, **data) -> Path:
+    return write_config(folder, {
+        "name": "csv", "seed": 1, "device": "cpu",
+        "data": {"task": "csv_series", "path": "weather.csv", "columns": ["temp", "pressure"],
+                 "target": "temp", "sequence_length": 8, "horizon": 2, "date_column": "day",
+                 "split": {"train": 0.6, "val": 0.2, "test": 0.2}, **data},
+        "model": {"cell": "gru", "units": 8}, "train": {"epochs": 2, "batch_size": 16}})
+
+
+def test_rows_are_sorted_split_in_time_and_windowed_inside_each_part(tmp_path):
+    series_csv(tmp_path)
+    data = build_dataset(load_config(config_for(tmp_path)).data, seed=1)
+    assert data.train.x.shape == (72 - 9, 8, 2) and data.train.y.shape == (63, 2)
+    t = np.arange(120)
+    temp = np.sin(t / 5.0) * 10 + 20
+    np.testing.assert_allclose(data.train.y[0], temp[8:10], atol=1e-5)  # sorted by day
+    np.testing.assert_allclose(data.test.y[-1], temp[118:120], atol=1e-5)
+    assert len(data.val) == 24 - 9 and len(data.test) == 24 - 9  # no window spans a boundary
+    train_rows = np.stack([temp[:72], (np.cos(t / 7.0) + 1000)[:72]], axis=1)
+    assert data.normalization["mean"] == pytest.approx(train_rows.mean(axis=0).tolist())
+    assert data.baseline.description.startswith("persistence")
+
+
+def test_the_run_stores_its_statistics_and_eval_reuses_them(tmp_path):
+    path = series_csv(tmp_path)
+    config = config_for(tmp_path)
+    result = invoke("run", config, "--run-dir", tmp_path / "run", "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    stored = json.loads((tmp_path / "run" / "normalization.json").read_text())
+    assert stored["columns"] == ["temp", "pressure"] and len(stored["std"]) == 2
+    first = json.loads(invoke("eval", tmp_path / "run", "--json").stdout)
+    assert first["metrics"] == summary["test"]
+    # The file's training part changes: eval warns, and still normalises as in training.
+    text = path.read_text().splitlines()
+    text[1] = text[1].replace(text[1].split(",")[2], "999.0")
+    path.write_text("\n".join(text) + "\n")
+    again = invoke("eval", tmp_path / "run", "--json")
+    assert "weather.csv changed since training" in again.stderr
+
+
+def test_missing_cells_follow_the_policy(tmp_path):
+    series_csv(tmp_path, blank=True)
+    for policy in ("zero", "ffill"):
+        data = build_dataset(load_config(config_for(tmp_path, missing=policy)).data, seed=1)
+        assert not np.isnan(data.train.x).any()
+    result = invoke("run", config_for(tmp_path), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "column 'temp' is empty or NaN" in result.stderr
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"columns": ["temp", "humidity"]}, "no column 'humidity'"),
+    ({"target": "label"}, "'x' is not a number"),
+    ({"sequence_length": 30}, "the val part has 24 rows but a window needs 32"),
+    ({"path": "other.csv"}, "other.csv does not exist"),
+    ({"date_column": "when"}, "no column 'when'"),
+])
+def test_broken_tables_are_exit_2_naming_the_file_and_column(change, words, tmp_path):
+    series_csv(tmp_path)
+    result = invoke("run", config_for(tmp_path, **change), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
