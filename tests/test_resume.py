@@ -245,6 +245,7 @@ def test_a_diverged_run_is_not_resumed(config, tmp_path):
     assert result.exit_code == 2 and "diverged" in result.stderr
 
 
+@pytest.mark.slow  # two runs of up to 30 epochs; CI runs the slow set too
 def test_early_stopping_and_plateau_counters_survive_a_kill(tmp_path):
     config = write_config(tmp_path, {
         **CONFIG, "data": {"task": "parity", "sequence_length": 5, "num_samples": 600},

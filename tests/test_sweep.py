@@ -175,6 +175,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path: Path):
     assert final["units=8"]["action"] in ("resume", "skip")
 
 
+@pytest.mark.slow  # four real runs through bash; CI runs the slow set too
 def test_the_shell_sweep_example_runs_and_skips_completed_runs(tmp_path: Path):
     config = write_config(tmp_path, QUICK)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT),

@@ -22,8 +22,8 @@ from pydantic import Field
 from seqtrain.data.registry import (
     PAD,
     Dataset,
+    FileTaskParams,
     Split,
-    TaskParams,
     TaskSpec,
     classification_baseline,
     register_task,
@@ -36,11 +36,10 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-class NpzParams(TaskParams):
+class NpzParams(FileTaskParams):
     """Parameters of `task: npz`."""
 
     task: Literal["npz"] = Field("npz", description="Task name.")
-    path: str = Field(description="The .npz file; a relative path starts at the config's folder.")
     x: str = Field("x", description="Inputs: (N, T) integer tokens or (N, T, F) floats.")
     y: str = Field("y", description="Targets: (N,) or (N, K) per sequence, (N, T) or (N, T, K) "
                    "per step.")
@@ -58,14 +57,6 @@ class NpzParams(TaskParams):
         "error", description="NaN in the inputs: error; mask the step; replace by 0; or carry "
         "the last value forward."
     )
-
-    def files(self) -> list[Path]:
-        return [Path(self.path)]
-
-    def resolve_paths(self, base: Path) -> NpzParams:
-        path = Path(self.path).expanduser()
-        return self if path.is_absolute() else self.model_copy(
-            update={"path": str((base / path).resolve())})
 
 
 def _load(params: NpzParams) -> dict[str, np.ndarray]:

@@ -69,6 +69,21 @@ class TaskParams(Section):
         return self
 
 
+class FileTaskParams(TaskParams):
+    """A task that reads a data file."""
+
+    path: str = Field(description="The data file; a relative path starts at the config "
+                      "file's folder.")
+
+    def files(self) -> list[Path]:
+        return [Path(self.path)]
+
+    def resolve_paths(self, base: Path) -> FileTaskParams:
+        path = Path(self.path).expanduser()
+        return self if path.is_absolute() else self.model_copy(
+            update={"path": str((base / path).resolve())})
+
+
 class GeneratedTaskParams(TaskParams):
     """A task that generates its data from the seed: it takes a sample count."""
 

@@ -26,8 +26,8 @@ from pydantic import Field
 
 from seqtrain.data.registry import (
     Dataset,
+    FileTaskParams,
     Split,
-    TaskParams,
     TaskSpec,
     register_task,
     regression_baseline,
@@ -39,12 +39,10 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-class CsvSeriesParams(TaskParams):
-    """Parameters of `task: csv_series`."""
+class CsvSeriesParams(FileTaskParams):
+    """Parameters of `task: csv_series` (the file at `path` has a header row)."""
 
     task: Literal["csv_series"] = Field("csv_series", description="Task name.")
-    path: str = Field(description="The CSV file, with a header row; a relative path starts at "
-                      "the config's folder.")
     columns: list[str] = Field(min_length=1, description="Columns used as input features.")
     target: str = Field(description="The column to forecast.")
     sequence_length: PositiveInt = Field(24, description="Steps in each input window.")
@@ -55,14 +53,6 @@ class CsvSeriesParams(TaskParams):
     missing: Literal["error", "zero", "ffill"] = Field(
         "error", description="Empty or NaN cells: error; 0; or the last value carried forward."
     )
-
-    def files(self) -> list[Path]:
-        return [Path(self.path)]
-
-    def resolve_paths(self, base: Path) -> CsvSeriesParams:
-        path = Path(self.path).expanduser()
-        return self if path.is_absolute() else self.model_copy(
-            update={"path": str((base / path).resolve())})
 
 
 def read_table(params: CsvSeriesParams) -> tuple[np.ndarray, np.ndarray]:
