@@ -90,3 +90,41 @@ def test_broken_tables_are_exit_2_naming_the_file_and_column(change, words, tmp_
     assert result.exit_code == 2, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def sequences_csv(folder: Path) -> Path:
+    """Sensor readings of 40 machines, 3 to 12 rows each (shuffled), labelled per machine."""
+    rng = np.random.default_rng(5)
+    lines = ["machine,t,a,b,faulty"]
+    rows = []
+    for machine in range(40):
+        length = int(rng.integers(3, 13))
+        faulty = machine % 2
+        for t in range(length):
+            a = rng.normal() + (2.0 if faulty and t == length - 1 else 0.0)
+            rows.append(f"m{machine},{t},{a:.5f},{rng.normal():.5f},{faulty}")
+    rng.shuffle(rows)
+    (folder / "machines.csv").write_text("\n".join(lines + rows) + "\n")
+    return folder / "machines.csv"
+
+
+def test_ragged_sequences_grouped_by_id_are_padded_masked_and_ordered(tmp_path):
+    sequences_csv(tmp_path)
+    config = write_config(tmp_path, {
+        "name": "ragged", "seed": 1, "device": "cpu",
+        "data": {"task": "csv_sequences", "path": "machines.csv", "id_column": "machine",
+                 "order_column": "t", "columns": ["a", "b"], "target": "faulty",
+                 "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
+        "model": {"cell": "lstm", "units": 8}, "train": {"epochs": 2, "batch_size": 8}})
+    data = build_dataset(load_config(config).data, seed=1)
+    assert data.spec.masked and data.spec.kind == "classification" and not data.spec.per_step
+    assert data.train.x.shape == (20, 12, 2) and len(data.val) == len(data.test) == 10
+    assert sorted(np.concatenate([data.train.y, data.val.y, data.test.y]).tolist()) == \
+        [0] * 20 + [1] * 20
+    result = invoke("run", config, "--run-dir", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    bad = write_config(tmp_path, {"name": "x", "data": {
+        "task": "csv_sequences", "path": "machines.csv", "id_column": "serial",
+        "columns": ["a"], "target": "faulty"}}, name="bad.yaml")
+    result = invoke("run", bad, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "no column 'serial'" in result.stderr

@@ -1,6 +1,6 @@
 """Sequence tasks: a registry of numpy dataset builders (no TensorFlow here)."""
 
-from seqtrain.data import bits, digits, files, memory, series, tables  # noqa: F401  (registry)
+from seqtrain.data import bits, digits, files, memory, series, tables  # noqa: F401  (registers)
 from seqtrain.data.registry import (
     Dataset,
     Split,

@@ -114,20 +114,11 @@ def npz(params: NpzParams, seed: int) -> Dataset:
     kind = params.kind
     if kind == "auto":
         kind = "classification" if np.issubdtype(parts[0][3].dtype, np.integer) else "regression"
-    prepared = [_prepare(params, kind, vocabulary, *part) for part in parts]
+    prepared = [prepare_split(params, kind, vocabulary, *part) for part in parts]
     if len(prepared) == 3:
         train, val, test = prepared
     else:
-        x, y, weights = (prepared[0].x, prepared[0].y, prepared[0].sample_weight)
-        order = np.random.default_rng(seed).permutation(len(x))
-        sizes = params.split.sizes(len(x))
-        if min(sizes) < 1:
-            raise DataError(f"{params.path}: {len(x)} sequences split "
-                            f"{params.split.train}/{params.split.val}/{params.split.test} leave "
-                            f"{sizes[0]}/{sizes[1]}/{sizes[2]} for train/val/test; every split "
-                            "needs at least 1")
-        train, val, test = split_arrays(x[order], y[order],
-                                        None if weights is None else weights[order], params.split)
+        train, val, test = shuffled_split(params, prepared[0], seed)
     per_step = train.y.ndim >= 2 if kind == "classification" else train.y.ndim == 3
     spec = TaskSpec(
         timesteps=train.x.shape[1], features=train.x.shape[2], per_step=per_step, kind=kind,
@@ -137,12 +128,30 @@ def npz(params: NpzParams, seed: int) -> Dataset:
         masked=bool(params.lengths) or params.missing == "mask",
     )
     return Dataset(spec=spec, train=train, val=val, test=test,
-                   baseline=_baseline(kind, spec, train, test))
+                   baseline=baseline_for(kind, spec, train, test))
 
 
-def _prepare(params: NpzParams, kind: str, vocabulary: int, x_name: str, y_name: str,
-             x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None) -> Split:
-    """One split's arrays as the model reads them, or a DataError naming what is wrong."""
+def shuffled_split(params, whole: Split, seed: int) -> tuple[Split, Split, Split]:
+    """Shuffle with the seed, then cut by `params.split`; every split needs a sequence."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(whole))
+    sizes = params.split.sizes(len(whole))
+    if min(sizes) < 1:
+        raise DataError(f"{params.path}: {len(whole)} sequences split "
+                        f"{params.split.train}/{params.split.val}/{params.split.test} leave "
+                        f"{sizes[0]}/{sizes[1]}/{sizes[2]} for train/val/test; every split "
+                        "needs at least 1")
+    weights = None if whole.sample_weight is None else whole.sample_weight[order]
+    return split_arrays(whole.x[order], whole.y[order], weights, params.split)
+
+
+def prepare_split(params, kind: str, vocabulary: int, x_name: str, y_name: str,
+                  x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None) -> Split:
+    """One split's arrays as the model reads them, or a DataError naming what is wrong.
+
+    `params` needs `path`, `targets` and `missing` as `NpzParams` has them.
+    """
     import numpy as np
 
     where = f"{params.path}: array {x_name!r}"
@@ -217,7 +226,7 @@ def _forward_fill(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _baseline(kind: str, spec: TaskSpec, train: Split, test: Split):
+def baseline_for(kind: str, spec: TaskSpec, train: Split, test: Split):
     import numpy as np
 
     if kind == "classification":

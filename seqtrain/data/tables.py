@@ -60,19 +60,8 @@ def read_table(params: CsvSeriesParams) -> tuple[np.ndarray, np.ndarray]:
     import numpy as np
 
     path = Path(params.path)
-    if not path.is_file():
-        raise DataError(f"data.path: {path} does not exist (relative paths start at the "
-                        "config file's folder)")
-    try:
-        with open(path, newline="", encoding="utf-8") as file:
-            rows = list(csv.DictReader(file))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path} is not a readable CSV file ({err})") from None
-    header = list(rows[0]) if rows else []
-    for column in [*params.columns, params.target] + ([params.date_column]
-                                                       if params.date_column else []):
-        if column not in header:
-            raise DataError(f"{path} has no column {column!r}; it has: {', '.join(header)}")
+    rows = _rows(path, [*params.columns, params.target]
+                 + ([params.date_column] if params.date_column else []))
     if params.date_column:
         rows.sort(key=lambda row: _sort_key(row[params.date_column]))
     names = [*params.columns, params.target]
@@ -148,3 +137,101 @@ def csv_series(params: CsvSeriesParams, seed: int, normalization: dict | None = 
         baseline = regression_baseline("the training mean", float(target[parts[0]].mean()), test)
     return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline,
                    normalization=normalization)
+
+
+class CsvSequencesParams(FileTaskParams):
+    """Parameters of `task: csv_sequences`: one sequence per id, of any length."""
+
+    task: Literal["csv_sequences"] = Field("csv_sequences", description="Task name.")
+    id_column: str = Field(description="Rows with the same id form one sequence.")
+    columns: list[str] = Field(min_length=1, description="Columns used as input features.")
+    target: str = Field(description="The target column.")
+    order_column: str | None = Field(
+        None, description="Sort each sequence's rows by this column (ISO dates or numbers)."
+    )
+    targets: Literal["per_sequence", "per_step"] = Field(
+        "per_sequence", description="per_sequence: the target of each sequence's last row; "
+        "per_step: the target of every row."
+    )
+    kind: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="auto: a target column of whole numbers is classes."
+    )
+    missing: Literal["error", "mask", "zero", "ffill"] = Field(
+        "error", description="Empty or NaN feature cells: error; mask the step; 0; or carry "
+        "the last value forward."
+    )
+
+
+@register_task("csv_sequences", CsvSequencesParams)
+def csv_sequences(params: CsvSequencesParams, seed: int) -> Dataset:
+    """Group rows by id into variable-length sequences, right-padded and masked.
+
+    Sequences are shuffled with the seed and cut by `split`; padding is skipped by the
+    `Masking` layer and weighs nothing in the loss, as for `npz` with `lengths`.
+    """
+    import numpy as np
+
+    from seqtrain.data.files import baseline_for, prepare_split, shuffled_split
+
+    path = Path(params.path)
+    rows = _rows(path, [params.id_column, *params.columns, params.target]
+                 + ([params.order_column] if params.order_column else []))
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row[params.id_column], []).append(row)
+    if params.order_column:
+        for members in groups.values():
+            members.sort(key=lambda row: _sort_key(row[params.order_column]))
+    longest = max(len(members) for members in groups.values())
+    x = np.zeros((len(groups), longest, len(params.columns)), dtype=np.float64)
+    targets = np.zeros((len(groups), longest), dtype=np.float64)
+    lengths = np.array([len(members) for members in groups.values()])
+    for n, members in enumerate(groups.values()):
+        for t, row in enumerate(members):
+            x[n, t] = [_number(row, c, path, missing_ok=True) for c in params.columns]
+            targets[n, t] = _number(row, params.target, path)
+    kind = params.kind
+    whole_numbers = np.all(targets == np.round(targets))
+    if kind == "auto":
+        kind = "classification" if whole_numbers else "regression"
+    if params.targets == "per_sequence":
+        targets = targets[np.arange(len(groups)), lengths - 1]
+    y = targets.astype(np.int64) if kind == "classification" else targets
+    whole = prepare_split(params, kind, 0, "columns", params.target, x, y, lengths)
+    train, val, test = shuffled_split(params, whole, seed)
+    per_step = params.targets == "per_step"
+    spec = TaskSpec(
+        timesteps=longest, features=len(params.columns), per_step=per_step, kind=kind,
+        num_classes=int(y.max()) + 1 if kind == "classification" else 0,
+        output_dim=0 if kind == "classification" else 1, masked=True,
+    )
+    return Dataset(spec=spec, train=train, val=val, test=test,
+                   baseline=baseline_for(kind, spec, train, test))
+
+
+def _rows(path: Path, needed: list[str]) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"data.path: {path} does not exist (relative paths start at the "
+                        "config file's folder)")
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} is not a readable CSV file ({err})") from None
+    header = list(rows[0]) if rows else []
+    for column in needed:
+        if column not in header:
+            raise DataError(f"{path} has no column {column!r}; it has: {', '.join(header)}")
+    return rows
+
+
+def _number(row: dict, column: str, path: Path, missing_ok: bool = False) -> float:
+    text = (row[column] or "").strip()
+    if not text:
+        if missing_ok:
+            return float("nan")
+        raise DataError(f"{path}: an empty {column!r} cell; targets cannot be missing")
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"{path}, column {column!r}: {text!r} is not a number") from None
