@@ -208,7 +208,7 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _embedding_needs_symbols(self) -> ExperimentConfig:
-        if self.model.embedding_dim and not self.data.vocabulary_size():
+        if self.model.embedding_dim and self.data.vocabulary_size() == 0:
             raise ValueError(
                 f"model.embedding_dim needs symbol inputs, but task {self.data.task!r} (with "
                 "these settings) has real-valued inputs; remove embedding_dim, or use a task "

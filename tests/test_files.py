@@ -184,3 +184,18 @@ def test_data_errors_are_data_errors(tmp_path):
     with pytest.raises(DataError):
         load(tmp_path, path="missing.npz")
     assert os.path.exists(ROOT / "examples" / "make_npz.py")
+
+
+def test_integer_tokens_can_feed_an_embedding_and_floats_cannot(tmp_path):
+    tokens = np.random.default_rng(3).integers(0, 6, (80, 5))
+    npz(tmp_path, x=tokens, y=tokens[:, -1])
+    config = config_for(tmp_path, {"path": "data.npz"})
+    result = invoke("run", config, "--run-dir", tmp_path / "run", "--quiet", "--set",
+                    "model.embedding_dim=3", "--set", "train.epochs=1")
+    assert result.exit_code == 0, result.stderr
+    x, y = rng_arrays()
+    npz(tmp_path, "floats.npz", x=x, y=y)
+    result = invoke("run", config_for(tmp_path, {"path": "floats.npz"}), "--runs-dir",
+                    tmp_path / "runs", "--set", "model.embedding_dim=3")
+    assert result.exit_code == 2 and "embedding_dim needs symbol inputs" in result.stderr
+    assert not (tmp_path / "runs").exists()

@@ -120,6 +120,7 @@ def shifted_digit(params: ShiftedDigitParams, seed: int) -> Dataset:
         features=x.shape[-1],
         per_step=params.mode == "every_step",
         num_classes=params.num_classes,
+        vocabulary=params.vocabulary_size(),
     )
     train, val, test = split_arrays(x, targets, sample_weight, params.split)
     uniform = np.full(test.y.shape + (params.num_classes,), 1 / params.num_classes)

@@ -126,6 +126,7 @@ def npz(params: NpzParams, seed: int) -> Dataset:
         if kind == "classification" else 0,
         output_dim=0 if kind == "classification" else train.y.shape[-1],
         masked=bool(params.lengths) or params.missing == "mask",
+        vocabulary=vocabulary,
     )
     return Dataset(spec=spec, train=train, val=val, test=test,
                    baseline=baseline_for(kind, spec, train, test))

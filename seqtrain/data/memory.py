@@ -96,7 +96,8 @@ def copy_memory(params: CopyMemoryParams, seed: int) -> Dataset:
     classes = alphabet + 2
     x = np.eye(classes, dtype=np.float32)[tokens]
     train, val, test = split_arrays(x, targets, None, params.split)
-    spec = TaskSpec(timesteps=length, features=classes, per_step=True, num_classes=classes)
+    spec = TaskSpec(timesteps=length, features=classes, per_step=True, num_classes=classes,
+                    vocabulary=classes)
     guess = np.zeros(test.y.shape + (classes,))
     guess[:, :-count, blank] = 1.0
     guess[:, -count:, 1:alphabet + 1] = 1.0 / alphabet

@@ -53,8 +53,8 @@ class TaskParams(Section):
         default_factory=SplitFractions, description="Train/val/test fractions."
     )
 
-    def vocabulary_size(self) -> int:
-        """How many symbols the inputs are one-hot vectors of; 0 for real-valued inputs.
+    def vocabulary_size(self) -> int | None:
+        """How many symbols the inputs are one-hot vectors of (0: real-valued; None: ask the file).
 
         A task with symbol inputs can feed a model an `Embedding` of them instead.
         """
@@ -74,6 +74,9 @@ class FileTaskParams(TaskParams):
 
     path: str = Field(description="The data file; a relative path starts at the config "
                       "file's folder.")
+
+    def vocabulary_size(self) -> int | None:
+        return None  # the file tells, when it is loaded
 
     def files(self) -> list[Path]:
         return [Path(self.path)]
@@ -122,6 +125,8 @@ class TaskSpec:
             for an `Embedding` (see `with_token_inputs`).
         masked: Some steps are padding or missing: all their features are `PAD`, and a
             `Masking` layer makes the recurrent layers skip them.
+        vocabulary: When nonzero, the inputs are one-hot vectors of this many symbols, which
+            an `Embedding` can read as tokens instead.
     """
 
     timesteps: int
@@ -132,6 +137,7 @@ class TaskSpec:
     output_dim: int = 0
     tokens: int = 0
     masked: bool = False
+    vocabulary: int = 0
 
     def __post_init__(self):
         if self.kind not in ("classification", "regression"):
@@ -197,9 +203,20 @@ def split_arrays(
     )
 
 
-def with_token_inputs(dataset: Dataset, vocabulary_size: int) -> Dataset:
-    """The dataset with one-hot inputs (N, T, V) replaced by their symbols (N, T), int32."""
+def with_token_inputs(dataset: Dataset) -> Dataset:
+    """The dataset with one-hot inputs (N, T, V) replaced by their symbols (N, T), int32.
+
+    Raises:
+        DataError: The inputs are not symbols.
+    """
     from dataclasses import replace
+
+    from seqtrain.errors import DataError
+
+    vocabulary_size = dataset.spec.vocabulary
+    if not vocabulary_size or dataset.spec.masked:
+        raise DataError("model.embedding_dim needs symbol inputs (integer tokens, unpadded); "
+                        "this data has real-valued or masked inputs: remove embedding_dim")
 
     def tokens(split: Split) -> Split:
         return replace(split, x=split.x.argmax(axis=-1).astype("int32"))
@@ -318,5 +335,5 @@ def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False,
     extra = {"normalization": normalization} if normalization else {}
     dataset = get_task(params.task).build(params, seed, **extra)
     if token_inputs:
-        dataset = with_token_inputs(dataset, params.vocabulary_size())
+        dataset = with_token_inputs(dataset)
     return dataset
