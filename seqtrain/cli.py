@@ -299,6 +299,35 @@ def sweep(
         raise typer.Exit(code=EXIT_TRAINING_FAILED)
 
 
+@app.command()
+def plan(
+    config: ConfigArg,
+    set_: SetOption = None,
+    measure: Annotated[bool, typer.Option(
+        "--measure", help="Also time a few real training steps and estimate the run.")] = False,
+    require_cudnn: Annotated[bool, typer.Option(
+        "--require-cudnn", help="Exit 2 unless every recurrent layer can use cuDNN.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show what CONFIG will do before training: shapes, FLOPs, device, cuDNN."""
+    with _user_errors():
+        from seqtrain.config import load_config
+        from seqtrain.plan import plan_experiment
+
+        experiment = load_config(config, set_ or [])
+        result = plan_experiment(experiment, measure_steps=measure)
+        if require_cudnn and not result["cudnn"]["eligible"]:
+            reasons = "; ".join(result["layers"][0]["cudnn_blockers"])
+            raise SeqtrainError(f"--require-cudnn: the cuDNN kernel cannot run this model: "
+                                f"{reasons}")
+    if json_:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from seqtrain.report import plan_text
+
+    typer.echo(plan_text(result))
+
+
 @app.command("ls")
 def ls(
     folders: Annotated[Optional[list[Path]], typer.Argument(

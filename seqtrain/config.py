@@ -168,6 +168,14 @@ class TrainConfig(Section):
 class RuntimeConfig(Section):
     """How TensorFlow is set up."""
 
+    intra_op_threads: PositiveInt | None = Field(
+        None, description="Threads inside one operation (a matrix product) on the CPU; null "
+        "lets TensorFlow choose (all cores)."
+    )
+    inter_op_threads: PositiveInt | None = Field(
+        None, description="Operations run at once on the CPU; null lets TensorFlow choose."
+    )
+
     deterministic: bool = Field(
         True,
         description="Enable TensorFlow op determinism: same config and seed on the same "

@@ -114,7 +114,7 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
             f"checkpoint {checkpoint_path} is missing: the run stopped before it saved one"
             + ("; try --checkpoint last" if checkpoint == "best" else "")
         )
-    runtime.select_device(device)
+    runtime.select_device(device, config.runtime.intra_op_threads, config.runtime.inter_op_threads)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     stored = read_json(run.normalization) if run.normalization.exists() else None
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim), stored)

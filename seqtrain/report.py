@@ -58,3 +58,38 @@ def eval_table(result: dict[str, Any]) -> Table:
     for name, value in result["metrics"].items():
         table.add_row(name, _cell(value))
     return table
+
+
+def plan_text(plan: dict[str, Any]) -> str:
+    """`seqtrain plan` for a terminal: shapes, layers, FLOPs, device, cuDNN, timing."""
+    lines = ["data:"]
+    for name, shapes in plan["data"].items():
+        lines.append(f"  {name:<6} x {tuple(shapes['x'])}  y {tuple(shapes['y'])}")
+    task = plan["task"]
+    lines.append(f"task:   {task['kind']}, {'per step' if task['per_step'] else 'per sequence'}, "
+                 f"metric {task['metric']}")
+    lines.append("model:")
+    for layer in plan.get("model", []):
+        output = tuple(layer["output"])
+        lines.append(f"  {layer['layer']:<18} {layer['type']:<14} {str(output):<18} "
+                     f"{layer['params']:>9,} params")
+    lines.append(f"  total {plan['num_params']:,} parameters")
+    flops = plan["flops"]
+    lines.append(f"flops:  {flops['forward_per_sequence'] / 1e6:.3g} MFLOP forward per sequence, "
+                 f"{flops['train_step'] / 1e9:.3g} GFLOP per training step, "
+                 f"{flops['epoch'] / 1e9:.3g} GFLOP per epoch ({flops['batches_per_epoch']} "
+                 "steps)")
+    lines.append(f"device: {', '.join(plan['devices'])} ({plan['strategy']})")
+    for layer in plan["layers"]:
+        verdict = "eligible for the cuDNN kernel on a GPU" if layer["cudnn"] else (
+            "no cuDNN: " + "; ".join(layer["cudnn_blockers"]))
+        lines.append(f"  {layer['name']}: {verdict}")
+    if not plan["cudnn"]["on_gpu"]:
+        lines.append("  (no GPU here: the generic kernel runs on the CPU)")
+    measured = plan.get("measured")
+    if measured:
+        lines.append(f"timing: {measured['seconds_per_step'] * 1000:.1f} ms per step "
+                     f"({measured['sequences_per_second']:,.0f} sequences/s over "
+                     f"{measured['steps_timed']} steps), about {measured['epoch_seconds']:.1f} s "
+                     f"per epoch, {measured['run_seconds']:.0f} s for the run")
+    return "\n".join(lines)

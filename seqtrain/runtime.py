@@ -24,6 +24,7 @@ class Devices:
     requested: str
     used: list[str]
     details: list[dict] = field(default_factory=list)
+    threads: dict = field(default_factory=dict)
 
     @property
     def is_gpu(self) -> bool:
@@ -44,11 +45,14 @@ def prepare(device: str) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
 
-def select_device(device: str) -> Devices:
-    """Make exactly the requested device visible to TensorFlow.
+def select_device(device: str, intra_op_threads: int | None = None,
+                  inter_op_threads: int | None = None) -> Devices:
+    """Make exactly the requested device visible to TensorFlow, and set its CPU threads.
 
     Args:
         device: `auto` (first GPU if any, else CPU), `cpu`, `gpu` (first GPU) or `gpu:N`.
+        intra_op_threads: Threads inside one operation; None lets TensorFlow choose.
+        inter_op_threads: Operations at once; None lets TensorFlow choose.
 
     Returns:
         The device names TensorFlow will train on.
@@ -61,6 +65,13 @@ def select_device(device: str) -> Devices:
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
+    try:  # only before TensorFlow's runtime starts; a process that ran ops keeps its own
+        if intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        if inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError:
+        pass
     if device == "cpu":
         chosen = []
     elif device == "auto":
@@ -88,7 +99,9 @@ def select_device(device: str) -> Devices:
     used = [d.name for d in tf.config.list_logical_devices("GPU")] or [
         d.name for d in tf.config.list_logical_devices("CPU")
     ]
-    return Devices(requested=device, used=used, details=details)
+    threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+               "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+    return Devices(requested=device, used=used, details=details, threads=threads)
 
 
 # Lines TensorFlow's native code prints on every start of a CPU-only machine, before (or

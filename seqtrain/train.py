@@ -81,7 +81,8 @@ def run_experiment(
             could not be written (`StorageError`, exit 1).
     """
     started_at = _now()
-    devices = runtime.select_device(config.device)
+    devices = runtime.select_device(config.device, config.runtime.intra_op_threads,
+                                      config.runtime.inter_op_threads)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     check_monitor(config, dataset)
@@ -139,7 +140,8 @@ def resume_experiment(
         for stale in run.path.rglob(".*.tmp*"):
             stale.unlink()  # left by a killed process; the lock says none is writing now
         started_at = _now()
-        devices = runtime.select_device(config.device)
+        devices = runtime.select_device(config.device, config.runtime.intra_op_threads,
+                                      config.runtime.inter_op_threads)
         runtime.seed_everything(config.seed, config.runtime.deterministic)
         from seqtrain.state import describe, load_state
 
@@ -225,6 +227,13 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         restore(model, run, state)
     summary["num_params"] = model.count_params()
     atomic.write_json(run.summary, summary)
+    if state is None:
+        from seqtrain.plan import gist, make_plan
+
+        plan = make_plan(config, dataset, summary["devices"], summary["num_params"])
+        atomic.write_json(run.path / "plan.json", plan)
+        if session.display != "quiet":
+            session.console.print(gist(plan), markup=False, highlight=False, soft_wrap=True)
 
     order = EpochOrder(len(dataset.train), config.seed, train.shuffle)
     epoch_log = cb.EpochLog(run.metrics, cb.EpochLog.read(run.metrics, state.epoch if state else 0))
@@ -407,6 +416,7 @@ def _environment(devices: runtime.Devices, started_at: str, command: str) -> dic
         "device_requested": devices.requested,
         "devices": devices.used,
         "device_details": [json.loads(json.dumps(d, default=str)) for d in devices.details],
+        "threads": devices.threads,  # 0: TensorFlow's choice
         "started_at": started_at,
         "command": command,
         "git_commit": _git_commit(),

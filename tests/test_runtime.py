@@ -65,3 +65,14 @@ def test_cpu_keeps_a_gpu_machine_on_the_cpu(tmp_path: Path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "cpu" / "env.json").read_text())["devices"] == ["/device:CPU:0"]
+
+
+def test_cpu_thread_settings_reach_tensorflow_and_are_recorded(tmp_path: Path):
+    from tests.conftest import run_cli
+
+    config = write_config(tmp_path, {**TINY, "runtime": {"intra_op_threads": 1,
+                                                         "inter_op_threads": 2}})
+    result = run_cli("run", config, "--run-dir", tmp_path / "run", "--quiet")
+    assert result.returncode == 0, result.stderr
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env["threads"] == {"intra_op": 1, "inter_op": 2}
