@@ -3,8 +3,9 @@
 No TensorFlow at import time: `--help` and `validate` must answer instantly. Results go
 to stdout (a path, YAML, or JSON with `--json`); progress, tables and errors to stderr.
 
-Exit codes: 0 success, 1 training failed (diverged, or a bug: traceback shown),
-2 usage/config/input error, 130 interrupted.
+Exit codes: 0 success; 1 training failed (diverged, a file could not be written, or a
+bug: traceback shown); 2 usage, config or input error; 130 interrupted by SIGINT, 143 by
+SIGTERM.
 """
 
 from __future__ import annotations
