@@ -266,6 +266,12 @@ def format_logs(logs: dict, digits: int = 4) -> str:
     return "  ".join(f"{k} {float(logs[k]):.{digits}f}" for k in ordered_metrics(logs))
 
 
+def epoch_line(epoch: int, epochs: int, logs: dict) -> str:
+    """`epoch 3/10  loss ...  val_accuracy ...  0.7s`: the line both displays print."""
+    return (f"epoch {epoch + 1}/{epochs}  {format_logs(logs)}  "
+            f"{logs.get('epoch_seconds', 0.0):.1f}s")
+
+
 class PlainProgress(keras.callbacks.Callback):
     """One line per epoch: for logs, CI and shell loops where stderr is not a terminal."""
 
@@ -274,12 +280,8 @@ class PlainProgress(keras.callbacks.Callback):
         self.console = console
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        seconds = logs.get("epoch_seconds", 0.0)
-        self.console.print(
-            f"epoch {epoch + 1}/{self.params['epochs']}  {format_logs(logs)}  {seconds:.1f}s",
-            markup=False, highlight=False, soft_wrap=True,
-        )
+        self.console.print(epoch_line(epoch, self.params["epochs"], logs or {}),
+                           markup=False, highlight=False, soft_wrap=True)
 
 
 class RichProgress(keras.callbacks.Callback):
@@ -316,11 +318,8 @@ class RichProgress(keras.callbacks.Callback):
         logs = logs or {}
         self.progress.update(self._batches, completed=self.params.get("steps"))
         self.progress.update(self._epochs, completed=epoch + 1, metrics=self._fit(logs))
-        self.progress.console.print(
-            f"epoch {epoch + 1}/{self.params['epochs']}  {format_logs(logs)}  "
-            f"{logs.get('epoch_seconds', 0.0):.1f}s", markup=False, highlight=False,
-            soft_wrap=True,
-        )
+        self.progress.console.print(epoch_line(epoch, self.params["epochs"], logs),
+                                    markup=False, highlight=False, soft_wrap=True)
 
     def on_train_end(self, logs=None):
         self.close()

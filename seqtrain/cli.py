@@ -121,11 +121,9 @@ def run(
         from seqtrain.train import run_experiment
 
         console = _stderr()
-        display = "quiet" if quiet else ("rich" if console.is_terminal else "plain")
         finished, summary = run_experiment(
-            experiment, runs_dir=runs_dir, exact_dir=run_dir,
-            command=shlex.join(["seqtrain", *sys.argv[1:]]), overrides=overrides,
-            display=display, console=console,
+            experiment, runs_dir=runs_dir, exact_dir=run_dir, command=_command_line(),
+            overrides=overrides, display=_display(quiet, console), console=console,
         )
         _report_run(finished.path, summary, json_, quiet)
     raise typer.Exit(code=_exit_code(summary))
@@ -145,10 +143,9 @@ def resume(
         from seqtrain.train import resume_experiment
 
         console = _stderr()
-        display = "quiet" if quiet else ("rich" if console.is_terminal else "plain")
         finished, summary, trained = resume_experiment(
-            run_dir, overrides=set_ or [], command=shlex.join(["seqtrain", *sys.argv[1:]]),
-            display=display, console=console,
+            run_dir, overrides=set_ or [], command=_command_line(),
+            display=_display(quiet, console), console=console,
         )
         if not trained:
             if summary.get("stopped_early"):
@@ -161,6 +158,15 @@ def resume(
             return
         _report_run(finished.path, summary, json_, quiet)
     raise typer.Exit(code=_exit_code(summary))
+
+
+def _display(quiet: bool, console: Console) -> str:
+    """Live bars on a terminal, a line per epoch elsewhere, nothing with --quiet."""
+    return "quiet" if quiet else ("rich" if console.is_terminal else "plain")
+
+
+def _command_line() -> str:
+    return shlex.join(["seqtrain", *sys.argv[1:]])
 
 
 def _exit_code(summary: dict) -> int:
@@ -176,10 +182,11 @@ def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
 
         console.print(summary_table(summary))
     if summary["status"] == "interrupted":
+        from seqtrain.report import describe_point
+
         point = summary.get("resume_point")
-        saved = ("nothing saved yet" if not point else
-                 f"saved after epoch {point['epoch']}" if not point["step"] else
-                 f"saved in epoch {point['epoch'] + 1} after batch {point['step']}")
+        saved = (f"saved {describe_point(point['epoch'], point['step'])}" if point
+                 else "nothing saved yet")
         _say(f"interrupted ({summary.get('signal') or 'stopped'}; {saved}); continue with:\n"
              f"  seqtrain resume {shlex.quote(str(path))}", "yellow")
     elif summary.get("error"):

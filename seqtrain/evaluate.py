@@ -12,7 +12,7 @@ from seqtrain.config import ExperimentConfig, load_config
 from seqtrain.data import Split, build_dataset
 from seqtrain.errors import ConfigError, RunDirError
 from seqtrain.report import ordered_metrics
-from seqtrain.rundir import RunDir, open_run_dir, read_json
+from seqtrain.rundir import RunDir, open_run_dir, read_json, stored_normalization
 
 if TYPE_CHECKING:
     import keras
@@ -116,8 +116,8 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
         )
     runtime.select_device(device, config.runtime.intra_op_threads, config.runtime.inter_op_threads)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
-    stored = read_json(run.normalization) if run.normalization.exists() else None
-    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim), stored)
+    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
+                            stored_normalization(run))
     model = load_checkpoint(checkpoint_path)
     expected = tuple(model.input_shape[2:])
     if tuple(dataset.test.x.shape[2:]) != expected:

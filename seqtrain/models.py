@@ -33,14 +33,13 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain") -> 
     import keras
 
     cell = getattr(keras.layers, CELL_LAYERS[config.cell])
+    # Any length (None) unless unrolled: a model trained on 20 steps can be evaluated on
+    # 200 (`seqtrain eval --set data.sequence_length=200`).
+    steps = spec.timesteps if config.unroll else None
     if spec.tokens:
-        steps = spec.timesteps if config.unroll else None
         layers: list = [keras.Input(shape=(steps,), dtype="int32", name="tokens"),
                         keras.layers.Embedding(spec.tokens, config.embedding_dim, name="embedding")]
     else:
-        # Any length (None) unless unrolled: a model trained on 20 steps can be evaluated
-        # on 200 (`seqtrain eval --set data.sequence_length=200`).
-        steps = spec.timesteps if config.unroll else None
         layers = [keras.Input(shape=(steps, spec.features), name="sequence")]
         if spec.masked:
             layers.append(keras.layers.Masking(mask_value=PAD, name="masking"))

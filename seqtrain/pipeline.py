@@ -10,8 +10,6 @@ Imported only after `runtime.prepare()`.
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -42,11 +40,6 @@ class EpochOrder(keras.callbacks.Callback):
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
 
 
-def num_batches(num_samples: int, batch_size: int) -> int:
-    """Batches per epoch; the last one may be smaller."""
-    return math.ceil(num_samples / batch_size)
-
-
 def training_dataset(split: Split, batch_size: int, order: EpochOrder,
                      skip_batches: int = 0) -> tf.data.Dataset:
     """Batches of `split` in `order`'s current epoch order, optionally skipping the first few.
@@ -69,6 +62,6 @@ def training_dataset(split: Split, batch_size: int, order: EpochOrder,
         .map(lambda index: tuple(tf.gather(t, index) for t in tensors))
         .prefetch(tf.data.AUTOTUNE)
     )
-    remaining = num_batches(len(split), batch_size) - skip_batches
+    remaining = split.num_batches(batch_size) - skip_batches
     # flat_map hides the length; declaring it lets Keras size its progress and epochs.
     return dataset.apply(tf.data.experimental.assert_cardinality(remaining))

@@ -90,7 +90,7 @@ def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
     head = 2 * last * spec.output_units * (spec.timesteps if spec.per_step else 1)
     forward = sum(layer.forward_flops_per_step for layer in layers) * spec.timesteps + head
     step = 3 * forward * train.batch_size
-    batches = math.ceil(len(dataset.train) / train.batch_size)
+    batches = dataset.train.num_batches(train.batch_size)
     on_gpu = any("GPU" in device for device in devices)
     return {
         "data": {name: {"x": list(split.x.shape), "y": list(split.y.shape)}
@@ -148,7 +148,7 @@ def measure(config: ExperimentConfig, dataset: Dataset, model, steps: int = 24) 
     seconds = time.perf_counter() - started
     timed = math.ceil(size / train.batch_size)
     per_step = seconds / timed
-    batches = math.ceil(len(dataset.train) / train.batch_size)
+    batches = dataset.train.num_batches(train.batch_size)
     return {"steps_timed": timed, "seconds_per_step": per_step,
             "sequences_per_second": size / seconds, "tracing_seconds": tracing,
             "epoch_seconds": per_step * batches,
@@ -171,8 +171,8 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     from seqtrain.models import build_model, compile_model
 
     model = build_model(config.model, dataset.spec, name=config.name)
-    steps_per_epoch = math.ceil(len(dataset.train) / config.train.batch_size)
-    compile_model(model, config.train, dataset.spec, steps_per_epoch)
+    compile_model(model, config.train, dataset.spec,
+                  dataset.train.num_batches(config.train.batch_size))
     plan = make_plan(config, dataset, devices.used, model.count_params())
     plan["model"] = [{"layer": layer.name, "type": type(layer).__name__,
                       "output": [d if d is not None else None for d in layer.output.shape],

@@ -20,6 +20,16 @@ def ordered_metrics(logs: dict) -> list[str]:
     return sorted(train, key=lambda k: k != "loss") + sorted(val, key=lambda k: k != "val_loss")
 
 
+def describe_point(epoch: int, step: int) -> str:
+    """A saved moment as users count: 'after epoch 3' or 'in epoch 4 after batch 20'.
+
+    `epoch` is the 0-based epoch to continue with, `step` the batches of it already done.
+    """
+    if step == 0:
+        return f"after epoch {epoch}"
+    return f"in epoch {epoch + 1} after batch {step}"
+
+
 def _cell(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 

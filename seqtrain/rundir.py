@@ -179,6 +179,11 @@ def open_run_dir(path: Path) -> RunDir:
     return run
 
 
+def stored_normalization(run: RunDir) -> dict | None:
+    """The training-part statistics a run stored, if its task normalises."""
+    return read_json(run.normalization) if run.normalization.exists() else None
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A run directory's JSON file.
 

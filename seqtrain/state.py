@@ -28,6 +28,7 @@ import numpy as np
 
 from seqtrain import atomic
 from seqtrain.errors import RunDirError
+from seqtrain.report import describe_point
 from seqtrain.rundir import RunDir
 
 
@@ -168,6 +169,4 @@ def build_metrics(model: keras.Model, x, y, sample_weight=None) -> None:
 
 def describe(state: TrainingState) -> str:
     """'after epoch 3' or 'in epoch 4 after batch 20' (1-based, as users count)."""
-    if state.step == 0:
-        return f"after epoch {state.epoch}"
-    return f"in epoch {state.epoch + 1} after batch {state.step}"
+    return describe_point(state.epoch, state.step)

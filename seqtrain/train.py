@@ -8,7 +8,6 @@ rebuilds exactly the state it stopped in (see `state.py`) before it trains on.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import socket
@@ -34,6 +33,7 @@ from seqtrain.rundir import (
     open_run_dir,
     read_json,
     run_stem,
+    stored_normalization,
 )
 
 Display = Literal["rich", "plain", "quiet"]
@@ -153,7 +153,7 @@ def resume_experiment(
         if state and state.step == 0 and state.epoch >= config.train.epochs:
             return run, summary, False
         dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
-                                _stored_normalization(run))
+                                stored_normalization(run))
 
         atomic.write_text(run.config, dump_config(config))
         with open(run.overrides, encoding="utf-8") as file:
@@ -170,11 +170,6 @@ def resume_experiment(
             {"at": started_at, "from": describe(state) if state else "the start"})
         session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
         return run, _train(session, state), True
-
-
-def _stored_normalization(run: RunDir) -> dict | None:
-    """The training-part statistics a run stored, if its task normalises."""
-    return read_json(run.normalization) if run.normalization.exists() else None
 
 
 def check_monitor(config: ExperimentConfig, dataset: Dataset) -> None:
@@ -219,8 +214,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     config, run, dataset, summary = session.config, session.run, session.dataset, session.summary
     train = config.train
     model = build_model(config.model, dataset.spec, name=config.name)
-    steps_per_epoch = math.ceil(len(dataset.train) / train.batch_size)
-    compile_model(model, train, dataset.spec, steps_per_epoch)
+    compile_model(model, train, dataset.spec, dataset.train.num_batches(train.batch_size))
     if state is not None:
         if state.step:  # first: evaluating advances the dropout seeds, restored next
             build_metrics(model, dataset.val.x, dataset.val.y, dataset.val.sample_weight)

@@ -206,7 +206,7 @@ def prepare_split(params, kind: str, vocabulary: int, x_name: str, y_name: str,
         if params.missing == "zero":
             x = np.nan_to_num(x, nan=0.0)
         elif params.missing == "ffill":
-            x = _forward_fill(x)
+            x = forward_fill(x)
         else:
             valid &= ~nan
     x[~valid] = PAD  # skipped by the Masking layer
@@ -216,8 +216,11 @@ def prepare_split(params, kind: str, vocabulary: int, x_name: str, y_name: str,
     return Split(x, y, weights)
 
 
-def _forward_fill(x: np.ndarray) -> np.ndarray:
-    """Carry each feature's last value forward over NaN; leading NaN become 0."""
+def forward_fill(x: np.ndarray) -> np.ndarray:
+    """Carry each feature's last value forward over NaN; leading NaN become 0.
+
+    Works along axis 1: the steps of (N, T, F) sequences.
+    """
     import numpy as np
 
     x = x.copy()

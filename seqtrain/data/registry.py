@@ -178,6 +178,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
+    def num_batches(self, batch_size: int) -> int:
+        """Batches per epoch; the last one may be smaller."""
+        return -(-len(self) // batch_size)
+
 
 @dataclass(frozen=True)
 class Dataset:

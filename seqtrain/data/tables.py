@@ -82,9 +82,9 @@ def read_table(params: CsvSeriesParams) -> tuple[np.ndarray, np.ndarray]:
         if params.missing == "zero":
             values = np.nan_to_num(values, nan=0.0)
         else:
-            for row in range(len(values)):
-                gap = np.isnan(values[row])
-                values[row][gap] = values[row - 1][gap] if row else 0.0
+            from seqtrain.data.files import forward_fill
+
+            values = forward_fill(values[None])[0]  # the table is one long sequence
     return values[:, :-1], values[:, -1]
 
 
