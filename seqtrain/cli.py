@@ -225,9 +225,13 @@ def _checked_device(device: str) -> str:
     from seqtrain.config import check_device
 
     try:
-        return check_device(device)
+        check_device(device)
     except ValueError as err:
         raise SeqtrainError(f"--device {err}") from None
+    if "," in device:
+        raise SeqtrainError(f"--device got {device!r}; eval runs on one device: auto, cpu, gpu "
+                            "or gpu:N")
+    return device
 
 
 @app.command()
@@ -269,32 +273,46 @@ def sweep(
         "--retry-failed", help="Also resume trials that failed.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List the trials and their run directories; train nothing.")] = False,
+    measure: Annotated[bool, typer.Option(
+        "--measure", help="With --dry-run: time a few real steps of each distinct trial and "
+        "estimate the sweep's time.")] = False,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="local: child processes here, --jobs at a time; ray: Ray tasks "
+        "on a cluster (pip install 'seqtrain[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="Ray: the cluster's address, e.g. 10.0.0.1:6379.  [default: "
+        "RAY_ADDRESS, a local cluster, or a new local instance]", show_default=False)] = None,
+    cpus_per_trial: Annotated[float, typer.Option(
+        "--cpus-per-trial", help="Ray: CPUs each trial reserves.")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(
+        "--gpus-per-trial", help="Ray: GPUs each trial reserves (fractions share one).")] = 0.0,
     json_: Annotated[bool, typer.Option(
         "--json", help="Print the trials' results (or plan) as JSON on stdout.")] = False,
 ) -> None:
     """Run a grid of CONFIG variants (times seeds) under one folder; re-run to resume it."""
     with _user_errors():
         from seqtrain import sweep as sweeps
+        from seqtrain.executors import LocalExecutor, make_executor
 
         if jobs < 1:
             raise SeqtrainError(f"--jobs got {jobs}; expected 1 or more")
+        if measure and not dry_run:
+            raise SeqtrainError("--measure estimates without training: use it with --dry-run")
         plan = sweeps.plan_sweep(config, grid or [], set_ or [], seeds, name, runs_dir)
         index, count = sweeps.parse_shard(shard)
         trials = sweeps.shard(plan.trials, index, count)
-        runner = sweeps.Sweep(plan, jobs, retry_failed, f"{index}/{count}",
-                              say=lambda line: _say(line, "default"))
         if dry_run:
-            listed = [{"trial": t.stem, "index": t.index, "overrides": list(t.overrides),
-                       "run_dir": str(plan.run_dir(t)), "action": runner.action(t)}
-                      for t in trials]
-            if json_:
-                typer.echo(json.dumps(listed, indent=2))
-            else:
-                for item in listed:
-                    typer.echo(f"{item['action']:>6}  {item['run_dir']}")
+            make_executor(executor, jobs=jobs, trials=0, address=address, dry_run=True,
+                          cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+            listing = sweeps.Sweep(plan, LocalExecutor(jobs), retry_failed, f"{index}/{count}")
+            _list_trials(plan, trials, listing, jobs, measure, json_)
             _say(f"{len(trials)} of {len(plan.trials)} trials (shard {index}/{count}); "
                  "nothing trained (--dry-run)", "green")
             return
+        runner = sweeps.Sweep(
+            plan, make_executor(executor, jobs=jobs, trials=len(trials), address=address,
+                                cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial),
+            retry_failed, f"{index}/{count}", say=lambda line: _say(line, "default"))
         results = runner.run(trials)
         _stderr().print(sweeps.comparison_table(sweeps.compare(plan)))
         typer.echo(json.dumps(results, indent=2) if json_ else str(plan.folder))
@@ -305,6 +323,31 @@ def sweep(
         _say(f"{len(failed)} trial(s) did not complete: {', '.join(failed)}; see "
              f"{plan.folder / 'logs'}", "red")
         raise typer.Exit(code=EXIT_TRAINING_FAILED)
+
+
+def _list_trials(plan, trials, listing, jobs: int, measure: bool, json_: bool) -> None:
+    """`sweep --dry-run`: each trial's action and run directory, and with `measure`, times."""
+    from seqtrain import sweep as sweeps
+
+    listed = [{"trial": t.stem, "index": t.index, "overrides": list(t.overrides),
+               "run_dir": str(plan.run_dir(t)), "action": listing.action(t)} for t in trials]
+    estimate = None
+    if measure:
+        estimate = sweeps.estimate(plan, trials, [item["action"] for item in listed], jobs)
+        for item, seconds in zip(listed, estimate["trial_seconds"], strict=True):
+            item["estimated_seconds"] = round(seconds, 1)
+    if json_:
+        typer.echo(json.dumps({"trials": listed, "estimate": estimate} if measure else listed,
+                              indent=2))
+    else:
+        for item in listed:
+            time = f"~{item['estimated_seconds']:.0f}s  " if measure else ""
+            typer.echo(f"{item['action']:>6}  {time}{item['run_dir']}")
+    if estimate:
+        _say(f"estimate: {estimate['total_seconds']:.0f} s of trials (each with "
+             f"{estimate['startup_seconds']:.1f} s of start-up), about "
+             f"{estimate['wall_seconds']:.0f} s with --jobs {jobs}; on Ray, divide the total "
+             "by the trials the cluster runs at once", "default")
 
 
 @app.command()

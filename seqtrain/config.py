@@ -27,7 +27,16 @@ ACTIVATIONS = ("tanh", "relu", "sigmoid", "hard_sigmoid", "elu", "selu", "gelu",
                "silu", "linear")
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
-_DEVICE_PATTERN = re.compile(r"auto|cpu|gpu(:[0-9]+)?")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|gpu(:[0-9]+(,[0-9]+)*)?")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+DISTRIBUTIONS = ("none", "mirrored")
+# Keras 3 `model.fit` under MultiWorkerMirroredStrategy fails upstream; trials scale out instead.
+MULTI_WORKER_MESSAGE = (
+    "got 'multi_worker'; Keras 3's model.fit fails under MultiWorkerMirroredStrategy "
+    "(https://github.com/keras-team/keras/issues/20585, open), so seqtrain does not offer it. "
+    "Use distribution: mirrored for the GPUs of one machine, and spread trials over machines "
+    "with `seqtrain sweep --executor ray`"
+)
 
 
 class ModelConfig(Section):
@@ -176,6 +185,11 @@ class RuntimeConfig(Section):
         None, description="Operations run at once on the CPU; null lets TensorFlow choose."
     )
 
+    cpu_devices: PositiveInt = Field(
+        1, description="Split the CPU into this many logical devices, the replicas of "
+        "distribution: mirrored on a machine without GPUs (to try a multi-device setup; it "
+        "is not faster)."
+    )
     deterministic: bool = Field(
         True,
         description="Enable TensorFlow op determinism: same config and seed on the same "
@@ -193,7 +207,19 @@ class ExperimentConfig(Section):
     seed: Annotated[NonNegativeInt, Field(le=2**32 - 1)] = Field(
         42, description="Seeds the data, the weights and dropout."
     )
-    device: str = Field("auto", description="auto | cpu | gpu | gpu:N.")
+    device: str = Field("auto", description="auto | cpu | gpu | gpu:N | gpu:N,M,... "
+                        "(several GPUs need distribution: mirrored).")
+    distribution: str = Field(
+        "none", description="none: one device; mirrored: tf.distribute.MirroredStrategy over "
+        "the selected GPUs (all visible ones for auto or gpu), or over runtime.cpu_devices "
+        "logical CPUs; train.batch_size is the global batch. multi_worker is refused: see "
+        "README."
+    )
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "float32", description="float32 | mixed_float16 (GPU only; loss scaling) | "
+        "mixed_bfloat16. Mixed: layers compute in 16 bits, weights and the output layer stay "
+        "float32."
+    )
     data: TaskData = Field(description="The task (`task:` picks it) and its parameters.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The network.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
@@ -214,6 +240,35 @@ class ExperimentConfig(Section):
     def _known_device(cls, value: str) -> str:
         return check_device(value)
 
+    @field_validator("distribution")
+    @classmethod
+    def _known_distribution(cls, value: str) -> str:
+        if value == "multi_worker":
+            raise ValueError(MULTI_WORKER_MESSAGE)
+        if value not in DISTRIBUTIONS:
+            raise ValueError(f"got {value!r}; expected none or mirrored")
+        return value
+
+    @model_validator(mode="after")
+    def _devices_fit_distribution(self) -> ExperimentConfig:
+        if self.distribution == "none":
+            if "," in self.device:
+                raise ValueError(f"device {self.device!r} names several GPUs; set "
+                                 "distribution: mirrored to train on them together")
+            if self.runtime.cpu_devices > 1:
+                raise ValueError(f"runtime.cpu_devices: {self.runtime.cpu_devices} splits the "
+                                 "CPU for distribution: mirrored; set it, or cpu_devices: 1")
+            return self
+        if self.train.steps_per_execution > 1:
+            if "steps_per_execution" in self.train.model_fields_set:
+                raise ValueError(
+                    f"train.steps_per_execution: {self.train.steps_per_execution} fails under "
+                    "distribution: mirrored with more than one replica (Keras 3 multi-step "
+                    "loop over a distributed iterator: 'You must feed a value for placeholder "
+                    "tensor'); use 1, or leave it out")
+            self.train.steps_per_execution = 1  # the default, 16, does not work here
+        return self
+
     @model_validator(mode="after")
     def _embedding_needs_symbols(self) -> ExperimentConfig:
         if self.model.embedding_dim and self.data.vocabulary_size() == 0:
@@ -233,7 +288,8 @@ def monitor_mode(monitor: str) -> str:
 def check_device(value: str) -> str:
     """`value` if it names a device seqtrain can select, else a ValueError saying what can."""
     if not _DEVICE_PATTERN.fullmatch(value):
-        raise ValueError(f"got {value!r}; expected auto, cpu, gpu or gpu:N (N = 0, 1, ...)")
+        raise ValueError(f"got {value!r}; expected auto, cpu, gpu, gpu:N or gpu:N,M,... "
+                         "(N = 0, 1, ...)")
     return value
 
 

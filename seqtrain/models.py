@@ -19,13 +19,18 @@ CELL_LAYERS = {"simple_rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 OPTIMIZER_CLASSES = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop", "adamw": "AdamW"}
 
 
-def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain") -> keras.Sequential:
+def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain",
+                precision: str = "float32") -> keras.Sequential:
     """`Input` -> `num_layers` recurrent layers -> per-step or per-sequence softmax `Dense`.
 
     Args:
         config: The `model:` section.
         spec: The task's input shape and head.
         name: The Keras model's name.
+        precision: The recurrent layers' dtype policy (`float32`, `mixed_float16`,
+            `mixed_bfloat16`). Masking and the output layer stay float32: the padding
+            value -1e9 is -inf in float16 (and -inf x 0 is NaN), and a 16-bit softmax
+            or loss loses the small probabilities.
 
     Returns:
         An uncompiled `keras.Sequential`.
@@ -38,12 +43,13 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain") -> 
     steps = spec.timesteps if config.unroll else None
     if spec.tokens:
         layers: list = [keras.Input(shape=(steps,), dtype="int32", name="tokens"),
-                        keras.layers.Embedding(spec.tokens, config.embedding_dim, name="embedding")]
+                        keras.layers.Embedding(spec.tokens, config.embedding_dim, name="embedding",
+                                               dtype=precision)]
     else:
         layers = [keras.Input(shape=(steps, spec.features), name="sequence")]
         if spec.masked:
             layers.append(keras.layers.Masking(mask_value=PAD, name="masking"))
-    options: dict = {"activation": config.activation, "dropout": config.dropout,
+    options: dict = {"dtype": precision, "activation": config.activation, "dropout": config.dropout,
                      "recurrent_dropout": config.recurrent_dropout, "unroll": config.unroll}
     if config.cell != "simple_rnn":
         options["recurrent_activation"] = config.recurrent_activation
@@ -55,22 +61,26 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain") -> 
         layer = cell(width, return_sequences=spec.per_step or not is_last,
                      name=f"{config.cell}_{index + 1}", **options)
         if config.bidirectional:
-            layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index + 1}")
+            layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index + 1}",
+                                               dtype=precision)
         layers.append(layer)
     activation = "softmax" if spec.kind == "classification" else None
-    layers.append(keras.layers.Dense(spec.output_units, activation=activation, name="head"))
+    layers.append(keras.layers.Dense(spec.output_units, activation=activation, name="head",
+                                     dtype="float32"))
     return keras.Sequential(layers, name=name.replace(".", "_"))
 
 
 def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
-                  steps_per_epoch: int = 1) -> None:
+                  steps_per_epoch: int = 1, precision: str = "float32") -> None:
     """Compile with the configured optimizer and the task's loss and metric.
 
     Classification: cross-entropy and accuracy; regression: mean squared error and mean
     absolute error. Steps with sample weight 0 (targets that do not exist) count neither
     in the loss nor in the metric: the loss is averaged over the sample weights, not over
     all steps, and the metric is a weighted one. A cosine schedule decays over
-    `steps_per_epoch * config.epochs` steps to `config.min_learning_rate`.
+    `steps_per_epoch * config.epochs` steps to `config.min_learning_rate`. Under
+    mixed_float16 the optimizer scales the loss (`LossScaleOptimizer`), so that small
+    float16 gradients do not underflow to zero.
     """
     import keras
 
@@ -84,6 +94,8 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
     if config.weight_decay is not None:
         options["weight_decay"] = config.weight_decay
     optimizer = getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(**options)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     if spec.kind == "classification":
         loss = keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
         metric = keras.metrics.SparseCategoricalAccuracy(name=spec.metric)

@@ -102,7 +102,11 @@ def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
         "flops": {"forward_per_sequence": forward, "train_step": step,
                   "epoch": step * batches, "batches_per_epoch": batches},
         "devices": devices,
-        "strategy": "one device",
+        "strategy": ("one device" if config.distribution == "none" else
+                     f"MirroredStrategy, {len(devices)} replicas, "
+                     f"{train.batch_size / len(devices):g} sequences each per step"),
+        "precision": config.precision,
+        "steps_per_execution": train.steps_per_execution,
         "cudnn": {"on_gpu": on_gpu, "eligible": all(layer.cudnn for layer in layers),
                   "will_run": on_gpu and all(layer.cudnn for layer in layers)},
     }
@@ -116,7 +120,9 @@ def gist(plan: dict[str, Any]) -> str:
               "cuDNN-eligible (no GPU)" if cudnn["eligible"] else "no cuDNN")
     return (f"plan: {plan['num_params']:,} params, {flops['train_step'] / 1e9:.3g} GFLOP per "
             f"step, {flops['epoch'] / 1e9:.3g} GFLOP per epoch ({flops['batches_per_epoch']} "
-            f"steps), {', '.join(plan['devices'])}, {kernel}")
+            f"steps), {', '.join(plan['devices'])}, {kernel}"
+            + ("" if plan["strategy"] == "one device" else f", {plan['strategy']}")
+            + ("" if plan["precision"] == "float32" else f", {plan['precision']}"))
 
 
 def measure(config: ExperimentConfig, dataset: Dataset, model, steps: int = 24) -> dict:
@@ -164,15 +170,16 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     from seqtrain import runtime
     from seqtrain.data import build_dataset
 
-    devices = runtime.select_device(config.device, config.runtime.intra_op_threads,
-                                    config.runtime.inter_op_threads)
+    devices = runtime.devices_for(config)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     from seqtrain.models import build_model, compile_model
 
-    model = build_model(config.model, dataset.spec, name=config.name)
-    compile_model(model, config.train, dataset.spec,
-                  dataset.train.num_batches(config.train.batch_size))
+    with runtime.scope(runtime.strategy(config.distribution, devices)):
+        model = build_model(config.model, dataset.spec, name=config.name,
+                            precision=config.precision)
+        compile_model(model, config.train, dataset.spec,
+                      dataset.train.num_batches(config.train.batch_size), config.precision)
     plan = make_plan(config, dataset, devices.used, model.count_params())
     plan["model"] = [{"layer": layer.name, "type": type(layer).__name__,
                       "output": [d if d is not None else None for d in layer.output.shape],

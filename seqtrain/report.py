@@ -89,7 +89,8 @@ def plan_text(plan: dict[str, Any]) -> str:
                  f"{flops['train_step'] / 1e9:.3g} GFLOP per training step, "
                  f"{flops['epoch'] / 1e9:.3g} GFLOP per epoch ({flops['batches_per_epoch']} "
                  "steps)")
-    lines.append(f"device: {', '.join(plan['devices'])} ({plan['strategy']})")
+    lines.append(f"device: {', '.join(plan['devices'])} ({plan['strategy']}); precision "
+                 f"{plan['precision']}; {plan['steps_per_execution']} step(s) per execution")
     for layer in plan["layers"]:
         verdict = "eligible for the cuDNN kernel on a GPU" if layer["cudnn"] else (
             "no cuDNN: " + "; ".join(layer["cudnn_blockers"]))

@@ -11,10 +11,14 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from seqtrain.errors import DeviceError
+
+if TYPE_CHECKING:
+    from seqtrain.config import ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -46,16 +50,20 @@ def prepare(device: str) -> None:
 
 
 def select_device(device: str, intra_op_threads: int | None = None,
-                  inter_op_threads: int | None = None) -> Devices:
-    """Make exactly the requested device visible to TensorFlow, and set its CPU threads.
+                  inter_op_threads: int | None = None, *, all_gpus: bool = False,
+                  cpu_devices: int = 1) -> Devices:
+    """Make exactly the requested devices visible to TensorFlow, and set its CPU threads.
 
     Args:
-        device: `auto` (first GPU if any, else CPU), `cpu`, `gpu` (first GPU) or `gpu:N`.
+        device: `auto` (first GPU if any, else CPU), `cpu`, `gpu` (first GPU), `gpu:N` or
+            `gpu:N,M,...`.
         intra_op_threads: Threads inside one operation; None lets TensorFlow choose.
         inter_op_threads: Operations at once; None lets TensorFlow choose.
+        all_gpus: `auto` and `gpu` take every GPU, not the first (distribution: mirrored).
+        cpu_devices: Split the CPU into this many logical devices when no GPU is used.
 
     Returns:
-        The device names TensorFlow will train on.
+        The device names TensorFlow will train on: one, or the replicas of a strategy.
 
     Raises:
         DeviceError: A GPU was requested that TensorFlow does not see.
@@ -75,17 +83,26 @@ def select_device(device: str, intra_op_threads: int | None = None,
     if device == "cpu":
         chosen = []
     elif device == "auto":
-        chosen = gpus[:1]
+        chosen = gpus if all_gpus else gpus[:1]
     else:
-        index = int(device.partition(":")[2] or 0)
-        if index >= len(gpus):
+        indices = [int(i) for i in (device.partition(":")[2] or "0").split(",")]
+        if device == "gpu" and all_gpus:
+            indices = list(range(max(len(gpus), 1)))
+        if max(indices) >= len(gpus):
             seen = ", ".join(g.name for g in gpus) or "none"
             raise DeviceError(
                 f"device {device!r}: TensorFlow sees {len(gpus)} GPU(s) ({seen}). Use "
                 "device: auto or cpu, or check the CUDA install with "
                 "`python -c \"import tensorflow as tf; print(tf.config.list_physical_devices())\"`"
             )
-        chosen = [gpus[index]]
+        chosen = [gpus[i] for i in dict.fromkeys(indices)]
+    if not chosen and cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        except RuntimeError:
+            pass  # initialised earlier in this process: the split, if any, is fixed
     if gpus:
         try:
             tf.config.set_visible_devices(chosen, "GPU")
@@ -97,7 +114,7 @@ def select_device(device: str, intra_op_threads: int | None = None,
             pass
     details = [tf.config.experimental.get_device_details(gpu) for gpu in chosen]
     used = [d.name for d in tf.config.list_logical_devices("GPU")] or [
-        d.name for d in tf.config.list_logical_devices("CPU")
+        d.name for d in tf.config.list_logical_devices("CPU")[:cpu_devices]
     ]
     threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
@@ -131,6 +148,48 @@ def _native_noise_filtered() -> Iterator[None]:
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+def devices_for(config: ExperimentConfig) -> Devices:
+    """Select the devices `config` asks for (see `select_device`) and check its precision.
+
+    Raises:
+        DeviceError: A GPU that is not there, or mixed_float16 without a GPU.
+    """
+    runtime = config.runtime
+    devices = select_device(config.device, runtime.intra_op_threads, runtime.inter_op_threads,
+                            all_gpus=config.distribution == "mirrored",
+                            cpu_devices=runtime.cpu_devices)
+    check_precision(config.precision, devices)
+    return devices
+
+
+def strategy(distribution: str, devices: Devices):
+    """The `tf.distribute` strategy whose scope builds and trains the model, or None."""
+    if distribution != "mirrored":
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(devices.used)
+
+
+def scope(strategy) -> AbstractContextManager:
+    """Where variables are created: the strategy's scope, or the default placement."""
+    return strategy.scope() if strategy is not None else nullcontext()
+
+
+def check_precision(precision: str, devices: Devices) -> None:
+    """Refuse mixed_float16 without a GPU, where it only slows training down.
+
+    Raises:
+        DeviceError: mixed_float16 on a CPU.
+    """
+    if precision == "mixed_float16" and not devices.is_gpu:
+        raise DeviceError(
+            f"precision: mixed_float16 needs a GPU, and this run would train on "
+            f"{', '.join(devices.used)}; CPUs have no fast float16 arithmetic. Use precision: "
+            "float32 (or mixed_bfloat16 on CPUs with bfloat16 support), or a GPU device"
+        )
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

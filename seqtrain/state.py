@@ -160,11 +160,13 @@ def build_metrics(model: keras.Model, x, y, sample_weight=None) -> None:
 
     Without a distribution strategy Keras builds them lazily, when the first training
     step is traced, which is too late to continue an interrupted epoch's totals. One
-    evaluation batch builds them; it touches no weight or optimizer state, but it does
-    advance the dropout seed generators (measured), so call it before `restore`.
+    evaluation batch (a sample per replica) builds them; it touches no weight or optimizer
+    state, but it does advance the dropout seed generators (measured), so call it before
+    `restore`.
     """
-    model.evaluate(x[:1], y[:1], sample_weight=None if sample_weight is None
-                   else sample_weight[:1], verbose=0)
+    n = model.distribute_strategy.num_replicas_in_sync  # a sample for every replica
+    model.evaluate(x[:n], y[:n], sample_weight=None if sample_weight is None
+                   else sample_weight[:n], batch_size=n, verbose=0)
 
 
 def describe(state: TrainingState) -> str:

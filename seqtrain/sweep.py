@@ -1,10 +1,11 @@
 """`seqtrain sweep`: a grid of runs (times seeds) in one folder, resumable and shardable.
 
-Each trial is an ordinary `seqtrain run` (or `seqtrain resume`) in a child process, in a
-run directory named after its overrides, so re-running the same command finds the
-finished trials and skips them, resumes interrupted ones, and retries failed ones only
-when asked. `--shard I/N` takes every N-th trial from the I-th, so N jobs on N machines
-can share one folder. No TensorFlow in this process.
+Each trial is an ordinary `seqtrain run` (or `seqtrain resume`) in a child process (here,
+or in a Ray task: `executors.py`), in a run directory named after its overrides, so
+re-running the same command finds the finished trials and skips them, resumes interrupted
+ones, and retries failed ones only when asked. `--shard I/N` takes every N-th trial from
+the I-th, so N jobs on N machines can share one folder. No TensorFlow in this process
+(except `--dry-run --measure`, which times each distinct trial: `estimate`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -169,13 +167,15 @@ def trial_state(run_dir: Path) -> str:
 class Sweep:
     """Runs a plan's trials in child processes and records each in `sweep.jsonl`."""
 
-    def __init__(self, plan: SweepPlan, jobs: int, retry_failed: bool, shard_spec: str,
+    def __init__(self, plan: SweepPlan, executor, retry_failed: bool, shard_spec: str,
                  say=print):
-        self.plan, self.jobs, self.retry_failed = plan, jobs, retry_failed
+        self.plan, self.executor, self.retry_failed = plan, executor, retry_failed
         self.shard_spec, self.say = shard_spec, say
-        self.stopping: int | None = None
-        self._children: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
+
+    @property
+    def stopping(self) -> int | None:
+        """The signal that stopped the sweep, if one did."""
+        return self.executor.stopping
 
     def action(self, trial: Trial) -> str:
         """What running the trial now means: run, resume, skip or retry."""
@@ -198,7 +198,7 @@ class Sweep:
         results: list[dict[str, Any]] = []
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            with ThreadPoolExecutor(max_workers=self.executor.workers) as pool:
                 futures = {pool.submit(self._run_trial, t): t for t in trials}
                 for done, future in enumerate(as_completed(futures), 1):
                     result = future.result()
@@ -212,12 +212,9 @@ class Sweep:
         return sorted(results, key=lambda r: r["index"])
 
     def _on_signal(self, signum, frame) -> None:
-        # Children run in their own sessions (a terminal's Ctrl-C reaches only this
+        # Trials run in their own sessions (a terminal's Ctrl-C reaches only this
         # process), so each gets exactly one signal: saved, resumable, exit 130/143.
-        self.stopping = signum
-        with self._lock:
-            for child in self._children:
-                child.send_signal(signum)
+        self.executor.interrupt(signum)
 
     def _run_trial(self, trial: Trial) -> dict[str, Any]:
         run_dir = self.plan.run_dir(trial)
@@ -225,23 +222,15 @@ class Sweep:
         started = time.monotonic()
         exit_code = 0
         if action in ("run", "resume"):
-            command = [sys.executable, "-m", "seqtrain", action]
+            # Absolute paths: a Ray task starts in a folder of its own, maybe on another node.
+            target = str(run_dir.resolve())
             if action == "run":
-                command += [str(self.plan.config), "--run-dir", str(run_dir)]
-                command += [a for o in [*self.plan.sets, *trial.overrides] for a in ("--set", o)]
+                args = ["run", str(self.plan.config), "--run-dir", target]
+                args += [a for o in [*self.plan.sets, *trial.overrides] for a in ("--set", o)]
             else:
-                command += [str(run_dir)]
-            log = self.plan.folder / "logs" / f"{trial.stem}.log"
-            with open(log, "ab") as err:
-                child = subprocess.Popen(command + ["--quiet"], stdout=subprocess.DEVNULL,
-                                         stderr=err, start_new_session=True)
-                with self._lock:
-                    self._children.add(child)
-                if self.stopping:
-                    child.send_signal(self.stopping)
-                exit_code = child.wait()
-                with self._lock:
-                    self._children.discard(child)
+                args = ["resume", target]
+            log = (self.plan.folder / "logs" / f"{trial.stem}.log").resolve()
+            exit_code = self.executor.execute(args, log)
         record = read_run(run_dir) if run_dir.exists() else RunRecord(run_dir)
         status = record.status if run_dir.exists() else action
         result = {
@@ -259,6 +248,7 @@ class Sweep:
             "test_accuracy": record.get("test_accuracy"),
             "seconds": round(time.monotonic() - started, 2),
             "shard": self.shard_spec,
+            "executor": self.executor.name,
             "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         append_line(self.plan.folder / "sweep.jsonl", result)
@@ -340,3 +330,41 @@ def comparison_table(rows: list[dict[str, Any]]):
                                                                    is not None else ""))
         table.add_row(row["trial"], str(row["runs"]), *cells)
     return table
+
+
+def estimate(plan: SweepPlan, trials: list[Trial], actions: list[str],
+             jobs: int) -> dict[str, Any]:
+    """Estimated seconds of each trial and of the sweep, from real steps timed here.
+
+    Each distinct config (trials that differ only by seed share one) is built and timed
+    for a few steps (`seqtrain plan --measure`), plus the start-up of a trial's process
+    (importing TensorFlow, measured once). Trials to skip cost nothing; trials to resume
+    are counted whole, an upper bound. The wall time schedules the trials on `jobs`
+    workers, longest first, as if they did not slow each other down.
+
+    Raises:
+        SeqtrainError: A trial's device or data cannot be used.
+    """
+    import time
+
+    started = time.perf_counter()
+    import tensorflow  # noqa: F401  (each trial's process pays this too)
+
+    startup = time.perf_counter() - started
+    from seqtrain.plan import plan_experiment
+
+    measured: dict[tuple[str, ...], float] = {}
+    seconds = []
+    for trial, action in zip(trials, actions, strict=True):
+        if action not in ("run", "resume"):
+            seconds.append(0.0)
+            continue
+        if trial.group not in measured:
+            config = load_config(plan.config, [*plan.sets, *trial.overrides])
+            measured[trial.group] = plan_experiment(config, True)["measured"]["run_seconds"]
+        seconds.append(startup + measured[trial.group])
+    workers = [0.0] * max(1, min(jobs, len(trials)))
+    for cost in sorted(seconds, reverse=True):
+        workers[workers.index(min(workers))] += cost
+    return {"trial_seconds": seconds, "startup_seconds": startup,
+            "total_seconds": sum(seconds), "wall_seconds": max(workers), "jobs": jobs}

@@ -44,6 +44,7 @@ class _Session:
     """One process training one run: a first run or a resume."""
 
     config: ExperimentConfig
+    devices: runtime.Devices
     run: RunDir
     dataset: Dataset
     summary: dict[str, Any]
@@ -81,8 +82,7 @@ def run_experiment(
             could not be written (`StorageError`, exit 1).
     """
     started_at = _now()
-    devices = runtime.select_device(config.device, config.runtime.intra_op_threads,
-                                      config.runtime.inter_op_threads)
+    devices = runtime.devices_for(config)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     check_monitor(config, dataset)
@@ -96,7 +96,8 @@ def run_experiment(
         if dataset.normalization:
             atomic.write_json(run.normalization, dataset.normalization)
         summary = _new_summary(config, run, started_at, dataset, devices.used)
-        session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
+        session = _Session(config, devices, run, dataset, summary, display,
+                           console or Console(stderr=True))
         return run, _train(session)
 
 
@@ -140,8 +141,7 @@ def resume_experiment(
         for stale in run.path.rglob(".*.tmp*"):
             stale.unlink()  # left by a killed process; the lock says none is writing now
         started_at = _now()
-        devices = runtime.select_device(config.device, config.runtime.intra_op_threads,
-                                      config.runtime.inter_op_threads)
+        devices = runtime.devices_for(config)
         runtime.seed_everything(config.seed, config.runtime.deterministic)
         from seqtrain.state import describe, load_state
 
@@ -168,7 +168,8 @@ def resume_experiment(
                        config=config.model_dump(mode="json"))
         summary.setdefault("resumes", []).append(
             {"at": started_at, "from": describe(state) if state else "the start"})
-        session = _Session(config, run, dataset, summary, display, console or Console(stderr=True))
+        session = _Session(config, devices, run, dataset, summary, display,
+                           console or Console(stderr=True))
         return run, _train(session, state), True
 
 
@@ -213,12 +214,15 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
 
     config, run, dataset, summary = session.config, session.run, session.dataset, session.summary
     train = config.train
-    model = build_model(config.model, dataset.spec, name=config.name)
-    compile_model(model, train, dataset.spec, dataset.train.num_batches(train.batch_size))
-    if state is not None:
-        if state.step:  # first: evaluating advances the dropout seeds, restored next
-            build_metrics(model, dataset.val.x, dataset.val.y, dataset.val.sample_weight)
-        restore(model, run, state)
+    with runtime.scope(runtime.strategy(config.distribution, session.devices)):
+        model = build_model(config.model, dataset.spec, name=config.name,
+                            precision=config.precision)
+        compile_model(model, train, dataset.spec, dataset.train.num_batches(train.batch_size),
+                      config.precision)
+        if state is not None:
+            if state.step:  # first: evaluating advances the dropout seeds, restored next
+                build_metrics(model, dataset.val.x, dataset.val.y, dataset.val.sample_weight)
+            restore(model, run, state)
     summary["num_params"] = model.count_params()
     atomic.write_json(run.summary, summary)
     if state is None:

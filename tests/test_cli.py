@@ -105,3 +105,5 @@ def test_eval_rejects_a_bad_checkpoint_choice_and_device(tmp_path: Path):
     assert "expected best or last" in invoke("eval", tmp_path, "--checkpoint", "worst").stderr
     result = invoke("eval", tmp_path, "--device", "tpu")
     assert result.exit_code == 2 and "--device got 'tpu'" in result.stderr
+    result = invoke("eval", tmp_path, "--device", "gpu:0,1")
+    assert result.exit_code == 2 and "eval runs on one device" in result.stderr

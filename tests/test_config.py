@@ -36,7 +36,8 @@ def test_validate_prints_the_resolved_config_with_defaults():
     assert resolved["model"]["cell"] == "gru"
     assert resolved["train"]["steps_per_execution"] == 16  # a default, filled in
     assert resolved["runtime"] == {"intra_op_threads": None, "inter_op_threads": None,
-                                   "deterministic": True}
+                                   "cpu_devices": 1, "deterministic": True}
+    assert (resolved["distribution"], resolved["precision"]) == ("none", "float32")
     assert "valid" in result.stderr
 
 
@@ -109,7 +110,7 @@ BAD = [
     ("name escapes the runs folder", lambda t: _bad(t, _set("name", "../../etc")), [],
      ["name", "'../../etc'"]),
     ("unknown device", lambda t: _bad(t, _set("device", "tpu")), [],
-     ["device", "'tpu'", "auto, cpu, gpu or gpu:N"]),
+     ["device", "'tpu'", "auto, cpu, gpu, gpu:N or gpu:N,M"]),
     ("missing data section", lambda t: write_config(t, {"name": "x"}), [],
      ["data", "required but missing"]),
     ("bad YAML syntax", _text("name: x\ndata: {task: shifted_digit\nmodel: [\n"), [],

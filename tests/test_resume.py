@@ -133,7 +133,10 @@ def wait_for_epoch(run_dir: Path, proc: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum,code", [
+    (signal.SIGINT, 130),
+    pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow),  # the same path, in CI
+])
 def test_a_signal_stops_at_a_batch_saves_state_and_resume_finishes_it(
         signum, code, long_config, long_reference, tmp_path):
     run_dir = tmp_path / "run"
@@ -156,6 +159,7 @@ def test_a_signal_stops_at_a_batch_saves_state_and_resume_finishes_it(
     assert len(json.loads((run_dir / "env.json").read_text())["resumes"]) == 1
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_aborts_at_once_and_the_run_still_resumes_exactly(
         long_config, long_reference, tmp_path):
     run_dir = tmp_path / "run"
@@ -173,6 +177,7 @@ def test_a_second_ctrl_c_aborts_at_once_and_the_run_still_resumes_exactly(
     assert_same_run(run_dir, long_reference)
 
 
+@pytest.mark.slow
 def test_extending_a_completed_run_equals_training_longer_in_one_go(config, reference,
                                                                      tmp_path):
     run_dir = tmp_path / "run"

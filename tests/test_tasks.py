@@ -104,6 +104,7 @@ def test_a_tiny_run_beats_the_baseline(name: str, tmp_path: Path):
     assert evaluation["metrics"][metric] == summary["test"][metric]
 
 
+@pytest.mark.slow
 def test_an_embedded_bidirectional_stack_trains_and_evaluates_from_its_directory(tmp_path):
     config = write_config(tmp_path, {
         "name": "embedded", "seed": 2, "device": "cpu",
