@@ -161,6 +161,11 @@ class TrainConfig(Section):
         16,
         description="Batches run per compiled call: fewer Python round trips, same result.",
     )
+    jit_compile: bool = Field(
+        False, description="Compile training steps with XLA. Needs runtime.deterministic: "
+        "false (op determinism turns XLA off); Keras also leaves it off for cuDNN layers on a "
+        "GPU. summary.json records whether it was used."
+    )
     shuffle: bool = Field(
         True, description="Visit the training split in a new order every epoch, derived from "
         "(seed, epoch) so that a resumed run sees the same order."
@@ -267,6 +272,15 @@ class ExperimentConfig(Section):
                     "loop over a distributed iterator: 'You must feed a value for placeholder "
                     "tensor'); use 1, or leave it out")
             self.train.steps_per_execution = 1  # the default, 16, does not work here
+        return self
+
+    @model_validator(mode="after")
+    def _xla_needs_nondeterminism(self) -> ExperimentConfig:
+        if self.train.jit_compile and self.runtime.deterministic:
+            raise ValueError(
+                "train.jit_compile: true needs runtime.deterministic: false; TensorFlow's op "
+                "determinism turns XLA off, and Keras would silently train without it"
+            )
         return self
 
     @model_validator(mode="after")

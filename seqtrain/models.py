@@ -103,4 +103,4 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
         loss = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
         metric = keras.metrics.MeanAbsoluteError(name=spec.metric)
     model.compile(optimizer=optimizer, loss=loss, weighted_metrics=[metric],
-                  steps_per_execution=config.steps_per_execution)
+                  steps_per_execution=config.steps_per_execution, jit_compile=config.jit_compile)

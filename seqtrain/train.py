@@ -224,6 +224,12 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
                 build_metrics(model, dataset.val.x, dataset.val.y, dataset.val.sample_weight)
             restore(model, run, state)
     summary["num_params"] = model.count_params()
+    # What sets the speed, as used (Keras may turn jit_compile off), beside samples_per_second.
+    summary["speed_settings"] = {
+        "batch_size": train.batch_size, "steps_per_execution": train.steps_per_execution,
+        "jit_compile": bool(model.jit_compile), "unroll": config.model.unroll,
+        "precision": config.precision, "distribution": config.distribution,
+        "threads": session.devices.threads, "input": "tf.data, prefetched"}
     atomic.write_json(run.summary, summary)
     if state is None:
         from seqtrain.plan import gist, make_plan

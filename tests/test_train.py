@@ -16,7 +16,7 @@ import yaml
 from rich.console import Console
 
 from seqtrain.config import load_config
-from tests.conftest import CONFIGS, ROOT, invoke, run_cli, write_config
+from tests.conftest import CONFIGS, ROOT, TINY, invoke, run_cli, write_config
 
 METRIC_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
                   "epoch_seconds"]
@@ -240,6 +240,20 @@ def test_steps_per_execution_changes_speed_not_results(tiny_config: Path, tmp_pa
     first, second = (read_metrics(tmp_path / f"spe{s}" / "metrics.csv") for s in (1, 16))
     assert [r["val_loss"] for r in first] == [r["val_loss"] for r in second]
     assert [r["loss"] for r in first] == [r["loss"] for r in second]
+
+
+def test_jit_compile_needs_nondeterminism_and_the_summary_records_it(tmp_path: Path):
+    refused = invoke("validate", write_config(tmp_path, {**TINY, "train": {"jit_compile": True}}))
+    assert refused.exit_code == 2 and "needs runtime.deterministic: false" in refused.stderr
+    # A fresh process: op determinism, once on in a process, keeps XLA off in all of it.
+    xla = {"jit_compile": True, "epochs": 1, "batch_size": 32}
+    config = write_config(tmp_path, {**TINY, "train": xla, "runtime": {"deterministic": False}},
+                          "xla.yaml")
+    result = run_cli("run", config, "--run-dir", tmp_path / "xla", "--quiet")
+    assert result.returncode == 0, result.stderr
+    speed = json.loads((tmp_path / "xla" / "summary.json").read_text())["speed_settings"]
+    assert speed["jit_compile"] is True and speed["steps_per_execution"] == 16
+    assert speed["batch_size"] == 32 and set(speed["threads"]) == {"intra_op", "inter_op"}
 
 
 def test_eval_on_longer_sequences_than_training_writes_its_own_file(finished_run):

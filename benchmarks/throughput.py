@@ -1,0 +1,378 @@
+"""Training throughput: seqtrain against plain Keras, PyTorch and the matmul limit.
+
+    python benchmarks/throughput.py [--repeats 5] [--epochs 4] [--samples 4096]
+                                    [--cells lstm,gru] [--levers] [--time-to-accuracy]
+
+The reference task is per-step 10-class classification of sequences of 50 one-hot
+vectors of 10 features (`shifted_digit`, length 50, 10 classes), a 128-unit LSTM or GRU
+and a per-step softmax, batch 128, trained on the same arrays by:
+
+  A       seqtrain's own training path (`run_experiment`: its tf.data pipeline, callbacks,
+          checkpoints) with seqtrain's defaults;
+  B       plain Keras as its docs write it: `model.fit(x, y, batch_size=128)`, defaults;
+  B_same  plain Keras with seqtrain's settings (steps_per_execution, weighted loss and
+          metric, sample weights): the overhead of the tool itself is A / B_same;
+  C       PyTorch `nn.LSTM` / `nn.GRU` with the same shapes, optimizer and thread count,
+          when torch is installed (it is not a dependency);
+  D       float32 matmul GFLOP/s at the recurrent step's shape, batch x (features + units)
+          by (features + units) x gates * units, against which A's achieved GFLOP/s
+          (FLOPs counted as `seqtrain plan` does) is compared.
+
+Every variant trains `--epochs` epochs on the same data with validation; the first epoch
+(tracing) is left out, and a variant's speed is training sequences per second over the
+rest, wall time, callbacks and checkpoint writes included. The variants run interleaved,
+in one process, `--repeats` times; medians are reported. Op determinism, which seqtrain
+turns on by default, is process-wide in TensorFlow, so the Keras variants run with it too
+(it costs nothing measurable here: see `--levers`, which runs A with and without it only
+in the child processes it starts). Results: benchmarks/results/throughput.json and stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["CUDA_VISIBLE_DEVICES"] = "-1"  # a CPU benchmark, whatever the machine has
+
+from seqtrain.config import ExperimentConfig, validate_config  # noqa: E402
+
+REFERENCE = {
+    "name": "throughput",
+    "seed": 1,
+    "device": "cpu",
+    "data": {"task": "shifted_digit", "sequence_length": 50, "num_classes": 10, "shift": 3,
+             "num_samples": 4096, "split": {"train": 0.8, "val": 0.1, "test": 0.1}},
+    "model": {"cell": "lstm", "units": 128},
+    "train": {"batch_size": 128, "epochs": 4},
+}
+
+
+def reference_config(cell: str, samples: int, epochs: int, **changes) -> ExperimentConfig:
+    """The reference experiment for `cell`, with `changes` as dotted paths."""
+    raw = json.loads(json.dumps(REFERENCE))
+    raw["model"]["cell"] = cell
+    raw["data"]["num_samples"] = samples
+    raw["train"]["epochs"] = epochs
+    for path, value in changes.items():
+        section, key = path.split(".") if "." in path else (None, path)
+        (raw.setdefault(section, {}) if section else raw)[key] = value
+    return validate_config(raw, {})
+
+
+# --- the variants ------------------------------------------------------------------------
+
+def steady_rate(samples: int, epoch_starts: list[float], end: float) -> float:
+    """Sequences per second over the epochs after the first (which traces the graph)."""
+    return samples * (len(epoch_starts) - 1) / (end - epoch_starts[1])
+
+
+def run_seqtrain(config: ExperimentConfig, folder: Path) -> float:
+    """A: `seqtrain run` in this process; the wall time of epochs 2.. from its files."""
+    from seqtrain.train import run_experiment
+
+    run, summary = run_experiment(config, exact_dir=folder / f"a-{time.time_ns()}",
+                                  display="quiet")
+    with open(run.metrics, encoding="utf-8") as file:
+        first = float(file.read().splitlines()[1].split(",")[-1])  # epoch 1's seconds
+    # train_seconds runs from the start of training to the last epoch's checkpoint;
+    # without epoch 1, it is epochs 2.. with all their callbacks and writes.
+    return summary["num_train_samples"] * (config.train.epochs - 1) / (
+        summary["train_seconds"] - first)
+
+
+class EpochClock:
+    """A Keras callback noting when each epoch starts and when training ends."""
+
+    def __new__(cls):
+        import keras
+
+        class Clock(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.starts: list[float] = []
+                self.end = 0.0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.starts.append(time.perf_counter())
+
+            def on_train_end(self, logs=None):
+                self.end = time.perf_counter()
+
+        return Clock()
+
+
+def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = None) -> float:
+    """B (`same_as` None): the Keras docs' way. B_same: seqtrain's settings, plain Keras."""
+    import keras
+
+    train, val, spec = data.train, data.val, data.spec
+    layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
+    model = keras.Sequential([keras.Input(shape=train.x.shape[1:]),
+                              layer(128, return_sequences=True),
+                              keras.layers.Dense(spec.output_units, activation="softmax")])
+    clock = EpochClock()
+    if same_as is None:
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        model.fit(train.x, train.y, batch_size=128, epochs=epochs, verbose=0,
+                  validation_data=(val.x, val.y), callbacks=[clock])
+    else:
+        model.compile(
+            optimizer=keras.optimizers.Adam(same_as.train.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            steps_per_execution=same_as.train.steps_per_execution)
+        model.fit(train.x, train.y, sample_weight=train.sample_weight, batch_size=128,
+                  epochs=epochs, verbose=0, callbacks=[clock],
+                  validation_data=(val.x, val.y, val.sample_weight))
+    return steady_rate(len(train), clock.starts, clock.end)
+
+
+def run_torch(data, cell: str, epochs: int, threads: int) -> float | None:
+    """C: PyTorch with the same shapes, Adam, cross-entropy and thread count."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    train, val = data.train, data.val
+    features, classes = train.x.shape[-1], data.spec.output_units
+    recurrent = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](features, 128,
+                                                                  batch_first=True)
+    head = torch.nn.Linear(128, classes)
+    parameters = list(recurrent.parameters()) + list(head.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y.astype("int64"))
+    xv, yv = torch.from_numpy(val.x), torch.from_numpy(val.y.astype("int64"))
+    starts = []
+    for _ in range(epochs):
+        starts.append(time.perf_counter())
+        order = torch.randperm(len(x))
+        for begin in range(0, len(x), 128):
+            index = order[begin:begin + 128]
+            optimizer.zero_grad()
+            out, _ = recurrent(x[index])
+            loss = loss_fn(head(out).reshape(-1, classes), y[index].reshape(-1))
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            for begin in range(0, len(xv), 128):
+                out, _ = recurrent(xv[begin:begin + 128])
+                loss_fn(head(out).reshape(-1, classes), yv[begin:begin + 128].reshape(-1))
+    return steady_rate(len(x), starts, time.perf_counter())
+
+
+def matmul_gflops(batch: int, inputs: int, outputs: int, repeats: int = 400) -> float:
+    """D: float32 GFLOP/s of TensorFlow's matmul at one recurrent step's shape."""
+    import tensorflow as tf
+
+    a = tf.random.normal((batch, inputs))
+    b = tf.random.normal((inputs, outputs))
+
+    @tf.function
+    def many(a, b):
+        total = tf.zeros((batch, outputs))
+        for _ in tf.range(repeats):
+            total += tf.matmul(a, b)
+        return total
+
+    many(a, b).numpy()  # trace and warm up
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        many(a, b).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2 * batch * inputs * outputs * repeats / best / 1e9
+
+
+# --- the report --------------------------------------------------------------------------
+
+def median(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.median(kept) if kept else None
+
+
+def throughput(args) -> dict:
+    import tensorflow as tf
+
+    from seqtrain import runtime
+    from seqtrain.data import build_dataset
+    from seqtrain.plan import make_plan
+
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for cell in args.cells:
+            config = reference_config(cell, args.samples, args.epochs)
+            devices = runtime.devices_for(config)
+            data = build_dataset(config.data, config.seed, False)
+            threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+            rates: dict[str, list] = {"A": [], "B": [], "B_same": [], "C": []}
+            for repeat in range(args.repeats):  # interleaved: drift hits every variant
+                rates["A"].append(run_seqtrain(config, Path(scratch)))
+                rates["B"].append(run_keras(data, cell, args.epochs))
+                rates["B_same"].append(run_keras(data, cell, args.epochs, same_as=config))
+                rates["C"].append(run_torch(data, cell, args.epochs, threads))
+                print(f"{cell} repeat {repeat + 1}: " + ", ".join(
+                    f"{k} {v[-1]:.0f}" for k, v in rates.items() if v[-1]), file=sys.stderr)
+            plan = make_plan(config, data, devices.used, 0)
+            gates = {"lstm": 4, "gru": 3}[cell]
+            features = data.train.x.shape[-1]
+            limit = matmul_gflops(128, features + 128, gates * 128)
+            a, b, b_same, c = (median(rates[k]) for k in ("A", "B", "B_same", "C"))
+            achieved = plan["flops"]["train_step"] / config.train.batch_size * a / 1e9
+            results[cell] = {
+                "sequences_per_second": {"A": a, "B": b, "B_same": b_same, "C": c},
+                "repeats": rates,
+                "A/B": a / b, "A/B_same": a / b_same, "A/C": a / c if c else None,
+                "D_matmul_gflops": limit, "A_gflops": achieved, "A/D": achieved / limit,
+                "settings": {"batch_size": 128, "steps_per_execution":
+                             config.train.steps_per_execution, "threads": threads,
+                             "epochs": args.epochs, "train_sequences": len(data.train)},
+            }
+    return results
+
+
+def time_to_accuracy() -> dict:
+    """`configs/shifted_digit_lstm.yaml` as a user runs it: seconds and epochs to 0.99."""
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "seqtrain", "run",
+                        str(ROOT / "configs" / "shifted_digit_lstm.yaml"), "--run-dir",
+                        f"{scratch}/run", "--quiet"], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - started
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        rows = (Path(scratch) / "run" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    elapsed = 0.0
+    for row in rows[1:]:
+        values = dict(zip(header, row.split(","), strict=True))
+        elapsed += float(values["epoch_seconds"])
+        if float(values["val_accuracy"]) >= 0.99:
+            return {"epochs": int(values["epoch"]), "train_seconds": round(elapsed, 2),
+                    "process_seconds": round(wall, 2), "peak_rss_mib": round(peak_mib)}
+    return {"epochs": None, "process_seconds": round(wall, 2), "peak_rss_mib": round(peak_mib)}
+
+
+def dataset_copies(samples: int) -> dict:
+    """Peak memory while building the reference data, in units of the data it keeps."""
+    import tracemalloc
+
+    from seqtrain.data import build_dataset
+
+    config = reference_config("lstm", samples, 1)
+    tracemalloc.start()
+    data = build_dataset(config.data, config.seed, False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    kept = sum(a.nbytes for split in (data.train, data.val, data.test)
+               for a in (split.x, split.y, split.sample_weight) if a is not None)
+    return {"dataset_mib": round(kept / 2**20, 1), "peak_mib": round(peak / 2**20, 1),
+            "peak_over_dataset": round(peak / kept, 2)}
+
+
+LEVERS = {  # A with one setting changed, each in a fresh process (determinism is global)
+    "defaults": {},
+    "steps_per_execution=1": {"train.steps_per_execution": 1},
+    "steps_per_execution=32": {"train.steps_per_execution": 32},
+    "unroll=true": {"model.unroll": True},
+    "deterministic=false": {"runtime.deterministic": False},
+    "jit_compile=true": {"runtime.deterministic": False, "train.jit_compile": True},
+    "intra_op_threads=1": {"runtime.intra_op_threads": 1},
+}
+
+
+def levers(args) -> dict:
+    """A's speed with each lever, median of `--repeats` fresh processes per lever."""
+    rates: dict[str, list[float]] = {name: [] for name in LEVERS}
+    for _ in range(args.repeats):
+        for name, changes in LEVERS.items():
+            out = subprocess.run([sys.executable, __file__, "--one-lever", json.dumps(changes),
+                                  "--samples", str(args.samples), "--epochs", str(args.epochs)],
+                                 check=True, capture_output=True, text=True, cwd=ROOT)
+            rates[name].append(float(out.stdout.strip().splitlines()[-1]))
+    base = statistics.median(rates["defaults"])
+    return {name: {"sequences_per_second": statistics.median(v),
+                   "vs_defaults": statistics.median(v) / base} for name, v in rates.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=4096)
+    parser.add_argument("--cells", default="lstm,gru")
+    parser.add_argument("--levers", action="store_true", help="Also time A per lever.")
+    parser.add_argument("--time-to-accuracy", action="store_true",
+                        help="Also train configs/shifted_digit_lstm.yaml to 0.99.")
+    parser.add_argument("--one-lever", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
+                        "throughput.json")
+    args = parser.parse_args()
+    args.cells = args.cells.split(",")
+    if args.one_lever is not None:  # a child of --levers
+        config = reference_config("lstm", args.samples, args.epochs,
+                                  **json.loads(args.one_lever))
+        from seqtrain import runtime
+
+        runtime.devices_for(config)
+        with tempfile.TemporaryDirectory() as scratch:
+            print(run_seqtrain(config, Path(scratch)))
+        return
+
+    report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "python": platform.python_version()},
+              "throughput": throughput(args), "dataset_memory": dataset_copies(args.samples)}
+    from seqtrain.runtime import versions
+
+    report["machine"].update(versions())
+    if args.levers:
+        report["levers"] = levers(args)
+    if args.time_to_accuracy:
+        report["time_to_accuracy"] = time_to_accuracy()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+
+
+def print_table(report: dict) -> None:
+    print(f"{'cell':5} {'A seq/s':>9} {'B seq/s':>9} {'B_same':>9} {'C torch':>9} "
+          f"{'A/B':>6} {'A/B_same':>8} {'A/C':>6} {'A GFLOP/s':>9} {'D GFLOP/s':>9} {'A/D':>6}")
+    for cell, r in report["throughput"].items():
+        s = r["sequences_per_second"]
+
+        def cell_text(value, digits=0):
+            return "-" if value is None else f"{value:.{digits}f}"
+
+        print(f"{cell:5} {cell_text(s['A']):>9} {cell_text(s['B']):>9} "
+              f"{cell_text(s['B_same']):>9} {cell_text(s['C']):>9} {r['A/B']:>6.2f} "
+              f"{r['A/B_same']:>8.2f} {cell_text(r['A/C'], 2):>6} {r['A_gflops']:>9.2f} "
+              f"{r['D_matmul_gflops']:>9.1f} {r['A/D']:>6.1%}")
+    memory = report["dataset_memory"]
+    print(f"data: {memory['dataset_mib']} MiB kept, peak {memory['peak_mib']} MiB while "
+          f"building ({memory['peak_over_dataset']}x)")
+    for name, lever in report.get("levers", {}).items():
+        print(f"lever {name:24} {lever['sequences_per_second']:8.0f} seq/s "
+              f"{lever['vs_defaults']:.2f}x defaults")
+    if "time_to_accuracy" in report:
+        t = report["time_to_accuracy"]
+        print(f"time to 0.99 val accuracy (shifted_digit_lstm.yaml): {t}")
+
+
+if __name__ == "__main__":
+    main()
