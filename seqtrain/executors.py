@@ -144,6 +144,9 @@ def make_executor(name: str, *, jobs: int, trials: int, address: str | None,
             raise SeqtrainError("--address and --gpus-per-trial are for --executor ray; "
                                 "local trials run --jobs at a time")
         return LocalExecutor(jobs)
+    if jobs != 1:
+        raise SeqtrainError(f"--jobs {jobs} is for --executor local; on Ray, trials run as "
+                            "the cluster's resources allow: set --cpus-per-trial instead")
     if dry_run:
         return None
     return RayExecutor(trials, address, cpus_per_trial, gpus_per_trial)

@@ -29,6 +29,7 @@ def test_ray_without_ray_installed_says_how_to_install_it(tmp_path, monkeypatch)
     (("--address", "10.0.0.1:6379"), "--address and --gpus-per-trial are for --executor ray"),
     (("--executor", "ray", "--cpus-per-trial", "0"), "expected > 0 CPUs"),
     (("--measure",), "use it with --dry-run"),
+    (("--executor", "ray", "--jobs", "2"), "--jobs 2 is for --executor local"),
 ])
 def test_executor_options_that_cannot_work_are_exit_2(tmp_path, args, message):
     result = invoke("sweep", write_config(tmp_path), *GRID, *args, "--runs-dir",
