@@ -49,6 +49,17 @@ def prepare(device: str) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
 
+def start_tensorflow(device: str) -> float:
+    """Import TensorFlow set up for `device`, its start-up noise filtered; the seconds taken."""
+    import time
+
+    prepare(device)
+    started = time.perf_counter()
+    with _native_noise_filtered():
+        import tensorflow  # noqa: F401
+    return time.perf_counter() - started
+
+
 def select_device(device: str, intra_op_threads: int | None = None,
                   inter_op_threads: int | None = None, *, all_gpus: bool = False,
                   cpu_devices: int = 1) -> Devices:
@@ -68,10 +79,10 @@ def select_device(device: str, intra_op_threads: int | None = None,
     Raises:
         DeviceError: A GPU was requested that TensorFlow does not see.
     """
-    prepare(device)
-    with _native_noise_filtered():
-        import tensorflow as tf
+    start_tensorflow(device)
+    import tensorflow as tf
 
+    with _native_noise_filtered():
         gpus = tf.config.list_physical_devices("GPU")
     try:  # only before TensorFlow's runtime starts; a process that ran ops keeps its own
         if intra_op_threads:

@@ -345,13 +345,11 @@ def estimate(plan: SweepPlan, trials: list[Trial], actions: list[str],
     Raises:
         SeqtrainError: A trial's device or data cannot be used.
     """
-    import time
-
-    started = time.perf_counter()
-    import tensorflow  # noqa: F401  (each trial's process pays this too)
-
-    startup = time.perf_counter() - started
+    from seqtrain import runtime
     from seqtrain.plan import plan_experiment
+
+    device = load_config(plan.config, plan.sets).device
+    startup = runtime.start_tensorflow(device)  # each trial's process pays this too
 
     measured: dict[tuple[str, ...], float] = {}
     seconds = []
