@@ -86,7 +86,8 @@ class RayExecutor:
             import ray
         except ImportError:
             raise SeqtrainError("--executor ray needs Ray, which is an optional extra: pip "
-                                "install 'seqtrain[ray]' (or pip install ray)") from None
+                                "install 'seqtrain[ray]' (from a checkout: pip install -e "
+                                "'.[ray]'; or pip install ray)") from None
         self._ray = ray
         if not ray.is_initialized():
             try:
