@@ -81,37 +81,35 @@ def steady_rate(samples: int, epoch_starts: list[float], end: float) -> float:
 
 def run_seqtrain(config: ExperimentConfig, folder: Path) -> float:
     """A: `seqtrain run` in this process; the wall time of epochs 2.. from its files."""
+    from seqtrain.callbacks import EpochLog
     from seqtrain.train import run_experiment
 
     run, summary = run_experiment(config, exact_dir=folder / f"a-{time.time_ns()}",
                                   display="quiet")
-    with open(run.metrics, encoding="utf-8") as file:
-        first = float(file.read().splitlines()[1].split(",")[-1])  # epoch 1's seconds
+    first = EpochLog.read(run.metrics, 1)[0]["epoch_seconds"]
     # train_seconds runs from the start of training to the last epoch's checkpoint;
     # without epoch 1, it is epochs 2.. with all their callbacks and writes.
     return summary["num_train_samples"] * (config.train.epochs - 1) / (
         summary["train_seconds"] - first)
 
 
-class EpochClock:
-    """A Keras callback noting when each epoch starts and when training ends."""
+def epoch_clock():
+    """A Keras callback noting when each epoch starts (`starts`) and training ends (`end`)."""
+    import keras
 
-    def __new__(cls):
-        import keras
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.starts: list[float] = []
+            self.end = 0.0
 
-        class Clock(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.starts: list[float] = []
-                self.end = 0.0
+        def on_epoch_begin(self, epoch, logs=None):
+            self.starts.append(time.perf_counter())
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self.starts.append(time.perf_counter())
+        def on_train_end(self, logs=None):
+            self.end = time.perf_counter()
 
-            def on_train_end(self, logs=None):
-                self.end = time.perf_counter()
-
-        return Clock()
+    return EpochClock()
 
 
 def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = None) -> float:
@@ -123,7 +121,7 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
     model = keras.Sequential([keras.Input(shape=train.x.shape[1:]),
                               layer(128, return_sequences=True),
                               keras.layers.Dense(spec.output_units, activation="softmax")])
-    clock = EpochClock()
+    clock = epoch_clock()
     if same_as is None:
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
@@ -257,14 +255,14 @@ def time_to_accuracy() -> dict:
                        stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - started
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        rows = (Path(scratch) / "run" / "metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
+        from seqtrain.callbacks import EpochLog
+
+        rows = EpochLog.read(Path(scratch) / "run" / "metrics.csv", 10**6)
     elapsed = 0.0
-    for row in rows[1:]:
-        values = dict(zip(header, row.split(","), strict=True))
-        elapsed += float(values["epoch_seconds"])
-        if float(values["val_accuracy"]) >= 0.99:
-            return {"epochs": int(values["epoch"]), "train_seconds": round(elapsed, 2),
+    for row in rows:
+        elapsed += row["epoch_seconds"]
+        if row["val_accuracy"] >= 0.99:
+            return {"epochs": int(row["epoch"]), "train_seconds": round(elapsed, 2),
                     "process_seconds": round(wall, 2), "peak_rss_mib": round(peak_mib)}
     return {"epochs": None, "process_seconds": round(wall, 2), "peak_rss_mib": round(peak_mib)}
 

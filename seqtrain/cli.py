@@ -292,7 +292,7 @@ def sweep(
     """Run a grid of CONFIG variants (times seeds) under one folder; re-run to resume it."""
     with _user_errors():
         from seqtrain import sweep as sweeps
-        from seqtrain.executors import LocalExecutor, make_executor
+        from seqtrain.executors import check_options, make_executor
 
         if jobs < 1:
             raise SeqtrainError(f"--jobs got {jobs}; expected 1 or more")
@@ -302,10 +302,9 @@ def sweep(
         index, count = sweeps.parse_shard(shard)
         trials = sweeps.shard(plan.trials, index, count)
         if dry_run:
-            make_executor(executor, jobs=jobs, trials=0, address=address, dry_run=True,
-                          cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
-            listing = sweeps.Sweep(plan, LocalExecutor(jobs), retry_failed, f"{index}/{count}")
-            _list_trials(plan, trials, listing, jobs, measure, json_)
+            check_options(executor, jobs=jobs, address=address, cpus_per_trial=cpus_per_trial,
+                          gpus_per_trial=gpus_per_trial)
+            _list_trials(plan, trials, retry_failed, jobs, measure, json_)
             _say(f"{len(trials)} of {len(plan.trials)} trials (shard {index}/{count}); "
                  "nothing trained (--dry-run)", "green")
             return
@@ -325,12 +324,14 @@ def sweep(
         raise typer.Exit(code=EXIT_TRAINING_FAILED)
 
 
-def _list_trials(plan, trials, listing, jobs: int, measure: bool, json_: bool) -> None:
+def _list_trials(plan, trials, retry_failed: bool, jobs: int, measure: bool,
+                 json_: bool) -> None:
     """`sweep --dry-run`: each trial's action and run directory, and with `measure`, times."""
     from seqtrain import sweep as sweeps
 
     listed = [{"trial": t.stem, "index": t.index, "overrides": list(t.overrides),
-               "run_dir": str(plan.run_dir(t)), "action": listing.action(t)} for t in trials]
+               "run_dir": str(plan.run_dir(t)),
+               "action": sweeps.trial_action(plan, t, retry_failed)} for t in trials]
     estimate = None
     if measure:
         estimate = sweeps.estimate(plan, trials, [item["action"] for item in listed], jobs)

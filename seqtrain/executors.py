@@ -18,25 +18,25 @@ from seqtrain.errors import SeqtrainError
 EXECUTORS = ("local", "ray")
 
 
-def trial_command(args: list[str]) -> list[str]:
-    """The trial's command, with the Python that runs this code."""
-    return [sys.executable, "-m", "seqtrain", *args, "--quiet"]
-
-
-def run_trial(args: list[str], log: str) -> int:
-    """Run one trial's seqtrain command in a child process; its exit code.
+def start_trial(args: list[str], log: Path | str) -> subprocess.Popen:
+    """Start one trial's seqtrain command, with the Python that runs this code.
 
     The child has its own session, so a terminal's Ctrl-C reaches only the sweep, which
     passes exactly one signal on: the trial saves its state and exits 130/143.
     """
     with open(log, "ab") as err:
-        child = subprocess.Popen(trial_command(args), stdout=subprocess.DEVNULL, stderr=err,
-                                 start_new_session=True)
-        try:
-            return child.wait()
-        except KeyboardInterrupt:  # a Ray task cancelled (`ray.cancel`): stop it gracefully
-            child.send_signal(signal.SIGINT)
-            return child.wait()
+        return subprocess.Popen([sys.executable, "-m", "seqtrain", *args, "--quiet"],
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
+def run_trial(args: list[str], log: str) -> int:
+    """A Ray task: run one trial to its end; its exit code."""
+    child = start_trial(args, log)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # the task was cancelled (`ray.cancel`): stop it gracefully
+        child.send_signal(signal.SIGINT)
+        return child.wait()
 
 
 class LocalExecutor:
@@ -51,9 +51,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
 
     def execute(self, args: list[str], log: Path) -> int:
-        with open(log, "ab") as err:
-            child = subprocess.Popen(trial_command(args), stdout=subprocess.DEVNULL, stderr=err,
-                                     start_new_session=True)
+        child = start_trial(args, log)
         with self._lock:
             self._children.add(child)
             if self.stopping:
@@ -128,26 +126,36 @@ class RayExecutor:
                 self._ray.cancel(ref)  # a KeyboardInterrupt in the task: see run_trial
 
 
-def make_executor(name: str, *, jobs: int, trials: int, address: str | None,
-                  cpus_per_trial: float, gpus_per_trial: float, dry_run: bool = False):
-    """The executor `--executor NAME` asks for (with `dry_run`, only its options checked).
+def check_options(name: str, *, jobs: int, address: str | None, cpus_per_trial: float,
+                  gpus_per_trial: float) -> None:
+    """Refuse executor options that cannot work together (`--dry-run` checks only these).
 
     Raises:
-        SeqtrainError: An unknown name, Ray options without Ray, or Ray not installed.
+        SeqtrainError: An unknown name, or options of one executor given to the other.
     """
     if name not in EXECUTORS:
         raise SeqtrainError(f"--executor got {name!r}; expected local or ray")
     if cpus_per_trial <= 0 or gpus_per_trial < 0:
         raise SeqtrainError(f"--cpus-per-trial {cpus_per_trial:g} / --gpus-per-trial "
                             f"{gpus_per_trial:g}: expected > 0 CPUs and >= 0 GPUs")
-    if name == "local":
-        if address is not None or gpus_per_trial:
-            raise SeqtrainError("--address and --gpus-per-trial are for --executor ray; "
-                                "local trials run --jobs at a time")
-        return LocalExecutor(jobs)
-    if jobs != 1:
+    if name == "local" and (address is not None or gpus_per_trial):
+        raise SeqtrainError("--address and --gpus-per-trial are for --executor ray; "
+                            "local trials run --jobs at a time")
+    if name == "ray" and jobs != 1:
         raise SeqtrainError(f"--jobs {jobs} is for --executor local; on Ray, trials run as "
                             "the cluster's resources allow: set --cpus-per-trial instead")
-    if dry_run:
-        return None
+
+
+def make_executor(name: str, *, jobs: int, trials: int, address: str | None,
+                  cpus_per_trial: float, gpus_per_trial: float):
+    """The executor `--executor NAME` asks for.
+
+    Raises:
+        SeqtrainError: Options that cannot work together (`check_options`), or Ray not
+            installed or not reachable.
+    """
+    check_options(name, jobs=jobs, address=address, cpus_per_trial=cpus_per_trial,
+                  gpus_per_trial=gpus_per_trial)
+    if name == "local":
+        return LocalExecutor(jobs)
     return RayExecutor(trials, address, cpus_per_trial, gpus_per_trial)

@@ -175,7 +175,7 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     from seqtrain.models import build_model, compile_model
 
-    with runtime.scope(runtime.strategy(config.distribution, devices)):
+    with runtime.scope(config.distribution, devices):
         model = build_model(config.model, dataset.spec, name=config.name,
                             precision=config.precision)
         compile_model(model, config.train, dataset.spec,

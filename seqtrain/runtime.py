@@ -175,18 +175,17 @@ def devices_for(config: ExperimentConfig) -> Devices:
     return devices
 
 
-def strategy(distribution: str, devices: Devices):
-    """The `tf.distribute` strategy whose scope builds and trains the model, or None."""
+def scope(distribution: str, devices: Devices) -> AbstractContextManager:
+    """Where the model's variables are created, built, restored and trained.
+
+    For distribution: mirrored, the scope of a `tf.distribute.MirroredStrategy` over
+    `devices`; otherwise TensorFlow's default placement.
+    """
     if distribution != "mirrored":
-        return None
+        return nullcontext()
     import tensorflow as tf
 
-    return tf.distribute.MirroredStrategy(devices.used)
-
-
-def scope(strategy) -> AbstractContextManager:
-    """Where variables are created: the strategy's scope, or the default placement."""
-    return strategy.scope() if strategy is not None else nullcontext()
+    return tf.distribute.MirroredStrategy(devices.used).scope()
 
 
 def check_precision(precision: str, devices: Devices) -> None:

@@ -164,6 +164,20 @@ def trial_state(run_dir: Path) -> str:
     return read_run(run_dir).status
 
 
+def trial_action(plan: SweepPlan, trial: Trial, retry_failed: bool) -> str:
+    """What running the trial now means: `run`, `resume` or `skip`, from its run directory."""
+    state = trial_state(plan.run_dir(trial))
+    if state == "new":
+        return "run"
+    if state == "completed":
+        return "skip"
+    if state in ("interrupted", "killed"):
+        return "resume"
+    if state == "failed":
+        return "resume" if retry_failed else "skip"
+    return "skip"  # diverged (it would again), running elsewhere, broken
+
+
 class Sweep:
     """Runs a plan's trials in child processes and records each in `sweep.jsonl`."""
 
@@ -179,16 +193,7 @@ class Sweep:
 
     def action(self, trial: Trial) -> str:
         """What running the trial now means: run, resume, skip or retry."""
-        state = trial_state(self.plan.run_dir(trial))
-        if state == "new":
-            return "run"
-        if state == "completed":
-            return "skip"
-        if state in ("interrupted", "killed"):
-            return "resume"
-        if state == "failed":
-            return "resume" if self.retry_failed else "skip"
-        return "skip"  # diverged (it would again), running elsewhere, broken
+        return trial_action(self.plan, trial, self.retry_failed)
 
     def run(self, trials: list[Trial]) -> list[dict[str, Any]]:
         """Run `trials` (`jobs` at a time); return one result per trial."""

@@ -214,7 +214,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
 
     config, run, dataset, summary = session.config, session.run, session.dataset, session.summary
     train = config.train
-    with runtime.scope(runtime.strategy(config.distribution, session.devices)):
+    with runtime.scope(config.distribution, session.devices):
         model = build_model(config.model, dataset.spec, name=config.name,
                             precision=config.precision)
         compile_model(model, train, dataset.spec, dataset.train.num_batches(train.batch_size),

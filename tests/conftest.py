@@ -46,9 +46,10 @@ def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def run_cli(*args, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    """Run `python -m seqtrain` in a fresh process, as a user's shell would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_cli(*args, cwd: Path | None = None, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m seqtrain` in a fresh process, as a user's shell would (plus `env`)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "seqtrain", *map(str, args)], cwd=cwd,
                           env=env, capture_output=True, text=True, check=check, timeout=600)
 

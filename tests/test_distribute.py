@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import TINY, gpu_env, invoke, run_cli, write_config
+from tests.conftest import ROOT, TINY, gpu_env, invoke, run_cli, write_config
 
 MIRRORED = {**TINY, "distribution": "mirrored", "runtime": {"cpu_devices": 2},
             "model": {"cell": "lstm", "units": 8, "dropout": 0.2},
@@ -138,18 +141,10 @@ def test_mirrored_trains_on_two_logical_cpus_and_eval_reproduces_its_test(mirror
 
 @pytest.mark.slow
 def test_a_mirrored_run_killed_mid_epoch_resumes_to_the_same_weights(mirrored, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     config, reference = mirrored
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SEQTRAIN_FAULT": "kill:resume.json:5"}
-    killed = subprocess.run([sys.executable, "-m", "seqtrain", "run", str(config), "--run-dir",
-                             str(run_dir), "--quiet"], env=env, capture_output=True, timeout=600)
+    killed = run_cli("run", config, "--run-dir", run_dir, "--quiet",
+                     env={"SEQTRAIN_FAULT": "kill:resume.json:5"})
     assert killed.returncode == -signal.SIGKILL
     assert json.loads((run_dir / "checkpoints" / "resume.json").read_text())["step"] == 2
     result = run_cli("resume", run_dir, "--quiet")
@@ -166,11 +161,6 @@ def test_a_mirrored_run_killed_mid_epoch_resumes_to_the_same_weights(mirrored, t
 
 @pytest.mark.gpu
 def test_mirrored_over_every_gpu_records_them(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     config = write_config(tmp_path, {**TINY, "device": "gpu", "distribution": "mirrored"})
     result = subprocess.run([sys.executable, "-m", "seqtrain", "run", str(config), "--run-dir",
                              str(tmp_path / "run"), "--quiet"], env=gpu_env(), cwd=ROOT,
