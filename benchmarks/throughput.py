@@ -11,7 +11,8 @@ and a per-step softmax, batch 128, trained on the same arrays by:
           checkpoints) with seqtrain's defaults;
   B       plain Keras as its docs write it: `model.fit(x, y, batch_size=128)`, defaults;
   B_same  plain Keras with seqtrain's settings (steps_per_execution, weighted loss and
-          metric, sample weights): the overhead of the tool itself is A / B_same;
+          metric, sample weights, a tf.data input with autotuning off and 2 batches
+          prefetched): the overhead of the tool itself is A / B_same;
   C       PyTorch `nn.LSTM` / `nn.GRU` with the same shapes, optimizer and thread count,
           when torch is installed (it is not a dependency);
   D       float32 matmul GFLOP/s at the recurrent step's shape, batch x (features + units)
@@ -80,17 +81,33 @@ def steady_rate(samples: int, epoch_starts: list[float], end: float) -> float:
 
 
 def run_seqtrain(config: ExperimentConfig, folder: Path) -> float:
-    """A: `seqtrain run` in this process; the wall time of epochs 2.. from its files."""
-    from seqtrain.callbacks import EpochLog
+    """A: `seqtrain run` in this process, timed as B is.
+
+    From the start of epoch 2 to the end of the last epoch's callbacks, its checkpoint
+    writes included.
+    """
+    from seqtrain import callbacks
     from seqtrain.train import run_experiment
 
-    run, summary = run_experiment(config, exact_dir=folder / f"a-{time.time_ns()}",
-                                  display="quiet")
-    first = EpochLog.read(run.metrics, 1)[0]["epoch_seconds"]
-    # train_seconds runs from the start of training to the last epoch's checkpoint;
-    # without epoch 1, it is epochs 2.. with all their callbacks and writes.
-    return summary["num_train_samples"] * (config.train.epochs - 1) / (
-        summary["train_seconds"] - first)
+    starts, ends = [], []
+    begin, end = callbacks.EpochLog.on_epoch_begin, callbacks.ResumableState.on_epoch_end
+
+    def timed_begin(self, epoch, logs=None):  # EpochLog: the first callback with a clock
+        starts.append(time.perf_counter())
+        begin(self, epoch, logs)
+
+    def timed_end(self, epoch, logs=None):  # ResumableState: the last one, after the saves
+        end(self, epoch, logs)
+        ends.append(time.perf_counter())
+
+    callbacks.EpochLog.on_epoch_begin = timed_begin
+    callbacks.ResumableState.on_epoch_end = timed_end
+    try:
+        _, summary = run_experiment(config, exact_dir=folder / f"a-{time.time_ns()}",
+                                    display="quiet")
+    finally:
+        callbacks.EpochLog.on_epoch_begin, callbacks.ResumableState.on_epoch_end = begin, end
+    return summary["num_train_samples"] * (len(starts) - 1) / (ends[-1] - starts[1])
 
 
 def epoch_clock():
@@ -128,14 +145,25 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
         model.fit(train.x, train.y, batch_size=128, epochs=epochs, verbose=0,
                   validation_data=(val.x, val.y), callbacks=[clock])
     else:
+        import tensorflow as tf
+
+        def batches(split, shuffle: bool):  # tf.data as its guide writes it, autotune off
+            arrays = (split.x, split.y) + (() if split.sample_weight is None
+                                           else (split.sample_weight,))
+            data = tf.data.Dataset.from_tensor_slices(arrays)
+            data = (data.shuffle(len(split), seed=0) if shuffle else data).batch(128)
+            options = tf.data.Options()
+            options.autotune.enabled = False
+            return data.prefetch(2).with_options(options)
+
         model.compile(
             optimizer=keras.optimizers.Adam(same_as.train.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             steps_per_execution=same_as.train.steps_per_execution)
-        model.fit(train.x, train.y, sample_weight=train.sample_weight, batch_size=128,
-                  epochs=epochs, verbose=0, callbacks=[clock],
-                  validation_data=(val.x, val.y, val.sample_weight))
+        model.fit(batches(train, shuffle=True), epochs=epochs, verbose=0, callbacks=[clock],
+                  shuffle=False,
+                  validation_data=batches(val, shuffle=False))
     return steady_rate(len(train), clock.starts, clock.end)
 
 

@@ -187,7 +187,10 @@ class ResumableState(keras.callbacks.Callback):
             train_seconds=self.train_seconds,
             callbacks={callback.name: callback.state() for callback in self.counters},
         )
-        save_state(self.run, self.model, self.last_state)
+        # At the end of an epoch that set a new best, best.keras holds this very model.
+        just_saved = step == 0 and self.best.best_epoch == epoch
+        save_state(self.run, self.model, self.last_state,
+                   self.run.checkpoint("best") if just_saved else None)
 
 
 class _Resumable:

@@ -44,10 +44,10 @@ def load_checkpoint(path: Path) -> keras.Model:
 
 def evaluate_split(model: keras.Model, split: Split, batch_size: int) -> dict[str, float]:
     """The model's loss and metrics on one split, with its sample weights."""
-    results = model.evaluate(
-        split.x, split.y, sample_weight=split.sample_weight, batch_size=batch_size,
-        verbose=0, return_dict=True,
-    )
+    from seqtrain.pipeline import evaluation_dataset
+
+    results = model.evaluate(evaluation_dataset(split, batch_size), verbose=0,
+                             return_dict=True)
     return {name: float(results[name]) for name in ordered_metrics(results)}
 
 

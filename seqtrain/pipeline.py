@@ -1,9 +1,15 @@
-"""The training input pipeline: each epoch's batch order comes from (seed, epoch) alone.
+"""The input pipelines: each training epoch's batch order comes from (seed, epoch) alone.
 
 Keras' own shuffling of NumPy input draws from a stateful generator: under a fixed seed it
 repeats one permutation every epoch, and a resumed process cannot know where the stream
 was. Here epoch e always visits the samples in `default_rng([seed, e]).permutation(n)`,
 so any epoch can be regenerated exactly, and a resume can skip the batches already done.
+
+Every dataset here runs with tf.data's autotuning off and a fixed prefetch buffer. With it
+on, each iterator starts a model thread that sleeps in a timed wait of up to about a second
+between optimisations, and destroying the iterator (Keras makes a new one every epoch, for
+training and for validation) blocks until that wait ends. On a 2-core CPU that idled the
+whole process for about a second in a third of all epochs (README, Benchmarks).
 
 Imported only after `runtime.prepare()`.
 """
@@ -60,8 +66,23 @@ def training_dataset(split: Split, batch_size: int, order: EpochOrder,
         .flat_map(epoch_indices)
         .batch(batch_size)
         .map(lambda index: tuple(tf.gather(t, index) for t in tensors))
-        .prefetch(tf.data.AUTOTUNE)
     )
     remaining = split.num_batches(batch_size) - skip_batches
     # flat_map hides the length; declaring it lets Keras size its progress and epochs.
-    return dataset.apply(tf.data.experimental.assert_cardinality(remaining))
+    return _steady(dataset.apply(tf.data.experimental.assert_cardinality(remaining)))
+
+
+def evaluation_dataset(split: Split, batch_size: int) -> tf.data.Dataset:
+    """Batches of `split` in stored order, with its sample weights if it has any."""
+    arrays = tuple(a for a in (split.x, split.y, split.sample_weight) if a is not None)
+    return _steady(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size))
+
+
+PREFETCH_BATCHES = 2
+
+
+def _steady(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset`, prefetched by a fixed number of batches, with tf.data autotuning off."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)

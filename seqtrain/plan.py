@@ -139,18 +139,24 @@ def measure(config: ExperimentConfig, dataset: Dataset, model, steps: int = 24) 
     """
     import time
 
+    from seqtrain.data import Split
+    from seqtrain.pipeline import evaluation_dataset
+
     train = config.train
     size = min(len(dataset.train), train.batch_size * steps)
-    x, y = dataset.train.x[:size], dataset.train.y[:size]
-    weights = None if dataset.train.sample_weight is None else dataset.train.sample_weight[:size]
     warm = min(size, train.batch_size * 2)
+
+    def first(n: int):  # the first n training samples, batched as training batches them
+        split = dataset.train
+        return evaluation_dataset(Split(split.x[:n], split.y[:n], None if split.sample_weight
+                                        is None else split.sample_weight[:n]), train.batch_size)
+
     started = time.perf_counter()
-    model.fit(x[:warm], y[:warm], sample_weight=None if weights is None else weights[:warm],
-              batch_size=train.batch_size, epochs=1, verbose=0, shuffle=False)
+    model.fit(first(warm), epochs=1, verbose=0, shuffle=False)
     tracing = time.perf_counter() - started
+    batches_timed = first(size)
     started = time.perf_counter()
-    model.fit(x, y, sample_weight=weights, batch_size=train.batch_size, epochs=1, verbose=0,
-              shuffle=False)
+    model.fit(batches_timed, epochs=1, verbose=0, shuffle=False)
     seconds = time.perf_counter() - started
     timed = math.ceil(size / train.batch_size)
     per_step = seconds / timed

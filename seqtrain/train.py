@@ -206,9 +206,9 @@ def _resume_config(run: RunDir, overrides: list[str]) -> ExperimentConfig:
 def _train(session: _Session, state=None) -> dict[str, Any]:
     """Build the model, restore `state` if any, fit, and record the outcome."""
     from seqtrain import callbacks as cb
+    from seqtrain import pipeline
     from seqtrain.evaluate import evaluate_split, load_checkpoint
     from seqtrain.models import build_model, compile_model
-    from seqtrain.pipeline import EpochOrder, training_dataset
     from seqtrain.signals import StopRequest, TrainingInterrupted
     from seqtrain.state import build_metrics, restore
 
@@ -229,7 +229,8 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         "batch_size": train.batch_size, "steps_per_execution": train.steps_per_execution,
         "jit_compile": bool(model.jit_compile), "unroll": config.model.unroll,
         "precision": config.precision, "distribution": config.distribution,
-        "threads": session.devices.threads, "input": "tf.data, prefetched"}
+        "threads": session.devices.threads,
+        "input": f"tf.data, {pipeline.PREFETCH_BATCHES} batches prefetched, autotune off"}
     atomic.write_json(run.summary, summary)
     if state is None:
         from seqtrain.plan import gist, make_plan
@@ -239,7 +240,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         if session.display != "quiet":
             session.console.print(gist(plan), markup=False, highlight=False, soft_wrap=True)
 
-    order = EpochOrder(len(dataset.train), config.seed, train.shuffle)
+    order = pipeline.EpochOrder(len(dataset.train), config.seed, train.shuffle)
     epoch_log = cb.EpochLog(run.metrics, cb.EpochLog.read(run.metrics, state.epoch if state else 0))
     epoch_log.write()  # drops rows of epochs the state does not cover: they are re-run
     monitor, mode = train.monitor, monitor_mode(train.monitor)
@@ -268,14 +269,14 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     progress = progress(session.console) if progress else None
     callbacks = [order, epoch_log, guard, best, *extra, resumable, *([progress] if progress
                                                                       else [])]
-    validation = _as_tuple(dataset.val)
+    validation = pipeline.evaluation_dataset(dataset.val, train.batch_size)
 
     def fit(first_epoch: int, last_epoch: int, skip_batches: int = 0) -> None:
         order.epoch = first_epoch
-        model.fit(training_dataset(dataset.train, train.batch_size, order, skip_batches),
-                  validation_data=validation, validation_batch_size=train.batch_size,
-                  initial_epoch=first_epoch, epochs=last_epoch, callbacks=callbacks, verbose=0,
-                  shuffle=False)  # the order comes from `order`, per (seed, epoch)
+        # shuffle=False: the order comes from `order`, per (seed, epoch)
+        model.fit(pipeline.training_dataset(dataset.train, train.batch_size, order, skip_batches),
+                  validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
+                  callbacks=callbacks, verbose=0, shuffle=False)
 
     status, signum = "completed", None
     try:
@@ -396,12 +397,6 @@ def _record_results(summary: dict[str, Any], epoch_log, best, resumable, status:
         resume_point={"epoch": state.epoch, "step": state.step} if state else
         summary.get("resume_point"),
     )
-
-
-def _as_tuple(split):
-    if split.sample_weight is None:
-        return (split.x, split.y)
-    return (split.x, split.y, split.sample_weight)
 
 
 def _now() -> str:

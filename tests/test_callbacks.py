@@ -77,6 +77,16 @@ def test_checkpoint_every_spaces_the_resumable_states(tmp_path):
         "state-e0005-s000000.keras"]
 
 
+def test_an_epoch_that_sets_a_new_best_copies_it_into_its_state(tmp_path):
+    run_dir = tmp_path / "run"
+    assert invoke("run", write_config(tmp_path), "--run-dir", run_dir, "--quiet").exit_code == 0
+    assert json.loads((run_dir / "summary.json").read_text())["best_epoch"] == 2
+    best, state = run_dir / "checkpoints" / "best.keras", run_dir / "checkpoints" / (
+        json.loads((run_dir / "checkpoints" / "resume.json").read_text())["model_file"])
+    assert state.read_bytes() == best.read_bytes()
+    assert not state.samefile(best)  # a copy: damage to one does not reach the other
+
+
 def test_metrics_rows_beyond_the_state_are_dropped_on_resume(tmp_path: Path):
     from seqtrain.callbacks import EpochLog
 

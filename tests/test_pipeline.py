@@ -57,3 +57,16 @@ def test_a_resumed_epoch_skips_the_batches_already_trained():
     order.epoch = 5
     rest = batches(training_dataset(split(), batch_size=4, order=order, skip_batches=2))
     np.testing.assert_array_equal(np.concatenate(rest).ravel(), order.indices(5)[8:])
+
+
+def test_every_dataset_runs_without_tf_data_autotuning():
+    """Autotuning's model thread stalled iterator teardown, a second per epoch (see README)."""
+    from seqtrain.pipeline import EpochOrder, evaluation_dataset, training_dataset
+
+    data = split(10)
+    for dataset in (training_dataset(data, 4, EpochOrder(10, 0, True)),
+                    evaluation_dataset(data, 4)):
+        assert dataset.options().autotune.enabled is False
+    assert [b.tolist() for b in batches(evaluation_dataset(data, 4))] == [
+        [[[0.0]], [[1.0]], [[2.0]], [[3.0]]], [[[4.0]], [[5.0]], [[6.0]], [[7.0]]],
+        [[[8.0]], [[9.0]]]]
