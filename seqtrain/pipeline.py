@@ -22,6 +22,8 @@ import tensorflow as tf
 
 from seqtrain.data import Split
 
+PREFETCH_BATCHES = 2  # a fixed buffer: tf.data autotuning is off (see above)
+
 
 class EpochOrder(keras.callbacks.Callback):
     """Knows the epoch being trained, and gives that epoch's sample order.
@@ -76,9 +78,6 @@ def evaluation_dataset(split: Split, batch_size: int) -> tf.data.Dataset:
     """Batches of `split` in stored order, with its sample weights if it has any."""
     arrays = tuple(a for a in (split.x, split.y, split.sample_weight) if a is not None)
     return _steady(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size))
-
-
-PREFETCH_BATCHES = 2
 
 
 def _steady(dataset: tf.data.Dataset) -> tf.data.Dataset:
