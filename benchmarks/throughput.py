@@ -162,8 +162,7 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             steps_per_execution=same_as.train.steps_per_execution)
         model.fit(batches(train, shuffle=True), epochs=epochs, verbose=0, callbacks=[clock],
-                  shuffle=False,
-                  validation_data=batches(val, shuffle=False))
+                  shuffle=False, validation_data=batches(val, shuffle=False))
     return steady_rate(len(train), clock.starts, clock.end)
 
 
