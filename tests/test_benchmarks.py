@@ -11,17 +11,32 @@ import pytest
 from tests.conftest import ROOT
 
 
+def run_benchmark(script: str, out, *args: str) -> tuple[dict, str]:
+    """Run benchmarks/`script` small; its JSON report and its stdout (the table)."""
+    result = subprocess.run([sys.executable, f"benchmarks/{script}", *args, "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text()), result.stdout
+
+
 @pytest.mark.slow
 def test_throughput_reports_every_variant_and_ratio(tmp_path):
-    out = tmp_path / "throughput.json"
-    result = subprocess.run([sys.executable, "benchmarks/throughput.py", "--repeats", "1",
-                             "--epochs", "2", "--samples", "640", "--cells", "gru", "--out",
-                             str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text())
+    report, stdout = run_benchmark("throughput.py", tmp_path / "throughput.json", "--repeats",
+                                   "1", "--epochs", "2", "--samples", "640", "--cells", "gru")
     gru = report["throughput"]["gru"]
     assert {"A", "B", "B_same", "C"} <= set(gru["sequences_per_second"])
     assert gru["sequences_per_second"]["A"] > 0 and gru["D_matmul_gflops"] > 0
     assert gru["A/B"] > 0 and gru["A/B_same"] > 0 and 0 < gru["A/D"]
     assert report["dataset_memory"]["peak_over_dataset"] < 2.0  # no second copy of the data
-    assert "A/B" in result.stdout  # the table
+    assert "A/B" in stdout  # the table
+
+
+@pytest.mark.slow
+def test_epoch_stalls_reports_both_modes(tmp_path):
+    report, stdout = run_benchmark("epoch_stalls.py", tmp_path / "epoch_stalls.json",
+                                   "--epochs", "3", "--repeats", "1", "--units", "8",
+                                   "--samples", "512")
+    modes = report["modes"]
+    assert set(modes) == {"autotune_on", "autotune_off"}
+    assert all(mode["epochs"] == 2 and mode["median_seconds"] > 0 for mode in modes.values())
+    assert "autotune_off" in stdout  # the table
