@@ -148,9 +148,7 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
         import tensorflow as tf
 
         def batches(split, shuffle: bool):  # tf.data as its guide writes it, autotune off
-            arrays = (split.x, split.y) + (() if split.sample_weight is None
-                                           else (split.sample_weight,))
-            data = tf.data.Dataset.from_tensor_slices(arrays)
+            data = tf.data.Dataset.from_tensor_slices(split.arrays)
             data = (data.shuffle(len(split), seed=0) if shuffle else data).batch(128)
             options = tf.data.Options()
             options.autotune.enabled = False
@@ -306,7 +304,7 @@ def dataset_copies(samples: int) -> dict:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     kept = sum(a.nbytes for split in (data.train, data.val, data.test)
-               for a in (split.x, split.y, split.sample_weight) if a is not None)
+               for a in split.arrays)
     return {"dataset_mib": round(kept / 2**20, 1), "peak_mib": round(peak / 2**20, 1),
             "peak_over_dataset": round(peak / kept, 2)}
 

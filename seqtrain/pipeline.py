@@ -54,8 +54,7 @@ def training_dataset(split: Split, batch_size: int, order: EpochOrder,
 
     The arrays are held once, as tensors; each batch is gathered from them by index.
     """
-    tensors = tuple(tf.constant(a) for a in (split.x, split.y, split.sample_weight)
-                    if a is not None)
+    tensors = tuple(tf.constant(a) for a in split.arrays)
     start = skip_batches * batch_size
 
     def epoch_indices(_):
@@ -76,8 +75,7 @@ def training_dataset(split: Split, batch_size: int, order: EpochOrder,
 
 def evaluation_dataset(split: Split, batch_size: int) -> tf.data.Dataset:
     """Batches of `split` in stored order, with its sample weights if it has any."""
-    arrays = tuple(a for a in (split.x, split.y, split.sample_weight) if a is not None)
-    return _steady(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size))
+    return _steady(tf.data.Dataset.from_tensor_slices(split.arrays).batch(batch_size))
 
 
 def _steady(dataset: tf.data.Dataset) -> tf.data.Dataset:

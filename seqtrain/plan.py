@@ -139,7 +139,6 @@ def measure(config: ExperimentConfig, dataset: Dataset, model, steps: int = 24) 
     """
     import time
 
-    from seqtrain.data import Split
     from seqtrain.pipeline import evaluation_dataset
 
     train = config.train
@@ -147,9 +146,7 @@ def measure(config: ExperimentConfig, dataset: Dataset, model, steps: int = 24) 
     warm = min(size, train.batch_size * 2)
 
     def first(n: int):  # the first n training samples, batched as training batches them
-        split = dataset.train
-        return evaluation_dataset(Split(split.x[:n], split.y[:n], None if split.sample_weight
-                                        is None else split.sample_weight[:n]), train.batch_size)
+        return evaluation_dataset(dataset.train.take(slice(n)), train.batch_size)
 
     started = time.perf_counter()
     model.fit(first(warm), epochs=1, verbose=0, shuffle=False)

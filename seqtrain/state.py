@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from seqtrain import atomic
+from seqtrain.data import Split
 from seqtrain.errors import RunDirError
 from seqtrain.report import describe_point
 from seqtrain.rundir import RunDir
@@ -162,7 +163,7 @@ def restore(model: keras.Model, run: RunDir, state: TrainingState) -> None:
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
-def build_metrics(model: keras.Model, x, y, sample_weight=None) -> None:
+def build_metrics(model: keras.Model, split: Split) -> None:
     """Create the compiled metrics' variables now, so saved running totals can be put back.
 
     Without a distribution strategy Keras builds them lazily, when the first training
@@ -172,8 +173,8 @@ def build_metrics(model: keras.Model, x, y, sample_weight=None) -> None:
     `restore`.
     """
     n = model.distribute_strategy.num_replicas_in_sync  # a sample for every replica
-    model.evaluate(x[:n], y[:n], sample_weight=None if sample_weight is None
-                   else sample_weight[:n], batch_size=n, verbose=0)
+    first = split.take(slice(n))
+    model.evaluate(first.x, first.y, sample_weight=first.sample_weight, batch_size=n, verbose=0)
 
 
 def describe(state: TrainingState) -> str:

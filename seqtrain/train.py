@@ -221,7 +221,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
                       config.precision)
         if state is not None:
             if state.step:  # first: evaluating advances the dropout seeds, restored next
-                build_metrics(model, dataset.val.x, dataset.val.y, dataset.val.sample_weight)
+                build_metrics(model, dataset.val)
             restore(model, run, state)
     summary["num_params"] = model.count_params()
     # What sets the speed, as used (Keras may turn jit_compile off), beside samples_per_second.

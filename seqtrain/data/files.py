@@ -143,8 +143,8 @@ def shuffled_split(params, whole: Split, seed: int) -> tuple[Split, Split, Split
                         f"{params.split.train}/{params.split.val}/{params.split.test} leave "
                         f"{sizes[0]}/{sizes[1]}/{sizes[2]} for train/val/test; every split "
                         "needs at least 1")
-    weights = None if whole.sample_weight is None else whole.sample_weight[order]
-    return split_arrays(whole.x[order], whole.y[order], weights, params.split)
+    shuffled = whole.take(order)
+    return split_arrays(shuffled.x, shuffled.y, shuffled.sample_weight, params.split)
 
 
 def prepare_split(params, kind: str, vocabulary: int, x_name: str, y_name: str,

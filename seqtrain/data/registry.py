@@ -182,6 +182,17 @@ class Split:
         """Batches per epoch; the last one may be smaller."""
         return -(-len(self) // batch_size)
 
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """(x, y, sample_weight), or (x, y) when every target counts: what Keras takes."""
+        return (self.x, self.y) if self.sample_weight is None else (
+            self.x, self.y, self.sample_weight)
+
+    def take(self, index) -> Split:
+        """The samples at `index` (a slice or an index array), with their weights."""
+        weights = None if self.sample_weight is None else self.sample_weight[index]
+        return Split(self.x[index], self.y[index], weights)
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -201,10 +212,8 @@ def split_arrays(
     """Cut arrays into consecutive train/val/test parts (samples are i.i.d. already)."""
     num_train, num_val, _ = fractions.sizes(len(x))
     bounds = [(0, num_train), (num_train, num_train + num_val), (num_train + num_val, len(x))]
-    return tuple(
-        Split(x[a:b], y[a:b], None if sample_weight is None else sample_weight[a:b])
-        for a, b in bounds
-    )
+    whole = Split(x, y, sample_weight)
+    return tuple(whole.take(slice(a, b)) for a, b in bounds)
 
 
 def with_token_inputs(dataset: Dataset) -> Dataset:
