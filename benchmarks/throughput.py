@@ -12,20 +12,23 @@ and a per-step softmax, batch 128, trained on the same arrays by:
   B       plain Keras as its docs write it: `model.fit(x, y, batch_size=128)`, defaults;
   B_same  plain Keras with seqtrain's settings (steps_per_execution, weighted loss and
           metric, sample weights, a tf.data input with autotuning off and 2 batches
-          prefetched): the overhead of the tool itself is A / B_same;
-  C       PyTorch `nn.LSTM` / `nn.GRU` with the same shapes, optimizer and thread count,
-          when torch is installed (it is not a dependency);
+          prefetched, its batch streams and threads): the overhead of the tool itself is
+          A / B_same;
+  C       PyTorch `nn.LSTM` / `nn.GRU` with the same shapes and optimizer, one thread per
+          core, when torch is installed (it is not a dependency);
   D       float32 matmul GFLOP/s at the recurrent step's shape, batch x (features + units)
           by (features + units) x gates * units, against which A's achieved GFLOP/s
           (FLOPs counted as `seqtrain plan` does) is compared.
 
 Every variant trains `--epochs` epochs on the same data with validation; the first epoch
 (tracing) is left out, and a variant's speed is training sequences per second over the
-rest, wall time, callbacks and checkpoint writes included. The variants run interleaved,
-in one process, `--repeats` times; medians are reported. Op determinism, which seqtrain
-turns on by default, is process-wide in TensorFlow, so the Keras variants run with it too
-(it costs nothing measurable here: see `--levers`, which runs A with and without it only
-in the child processes it starts). Results: benchmarks/results/throughput.json and stdout.
+rest, wall time, callbacks and checkpoint writes included. Each run of a variant is a fresh
+process, because TensorFlow's thread settings are fixed per process: A and B_same run with
+seqtrain's (batch streams, one thread per operation), B with TensorFlow's defaults, C with
+one torch thread per core. The variants run interleaved, `--repeats` times; medians are
+reported. Op determinism, which seqtrain turns on by default, is on in the Keras variants
+too (it costs nothing measurable here: see `--levers`). Results:
+benchmarks/results/throughput.json and stdout.
 """
 
 from __future__ import annotations
@@ -154,6 +157,9 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
             options.autotune.enabled = False
             return data.prefetch(2).with_options(options)
 
+        from seqtrain import streams
+
+        streams.install(model, streams.resolve(same_as))
         model.compile(
             optimizer=keras.optimizers.Adam(same_as.train.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
@@ -230,43 +236,85 @@ def median(values: list[float | None]) -> float | None:
     return statistics.median(kept) if kept else None
 
 
-def throughput(args) -> dict:
-    import tensorflow as tf
+VARIANTS = ("A", "B", "B_same", "C")
 
-    from seqtrain import runtime
+
+def run_variant(variant: str, cell: str, samples: int, epochs: int,
+                changes: dict | None = None) -> dict:
+    """One run of `variant` in this (fresh) process: its speed and thread settings.
+
+    A and B_same set TensorFlow up as seqtrain does for the reference config (`changes`
+    applied): device, threads, batch streams. B and D keep TensorFlow's defaults, C is torch.
+    """
+    from seqtrain import runtime, streams
+    from seqtrain.data import build_dataset
+
+    config = reference_config(cell, samples, epochs, **(changes or {}))
+    if variant in ("A", "B_same"):
+        devices = runtime.devices_for(config)
+        settings = {"threads": devices.threads, "streams": devices.streams}
+    elif variant in ("B", "D"):
+        settings = {"threads": runtime.select_device("cpu").threads, "streams": 1}
+    else:
+        settings = {"torch_threads": streams.usable_cores()}
+    if variant == "A":
+        with tempfile.TemporaryDirectory() as scratch:
+            return {"rate": run_seqtrain(config, Path(scratch)), **settings}
+    data = build_dataset(config.data, config.seed, False)
+    if variant == "D":
+        gates = {"lstm": 4, "gru": 3}[cell]
+        features = data.train.x.shape[-1]
+        return {"gflops": matmul_gflops(128, features + 128, gates * 128), **settings}
+    if variant == "C":
+        return {"rate": run_torch(data, cell, epochs, settings["torch_threads"]), **settings}
+    same_as = config if variant == "B_same" else None
+    return {"rate": run_keras(data, cell, epochs, same_as=same_as), **settings}
+
+
+def in_child(variant: str, cell: str, args, changes: dict | None = None) -> dict:
+    """`run_variant` in a fresh process (`--variant`): its result."""
+    out = subprocess.run([sys.executable, __file__, "--variant", variant, "--cells", cell,
+                          "--samples", str(args.samples), "--epochs", str(args.epochs),
+                          "--changes", json.dumps(changes or {})],
+                         check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def throughput(args) -> dict:
     from seqtrain.data import build_dataset
     from seqtrain.plan import make_plan
 
     results = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for cell in args.cells:
-            config = reference_config(cell, args.samples, args.epochs)
-            devices = runtime.devices_for(config)
-            data = build_dataset(config.data, config.seed, False)
-            threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
-            rates: dict[str, list] = {"A": [], "B": [], "B_same": [], "C": []}
-            for repeat in range(args.repeats):  # interleaved: drift hits every variant
-                rates["A"].append(run_seqtrain(config, Path(scratch)))
-                rates["B"].append(run_keras(data, cell, args.epochs))
-                rates["B_same"].append(run_keras(data, cell, args.epochs, same_as=config))
-                rates["C"].append(run_torch(data, cell, args.epochs, threads))
-                print(f"{cell} repeat {repeat + 1}: " + ", ".join(
-                    f"{k} {v[-1]:.0f}" for k, v in rates.items() if v[-1]), file=sys.stderr)
-            plan = make_plan(config, data, devices.used, 0)
-            gates = {"lstm": 4, "gru": 3}[cell]
-            features = data.train.x.shape[-1]
-            limit = matmul_gflops(128, features + 128, gates * 128)
-            a, b, b_same, c = (median(rates[k]) for k in ("A", "B", "B_same", "C"))
-            achieved = plan["flops"]["train_step"] / config.train.batch_size * a / 1e9
-            results[cell] = {
-                "sequences_per_second": {"A": a, "B": b, "B_same": b_same, "C": c},
-                "repeats": rates,
-                "A/B": a / b, "A/B_same": a / b_same, "A/C": a / c if c else None,
-                "D_matmul_gflops": limit, "A_gflops": achieved, "A/D": achieved / limit,
-                "settings": {"batch_size": 128, "steps_per_execution":
-                             config.train.steps_per_execution, "threads": threads,
-                             "epochs": args.epochs, "train_sequences": len(data.train)},
-            }
+    for cell in args.cells:
+        config = reference_config(cell, args.samples, args.epochs)
+        runs: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
+        limits: list[dict] = []
+        for repeat in range(args.repeats):  # interleaved: drift hits every variant
+            for variant in VARIANTS:
+                runs[variant].append(in_child(variant, cell, args))
+            limits.append(in_child("D", cell, args))
+            print(f"{cell} repeat {repeat + 1}: " + ", ".join(
+                f"{k} {v[-1]['rate']:.0f}" for k, v in runs.items() if v[-1]["rate"])
+                + f", D {limits[-1]['gflops']:.1f} GFLOP/s", file=sys.stderr)
+        limit = {**limits[0], "gflops": median([run["gflops"] for run in limits])}
+        data = build_dataset(config.data, config.seed, False)
+        plan = make_plan(config, data, ["/device:CPU:0"], 0)
+        rates = {variant: [run["rate"] for run in v] for variant, v in runs.items()}
+        a, b, b_same, c = (median(rates[k]) for k in VARIANTS)
+        achieved = plan["flops"]["train_step"] / config.train.batch_size * a / 1e9
+        results[cell] = {
+            "sequences_per_second": {"A": a, "B": b, "B_same": b_same, "C": c},
+            "repeats": rates, "D_repeats": [run["gflops"] for run in limits],
+            "A/B": a / b, "A/B_same": a / b_same, "A/C": a / c if c else None,
+            "D_matmul_gflops": limit["gflops"], "A_gflops": achieved,
+            "A/D": achieved / limit["gflops"],
+            "settings": {"batch_size": 128, "steps_per_execution":
+                         config.train.steps_per_execution, "epochs": args.epochs,
+                         "train_sequences": len(data.train),
+                         **{variant: {k: v for k, v in runs[variant][0].items() if k != "rate"}
+                            for variant in VARIANTS},
+                         "D": {k: v for k, v in limit.items() if k != "gflops"}},
+        }
     return results
 
 
@@ -316,7 +364,9 @@ LEVERS = {  # A with one setting changed, each in a fresh process (determinism i
     "unroll=true": {"model.unroll": True},
     "deterministic=false": {"runtime.deterministic": False},
     "jit_compile=true": {"runtime.deterministic": False, "train.jit_compile": True},
-    "intra_op_threads=1": {"runtime.intra_op_threads": 1},
+    "streams=1": {"runtime.streams": 1},
+    "streams=1,intra_op_threads=1": {"runtime.streams": 1, "runtime.intra_op_threads": 1},
+    "streams=2,intra_op_threads=2": {"runtime.streams": 2, "runtime.intra_op_threads": 2},
 }
 
 
@@ -325,10 +375,7 @@ def levers(args) -> dict:
     rates: dict[str, list[float]] = {name: [] for name in LEVERS}
     for _ in range(args.repeats):
         for name, changes in LEVERS.items():
-            out = subprocess.run([sys.executable, __file__, "--one-lever", json.dumps(changes),
-                                  "--samples", str(args.samples), "--epochs", str(args.epochs)],
-                                 check=True, capture_output=True, text=True, cwd=ROOT)
-            rates[name].append(float(out.stdout.strip().splitlines()[-1]))
+            rates[name].append(in_child("A", "lstm", args, changes)["rate"])
     base = statistics.median(rates["defaults"])
     return {name: {"sequences_per_second": statistics.median(v),
                    "vs_defaults": statistics.median(v) / base} for name, v in rates.items()}
@@ -343,19 +390,15 @@ def main() -> None:
     parser.add_argument("--levers", action="store_true", help="Also time A per lever.")
     parser.add_argument("--time-to-accuracy", action="store_true",
                         help="Also train configs/shifted_digit_lstm.yaml to 0.99.")
-    parser.add_argument("--one-lever", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=(*VARIANTS, "D"), help=argparse.SUPPRESS)
+    parser.add_argument("--changes", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         "throughput.json")
     args = parser.parse_args()
     args.cells = args.cells.split(",")
-    if args.one_lever is not None:  # a child of --levers
-        config = reference_config("lstm", args.samples, args.epochs,
-                                  **json.loads(args.one_lever))
-        from seqtrain import runtime
-
-        runtime.devices_for(config)
-        with tempfile.TemporaryDirectory() as scratch:
-            print(run_seqtrain(config, Path(scratch)))
+    if args.variant:  # a child of `throughput` or `levers`
+        print(json.dumps(run_variant(args.variant, args.cells[0], args.samples, args.epochs,
+                                     json.loads(args.changes))))
         return
 
     report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),

@@ -193,13 +193,26 @@ class RuntimeConfig(Section):
     cpu_devices: PositiveInt = Field(
         1, description="Split the CPU into this many logical devices, the replicas of "
         "distribution: mirrored on a machine without GPUs (to try a multi-device setup; it "
-        "is not faster)."
+        "is not faster: runtime.streams is)."
+    )
+    streams: Union[Literal["auto"], PositiveInt] = Field(
+        "auto", description="On a CPU, split each batch into this many parts that run "
+        "through the recurrent layers at once, each on one thread (intra_op_threads "
+        "defaults to 1 then); auto: one per core while the per-step product batch_size x "
+        "units x gates*units is 2 to 24 Mi multiply-adds, else 1. A GPU runs 1."
     )
     deterministic: bool = Field(
         True,
         description="Enable TensorFlow op determinism: same config and seed on the same "
         "machine give the same metrics.",
     )
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(f"got {value!r}; expected auto or a whole number >= 1")
 
 
 TaskData = Annotated[Union[tuple(task_params_models())], Field(discriminator="task")]
@@ -264,6 +277,10 @@ class ExperimentConfig(Section):
                 raise ValueError(f"runtime.cpu_devices: {self.runtime.cpu_devices} splits the "
                                  "CPU for distribution: mirrored; set it, or cpu_devices: 1")
             return self
+        if self.runtime.streams not in ("auto", 1):
+            raise ValueError(f"runtime.streams: {self.runtime.streams} splits the batch on one "
+                             "device; under distribution: mirrored the replicas split it "
+                             "already: use auto or 1")
         if self.train.steps_per_execution > 1:
             if "steps_per_execution" in self.train.model_fields_set:
                 raise ValueError(

@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from seqtrain import streams
 from seqtrain.config import ExperimentConfig
 from seqtrain.data import Dataset
 
@@ -107,6 +108,7 @@ def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
                      f"{train.batch_size / len(devices):g} sequences each per step"),
         "precision": config.precision,
         "steps_per_execution": train.steps_per_execution,
+        "streams": 1 if on_gpu else streams.resolve(config),
         "cudnn": {"on_gpu": on_gpu, "eligible": all(layer.cudnn for layer in layers),
                   "will_run": on_gpu and all(layer.cudnn for layer in layers)},
     }
@@ -122,6 +124,7 @@ def gist(plan: dict[str, Any]) -> str:
             f"step, {flops['epoch'] / 1e9:.3g} GFLOP per epoch ({flops['batches_per_epoch']} "
             f"steps), {', '.join(plan['devices'])}, {kernel}"
             + ("" if plan["strategy"] == "one device" else f", {plan['strategy']}")
+            + ("" if plan.get("streams", 1) == 1 else f", {plan['streams']} batch streams")
             + ("" if plan["precision"] == "float32" else f", {plan['precision']}"))
 
 
@@ -179,8 +182,8 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     from seqtrain.models import build_model, compile_model
 
     with runtime.scope(config.distribution, devices):
-        model = build_model(config.model, dataset.spec, name=config.name,
-                            precision=config.precision)
+        model = streams.install(build_model(config.model, dataset.spec, name=config.name,
+                                            precision=config.precision), devices.streams)
         compile_model(model, config.train, dataset.spec,
                       dataset.train.num_batches(config.train.batch_size), config.precision)
     plan = make_plan(config, dataset, devices.used, model.count_params())

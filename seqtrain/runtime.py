@@ -29,6 +29,7 @@ class Devices:
     used: list[str]
     details: list[dict] = field(default_factory=list)
     threads: dict = field(default_factory=dict)
+    streams: int = 1
 
     @property
     def is_gpu(self) -> bool:
@@ -62,7 +63,7 @@ def start_tensorflow(device: str) -> float:
 
 def select_device(device: str, intra_op_threads: int | None = None,
                   inter_op_threads: int | None = None, *, all_gpus: bool = False,
-                  cpu_devices: int = 1) -> Devices:
+                  cpu_devices: int = 1, streams: int = 1) -> Devices:
     """Make exactly the requested devices visible to TensorFlow, and set its CPU threads.
 
     Args:
@@ -72,6 +73,8 @@ def select_device(device: str, intra_op_threads: int | None = None,
         inter_op_threads: Operations at once; None lets TensorFlow choose.
         all_gpus: `auto` and `gpu` take every GPU, not the first (distribution: mirrored).
         cpu_devices: Split the CPU into this many logical devices when no GPU is used.
+        streams: Batch streams (`seqtrain.streams`) if the CPU is used; they run one thread
+            per operation unless `intra_op_threads` says otherwise. A GPU runs one.
 
     Returns:
         The device names TensorFlow will train on: one, or the replicas of a strategy.
@@ -84,13 +87,6 @@ def select_device(device: str, intra_op_threads: int | None = None,
 
     with _native_noise_filtered():
         gpus = tf.config.list_physical_devices("GPU")
-    try:  # only before TensorFlow's runtime starts; a process that ran ops keeps its own
-        if intra_op_threads:
-            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-        if inter_op_threads:
-            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
-    except RuntimeError:
-        pass
     if device == "cpu":
         chosen = []
     elif device == "auto":
@@ -107,6 +103,16 @@ def select_device(device: str, intra_op_threads: int | None = None,
                 "`python -c \"import tensorflow as tf; print(tf.config.list_physical_devices())\"`"
             )
         chosen = [gpus[i] for i in dict.fromkeys(indices)]
+    streams = 1 if chosen else streams
+    if streams > 1 and intra_op_threads is None:
+        intra_op_threads = 1  # the streams are the parallelism: one thread each
+    try:  # only before TensorFlow's runtime starts; a process that ran ops keeps its own
+        if intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        if inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError:
+        pass
     if not chosen and cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         try:
@@ -129,7 +135,8 @@ def select_device(device: str, intra_op_threads: int | None = None,
     ]
     threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
-    return Devices(requested=device, used=used, details=details, threads=threads)
+    return Devices(requested=device, used=used, details=details, threads=threads,
+                   streams=streams)
 
 
 # Lines TensorFlow's native code prints on every start of a CPU-only machine, before (or
@@ -167,10 +174,12 @@ def devices_for(config: ExperimentConfig) -> Devices:
     Raises:
         DeviceError: A GPU that is not there, or mixed_float16 without a GPU.
     """
+    from seqtrain import streams
+
     runtime = config.runtime
     devices = select_device(config.device, runtime.intra_op_threads, runtime.inter_op_threads,
                             all_gpus=config.distribution == "mirrored",
-                            cpu_devices=runtime.cpu_devices)
+                            cpu_devices=runtime.cpu_devices, streams=streams.resolve(config))
     check_precision(config.precision, devices)
     return devices
 

@@ -206,7 +206,7 @@ def _resume_config(run: RunDir, overrides: list[str]) -> ExperimentConfig:
 def _train(session: _Session, state=None) -> dict[str, Any]:
     """Build the model, restore `state` if any, fit, and record the outcome."""
     from seqtrain import callbacks as cb
-    from seqtrain import pipeline
+    from seqtrain import pipeline, streams
     from seqtrain.evaluate import evaluate_split, load_checkpoint
     from seqtrain.models import build_model, compile_model
     from seqtrain.signals import StopRequest, TrainingInterrupted
@@ -215,8 +215,8 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     config, run, dataset, summary = session.config, session.run, session.dataset, session.summary
     train = config.train
     with runtime.scope(config.distribution, session.devices):
-        model = build_model(config.model, dataset.spec, name=config.name,
-                            precision=config.precision)
+        model = streams.install(build_model(config.model, dataset.spec, name=config.name,
+                                            precision=config.precision), session.devices.streams)
         compile_model(model, train, dataset.spec, dataset.train.num_batches(train.batch_size),
                       config.precision)
         if state is not None:
@@ -229,7 +229,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         "batch_size": train.batch_size, "steps_per_execution": train.steps_per_execution,
         "jit_compile": bool(model.jit_compile), "unroll": config.model.unroll,
         "precision": config.precision, "distribution": config.distribution,
-        "threads": session.devices.threads,
+        "threads": session.devices.threads, "streams": session.devices.streams,
         "input": f"tf.data, {pipeline.PREFETCH_BATCHES} batches prefetched, autotune off"}
     atomic.write_json(run.summary, summary)
     if state is None:
@@ -319,8 +319,9 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
 
         write_curves(run.path, epoch_log.rows, config.model_dump(mode="json"))
     if status != "interrupted" and run.checkpoint("best").is_file():
-        summary["test"] = evaluate_split(load_checkpoint(run.checkpoint("best")), dataset.test,
-                                         train.batch_size)
+        best_model = streams.install(load_checkpoint(run.checkpoint("best")),
+                                     session.devices.streams)
+        summary["test"] = evaluate_split(best_model, dataset.test, train.batch_size)
         atomic.write_json(run.summary, summary)
     return summary
 

@@ -1,0 +1,166 @@
+"""Batch streams: the same model, its batch run in parts through the recurrent layers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqtrain import streams
+from seqtrain.config import validate_config
+from tests.conftest import ROOT, TINY, gpu_env, invoke, run_cli, write_config
+
+REFERENCE = {**TINY, "model": {"cell": "lstm", "units": 128}, "train": {"batch_size": 128}}
+
+
+def config(**sections):
+    raw = json.loads(json.dumps(REFERENCE))
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    return validate_config(raw, {})
+
+
+def test_auto_gives_one_stream_per_core_to_small_recurrent_products():
+    assert streams.resolve(config(), cores=2) == 2
+    assert streams.resolve(config(), cores=1) == 1
+    assert streams.resolve(config(model={"cell": "gru", "units": 96}), cores=4) == 4
+    # no stream under MIN_STREAM_SEQUENCES sequences
+    assert streams.resolve(config(train={"batch_size": 40}), cores=8) == 2
+    assert streams.resolve(config(train={"batch_size": 8}), cores=2) == 1
+
+
+def test_auto_keeps_large_and_tiny_products_and_mirrored_replicas_whole():
+    big = config(model={"cell": "lstm", "units": 256})
+    assert streams.step_product(big) == 128 * 256 * 4 * 256 > streams.AUTO_MAX_PRODUCT
+    assert streams.resolve(big, cores=2) == 1
+    tiny = config(model={"cell": "lstm", "units": 64}, train={"batch_size": 64})
+    assert streams.step_product(tiny) < streams.AUTO_MIN_PRODUCT  # the default experiment
+    assert streams.resolve(tiny, cores=2) == 1
+    # the widest of stacked layers decides
+    assert streams.resolve(config(model={"cell": "lstm", "units": [64, 256]}), cores=2) == 1
+    mirrored = config(distribution="mirrored", runtime={"cpu_devices": 2})
+    assert streams.resolve(mirrored, cores=2) == 1
+
+
+def test_an_explicit_count_is_kept_and_checked(tmp_path: Path):
+    assert streams.resolve(config(runtime={"streams": 3}), cores=1) == 3
+    for bad in (0, "many", 1.5):
+        result = invoke("validate", write_config(tmp_path, {**TINY, "runtime": {"streams": bad}}))
+        assert result.exit_code == 2, result.stderr
+        assert "runtime.streams (line " in result.stderr
+        assert f"got {bad!r}; expected auto or a whole number >= 1" in result.stderr
+    mirrored = {**TINY, "distribution": "mirrored", "runtime": {"cpu_devices": 2, "streams": 2}}
+    result = invoke("validate", write_config(tmp_path, mirrored))
+    assert result.exit_code == 2 and "runtime.streams: 2" in result.stderr, result.stderr
+
+
+def _models(masked: bool = False):
+    """Two copies of one model (Masking, Bidirectional LSTM, GRU, dropout); the first streamed."""
+    import keras
+
+    def build():
+        layers = [keras.Input((None, 3))]
+        if masked:
+            layers.append(keras.layers.Masking(-1.0))
+        layers += [
+            keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=True, dropout=0.3,
+                                                         recurrent_dropout=0.2)),
+            keras.layers.GRU(5, dropout=0.2),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+        return keras.Sequential(layers)
+
+    streamed, plain = build(), build()
+    plain.set_weights(streamed.get_weights())
+    return streams.install(streamed, 2), plain
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_a_streamed_model_computes_what_the_plain_one_does(batch: int):
+    import keras
+    import tensorflow as tf
+
+    streamed, plain = _models(masked=True)
+    x = np.random.default_rng(batch).random((batch, 7, 3), dtype="float32")
+    x[0, 4:] = -1.0  # padding the mask hides
+    y = np.zeros(batch, dtype="int32")
+    np.testing.assert_allclose(streamed(x), plain(x), atol=1e-6)
+    grads = []
+    for model in (streamed, plain):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x)))
+        grads.append(tape.gradient(loss, model.trainable_variables))
+    for ours, theirs in zip(*grads, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_a_streamed_model_trains_with_dropout_and_saves_as_plain_keras(tmp_path: Path):
+    import keras
+
+    streamed, _ = _models()
+    streamed.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((9, 5, 3), dtype="float32")  # batches of 4, 4, 1
+    history = streamed.fit(x, np.arange(9) % 2, batch_size=4, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    # a batch smaller than the streams, its size known when traced (as on resume)
+    assert np.isfinite(streamed.evaluate(x[:1], np.zeros(1), batch_size=1, verbose=0))
+    path = tmp_path / "streamed.keras"
+    streamed.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    recurrent = [layer for layer in loaded._flatten_layers() if isinstance(layer, keras.layers.RNN)]
+    assert recurrent and not any("inner_loop" in vars(layer) for layer in recurrent)
+    np.testing.assert_allclose(loaded(x), streamed(x), atol=1e-6)  # whole batch vs parts
+
+
+def test_a_cpu_run_records_its_streams_and_single_threaded_ops(tmp_path: Path):
+    # A fresh process: threads are fixed once TensorFlow has started in a process.
+    for count in (1, 2):
+        config_path = write_config(tmp_path, {**TINY, "runtime": {"streams": count}},
+                                   f"s{count}.yaml")
+        result = run_cli("run", config_path, "--run-dir", tmp_path / f"s{count}", "--quiet")
+        assert result.returncode == 0, result.stderr
+    one, two = (json.loads((tmp_path / f"s{c}" / "summary.json").read_text()) for c in (1, 2))
+    assert one["speed_settings"]["streams"] == 1 and two["speed_settings"]["streams"] == 2
+    assert two["speed_settings"]["threads"]["intra_op"] == 1
+    assert json.loads((tmp_path / "s2" / "plan.json").read_text())["streams"] == 2
+    assert one["speed_settings"]["threads"]["intra_op"] == 0  # TensorFlow's choice
+    # the same training, summed in another order
+    np.testing.assert_allclose(one["test"]["loss"], two["test"]["loss"], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_streamed_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path: Path):
+    import signal
+
+    from tests.test_resume import CONFIG, assert_same_run, finish, start
+
+    config = write_config(tmp_path, {**CONFIG, "runtime": {"streams": 2}})
+    code, _, err = finish(start(config, tmp_path / "reference"))
+    assert code == 0, err
+    run_dir = tmp_path / "run"
+    code, _, _ = finish(start(config, run_dir, fault="kill:resume.json:5"))
+    assert code == -signal.SIGKILL
+    result = run_cli("resume", run_dir, "--quiet")  # a fresh process, threads as in the run
+    assert result.returncode == 0, result.stderr
+    assert_same_run(run_dir, tmp_path / "reference")
+    assert json.loads((run_dir / "summary.json").read_text())["speed_settings"]["streams"] == 2
+
+
+@pytest.mark.gpu
+def test_a_gpu_run_keeps_its_batch_whole_for_cudnn(tmp_path: Path):
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path, {**TINY, "device": "gpu", "runtime": {"streams": 2}})
+    result = subprocess.run([sys.executable, "-m", "seqtrain", "run", str(config), "--run-dir",
+                             str(tmp_path / "gpu"), "--quiet"], env=gpu_env(), cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
+    assert summary["speed_settings"]["streams"] == 1
+    assert summary["speed_settings"]["threads"]["intra_op"] == 0  # not forced to 1
