@@ -10,6 +10,7 @@ import pytest
 
 from seqtrain import streams
 from seqtrain.config import validate_config
+from seqtrain.plan import gist
 from tests.conftest import ROOT, TINY, gpu_env, invoke, run_cli, write_config
 
 REFERENCE = {**TINY, "model": {"cell": "lstm", "units": 128}, "train": {"batch_size": 128}}
@@ -105,7 +106,7 @@ def test_a_streamed_model_trains_with_dropout_and_saves_as_plain_keras(tmp_path:
     streamed, _ = _models()
     streamed.compile("adam", "sparse_categorical_crossentropy")
     x = np.random.default_rng(0).random((9, 5, 3), dtype="float32")  # batches of 4, 4, 1
-    history = streamed.fit(x, np.arange(9) % 2, batch_size=4, epochs=2, verbose=0)
+    history = streamed.fit(x, np.arange(9) % 2, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     # a batch smaller than the streams, its size known when traced (as on resume)
     assert np.isfinite(streamed.evaluate(x[:1], np.zeros(1), batch_size=1, verbose=0))
@@ -119,18 +120,14 @@ def test_a_streamed_model_trains_with_dropout_and_saves_as_plain_keras(tmp_path:
 
 def test_a_cpu_run_records_its_streams_and_single_threaded_ops(tmp_path: Path):
     # A fresh process: threads are fixed once TensorFlow has started in a process.
-    for count in (1, 2):
-        config_path = write_config(tmp_path, {**TINY, "runtime": {"streams": count}},
-                                   f"s{count}.yaml")
-        result = run_cli("run", config_path, "--run-dir", tmp_path / f"s{count}", "--quiet")
-        assert result.returncode == 0, result.stderr
-    one, two = (json.loads((tmp_path / f"s{c}" / "summary.json").read_text()) for c in (1, 2))
-    assert one["speed_settings"]["streams"] == 1 and two["speed_settings"]["streams"] == 2
-    assert two["speed_settings"]["threads"]["intra_op"] == 1
-    assert json.loads((tmp_path / "s2" / "plan.json").read_text())["streams"] == 2
-    assert one["speed_settings"]["threads"]["intra_op"] == 0  # TensorFlow's choice
-    # the same training, summed in another order
-    np.testing.assert_allclose(one["test"]["loss"], two["test"]["loss"], rtol=1e-4)
+    config_path = write_config(tmp_path, {**TINY, "runtime": {"streams": 2}})
+    result = run_cli("run", config_path, "--run-dir", tmp_path / "run", "--quiet")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["speed_settings"]["streams"] == 2
+    assert summary["speed_settings"]["threads"]["intra_op"] == 1
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["streams"] == 2 and "2 batch streams" in gist(plan)  # the plan's line
 
 
 @pytest.mark.slow
