@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     from seqtrain.config import ExperimentConfig
 
 # `auto` splits a batch while one step's recurrent product, batch x units x gates * units
-# multiply-adds, is within these bounds. Measured on 2 cores (README, Benchmarks), epochs
-# split against whole: 1 Mi (LSTM, 64 units, batch 64) 1.05x, not worth the second loop's
-# tracing (0.7 s); 2 Mi (64 units, batch 128) 1.6x; 4 Mi (128 units, batch 64) 1.27x;
-# 8 Mi (batch 128) 1.17x; 18 Mi (192 units) 1.26x; 24 Mi (GRU, 256 units) 1.13x; 32 Mi
-# (LSTM, 256 units) 0.91x.
+# multiply-adds, is within these bounds. Measured on 2 cores (`benchmarks/streams.py`,
+# README), training speed split against whole: 1 Mi (LSTM, 64 units, batch 64) 1.05x, not
+# worth the second loop's tracing (0.7 s); 2 Mi (64 units, batch 128) 1.40x; 4 Mi (128
+# units, batch 64) 1.36x; 8 Mi (batch 128) 1.32x; 18 Mi (192 units) 1.28x; 24 Mi (GRU,
+# 256 units) 1.12x; 32 Mi (LSTM, 256 units) 0.93x.
 AUTO_MIN_PRODUCT = 2 * 2**20
 AUTO_MAX_PRODUCT = 24 * 2**20
 MIN_STREAM_SEQUENCES = 16  # `auto` gives no stream fewer sequences than this

@@ -40,3 +40,13 @@ def test_epoch_stalls_reports_both_modes(tmp_path):
     assert set(modes) == {"autotune_on", "autotune_off"}
     assert all(mode["epochs"] == 2 and mode["median_seconds"] > 0 for mode in modes.values())
     assert "autotune_off" in stdout  # the table
+
+
+@pytest.mark.slow
+def test_streams_reports_each_shape_with_and_without(tmp_path):
+    report, stdout = run_benchmark("streams.py", tmp_path / "streams.json", "--repeats", "1",
+                                   "--epochs", "2", "--samples", "640", "--shapes", "gru:16:32")
+    (row,) = report["shapes"]
+    assert row["step_product"] == 32 * 16 * 3 * 16 and row["auto"] == 1  # too small to split
+    assert all(rate > 0 for rate in row["sequences_per_second"].values())
+    assert row["speed_up"] > 0 and "speed-up" in stdout  # the table
