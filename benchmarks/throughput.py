@@ -262,7 +262,9 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
             return {"rate": run_seqtrain(config, Path(scratch)), **settings}
     data = build_dataset(config.data, config.seed, False)
     if variant == "D":
-        gates = {"lstm": 4, "gru": 3}[cell]
+        from seqtrain.plan import GATES
+
+        gates = GATES[cell]
         features = data.train.x.shape[-1]
         return {"gflops": matmul_gflops(128, features + 128, gates * 128), **settings}
     if variant == "C":

@@ -19,7 +19,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from seqtrain import streams
 from seqtrain.config import ExperimentConfig
 from seqtrain.data import Dataset
 
@@ -83,8 +82,11 @@ def layer_plans(config: ExperimentConfig, dataset: Dataset) -> list[LayerPlan]:
 
 
 def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
-              num_params: int) -> dict[str, Any]:
-    """Everything `seqtrain plan` prints, as a JSON-ready dict (also `plan.json` of a run)."""
+              num_params: int, streams: int = 1) -> dict[str, Any]:
+    """Everything `seqtrain plan` prints, as a JSON-ready dict (also `plan.json` of a run).
+
+    `devices` and `streams` are what `runtime.select_device` chose for the run.
+    """
     spec, train = dataset.spec, config.train
     layers = layer_plans(config, dataset)
     last = config.model.layer_units[-1] * (2 if config.model.bidirectional else 1)
@@ -108,7 +110,7 @@ def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
                      f"{train.batch_size / len(devices):g} sequences each per step"),
         "precision": config.precision,
         "steps_per_execution": train.steps_per_execution,
-        "streams": 1 if on_gpu else streams.resolve(config),
+        "streams": streams,
         "cudnn": {"on_gpu": on_gpu, "eligible": all(layer.cudnn for layer in layers),
                   "will_run": on_gpu and all(layer.cudnn for layer in layers)},
     }
@@ -180,13 +182,14 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     from seqtrain.models import build_model, compile_model
+    from seqtrain.streams import install
 
     with runtime.scope(config.distribution, devices):
-        model = streams.install(build_model(config.model, dataset.spec, name=config.name,
-                                            precision=config.precision), devices.streams)
+        model = install(build_model(config.model, dataset.spec, name=config.name,
+                                    precision=config.precision), devices.streams)
         compile_model(model, config.train, dataset.spec,
                       dataset.train.num_batches(config.train.batch_size), config.precision)
-    plan = make_plan(config, dataset, devices.used, model.count_params())
+    plan = make_plan(config, dataset, devices.used, model.count_params(), devices.streams)
     plan["model"] = [{"layer": layer.name, "type": type(layer).__name__,
                       "output": [d if d is not None else None for d in layer.output.shape],
                       "params": layer.count_params()} for layer in model.layers]

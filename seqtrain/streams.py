@@ -17,6 +17,8 @@ import functools
 import os
 from typing import TYPE_CHECKING
 
+from seqtrain.plan import GATES
+
 if TYPE_CHECKING:
     import keras
 
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
 AUTO_MIN_PRODUCT = 2 * 2**20
 AUTO_MAX_PRODUCT = 24 * 2**20
 MIN_STREAM_SEQUENCES = 16  # `auto` gives no stream fewer sequences than this
-GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 
 
 def usable_cores() -> int:

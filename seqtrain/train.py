@@ -235,7 +235,8 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     if state is None:
         from seqtrain.plan import gist, make_plan
 
-        plan = make_plan(config, dataset, summary["devices"], summary["num_params"])
+        plan = make_plan(config, dataset, summary["devices"], summary["num_params"],
+                         session.devices.streams)
         atomic.write_json(run.path / "plan.json", plan)
         if session.display != "quiet":
             session.console.print(gist(plan), markup=False, highlight=False, soft_wrap=True)
