@@ -12,8 +12,8 @@ and a per-step softmax, batch 128, trained on the same arrays by:
   B       plain Keras as its docs write it: `model.fit(x, y, batch_size=128)`, defaults;
   B_same  plain Keras with seqtrain's settings (steps_per_execution, weighted loss and
           metric, sample weights, a tf.data input with autotuning off and 2 batches
-          prefetched, its batch streams and threads): the overhead of the tool itself is
-          A / B_same;
+          prefetched, its recurrent step, batch streams and threads): the overhead of the
+          tool itself is A / B_same;
   C       PyTorch `nn.LSTM` / `nn.GRU` with the same shapes and optimizer, one thread per
           core, when torch is installed (it is not a dependency);
   D       float32 matmul GFLOP/s at the recurrent step's shape, batch x (features + units)
@@ -24,7 +24,8 @@ Every variant trains `--epochs` epochs on the same data with validation; the fir
 (tracing) is left out, and a variant's speed is training sequences per second over the
 rest, wall time, callbacks and checkpoint writes included. Each run of a variant is a fresh
 process, because TensorFlow's thread settings are fixed per process: A and B_same run with
-seqtrain's (batch streams, one thread per operation), B with TensorFlow's defaults, C with
+seqtrain's (its recurrent step, batch streams, one thread per operation), B with
+TensorFlow's defaults and Keras's loop, C with
 one torch thread per core. The variants run interleaved, `--repeats` times; medians are
 reported. Op determinism, which seqtrain turns on by default, is on in the Keras variants
 too (it costs nothing measurable here: see `--levers`). Results:
@@ -132,8 +133,13 @@ def epoch_clock():
     return EpochClock()
 
 
-def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = None) -> float:
-    """B (`same_as` None): the Keras docs' way. B_same: seqtrain's settings, plain Keras."""
+def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = None,
+              devices=None) -> float:
+    """B (`same_as` None): the Keras docs' way. B_same: seqtrain's settings, plain Keras.
+
+    B_same runs the recurrent layer as seqtrain sets it up on `devices` (its step, batch
+    streams): what is left between A and B_same is the tool's own work.
+    """
     import keras
 
     train, val, spec = data.train, data.val, data.spec
@@ -157,9 +163,9 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
             options.autotune.enabled = False
             return data.prefetch(2).with_options(options)
 
-        from seqtrain import streams
+        from seqtrain import loops
 
-        streams.install(model, streams.resolve(same_as))
+        loops.install(model, devices)
         model.compile(
             optimizer=keras.optimizers.Adam(same_as.train.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
@@ -252,7 +258,8 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
     config = reference_config(cell, samples, epochs, **(changes or {}))
     if variant in ("A", "B_same"):
         devices = runtime.devices_for(config)
-        settings = {"threads": devices.threads, "streams": devices.streams}
+        settings = {"threads": devices.threads, "streams": devices.streams,
+                    "recurrent_loop": devices.recurrent_loop}
     elif variant in ("B", "D"):
         settings = {"threads": runtime.select_device("cpu").threads, "streams": 1}
     else:
@@ -269,8 +276,9 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
         return {"gflops": matmul_gflops(128, features + 128, gates * 128), **settings}
     if variant == "C":
         return {"rate": run_torch(data, cell, epochs, settings["torch_threads"]), **settings}
-    same_as = config if variant == "B_same" else None
-    return {"rate": run_keras(data, cell, epochs, same_as=same_as), **settings}
+    if variant == "B_same":
+        return {"rate": run_keras(data, cell, epochs, config, devices), **settings}
+    return {"rate": run_keras(data, cell, epochs), **settings}
 
 
 def in_child(variant: str, cell: str, args, changes: dict | None = None) -> dict:
@@ -369,6 +377,7 @@ LEVERS = {  # A with one setting changed, each in a fresh process (determinism i
     "streams=1": {"runtime.streams": 1},
     "streams=1,intra_op_threads=1": {"runtime.streams": 1, "runtime.intra_op_threads": 1},
     "streams=2,intra_op_threads=2": {"runtime.streams": 2, "runtime.intra_op_threads": 2},
+    "recurrent_loop=keras": {"runtime.recurrent_loop": "keras"},
 }
 
 

@@ -114,15 +114,16 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
             f"checkpoint {checkpoint_path} is missing: the run stopped before it saved one"
             + ("; try --checkpoint last" if checkpoint == "best" else "")
         )
-    from seqtrain import streams
+    from seqtrain import loops, streams
 
     devices = runtime.select_device(device, config.runtime.intra_op_threads,
                                     config.runtime.inter_op_threads,
-                                    streams=streams.resolve(config))
+                                    streams=streams.resolve(config),
+                                    recurrent_loop=loops.resolve(config))
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
                             stored_normalization(run))
-    model = streams.install(load_checkpoint(checkpoint_path), devices.streams)
+    model = loops.install(load_checkpoint(checkpoint_path), devices)
     expected = tuple(model.input_shape[2:])
     if tuple(dataset.test.x.shape[2:]) != expected:
         raise ConfigError("--set", [

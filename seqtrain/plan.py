@@ -82,10 +82,12 @@ def layer_plans(config: ExperimentConfig, dataset: Dataset) -> list[LayerPlan]:
 
 
 def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
-              num_params: int, streams: int = 1) -> dict[str, Any]:
+              num_params: int, streams: int = 1,
+              recurrent_loop: str = "keras") -> dict[str, Any]:
     """Everything `seqtrain plan` prints, as a JSON-ready dict (also `plan.json` of a run).
 
-    `devices` and `streams` are what `runtime.select_device` chose for the run.
+    `devices`, `streams` and `recurrent_loop` are what `runtime.select_device` chose for
+    the run.
     """
     spec, train = dataset.spec, config.train
     layers = layer_plans(config, dataset)
@@ -111,6 +113,7 @@ def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
         "precision": config.precision,
         "steps_per_execution": train.steps_per_execution,
         "streams": streams,
+        "recurrent_loop": recurrent_loop,
         "cudnn": {"on_gpu": on_gpu, "eligible": all(layer.cudnn for layer in layers),
                   "will_run": on_gpu and all(layer.cudnn for layer in layers)},
     }
@@ -126,7 +129,8 @@ def gist(plan: dict[str, Any]) -> str:
             f"step, {flops['epoch'] / 1e9:.3g} GFLOP per epoch ({flops['batches_per_epoch']} "
             f"steps), {', '.join(plan['devices'])}, {kernel}"
             + ("" if plan["strategy"] == "one device" else f", {plan['strategy']}")
-            + ("" if plan.get("streams", 1) == 1 else f", {plan['streams']} batch streams")
+            + (", seqtrain's recurrent step" if plan["recurrent_loop"] == "seqtrain" else "")
+            + ("" if plan["streams"] == 1 else f", {plan['streams']} batch streams")
             + ("" if plan["precision"] == "float32" else f", {plan['precision']}"))
 
 
@@ -181,15 +185,16 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     devices = runtime.devices_for(config)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
+    from seqtrain.loops import install
     from seqtrain.models import build_model, compile_model
-    from seqtrain.streams import install
 
     with runtime.scope(config.distribution, devices):
         model = install(build_model(config.model, dataset.spec, name=config.name,
-                                    precision=config.precision), devices.streams)
+                                    precision=config.precision), devices)
         compile_model(model, config.train, dataset.spec,
                       dataset.train.num_batches(config.train.batch_size), config.precision)
-    plan = make_plan(config, dataset, devices.used, model.count_params(), devices.streams)
+    plan = make_plan(config, dataset, devices.used, model.count_params(), devices.streams,
+                     devices.recurrent_loop)
     plan["model"] = [{"layer": layer.name, "type": type(layer).__name__,
                       "output": [d if d is not None else None for d in layer.output.shape],
                       "params": layer.count_params()} for layer in model.layers]

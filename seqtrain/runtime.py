@@ -30,6 +30,7 @@ class Devices:
     details: list[dict] = field(default_factory=list)
     threads: dict = field(default_factory=dict)
     streams: int = 1
+    recurrent_loop: str = "keras"
 
     @property
     def is_gpu(self) -> bool:
@@ -63,7 +64,8 @@ def start_tensorflow(device: str) -> float:
 
 def select_device(device: str, intra_op_threads: int | None = None,
                   inter_op_threads: int | None = None, *, all_gpus: bool = False,
-                  cpu_devices: int = 1, streams: int = 1) -> Devices:
+                  cpu_devices: int = 1, streams: int = 1,
+                  recurrent_loop: str = "keras") -> Devices:
     """Make exactly the requested devices visible to TensorFlow, and set its CPU threads.
 
     Args:
@@ -75,6 +77,8 @@ def select_device(device: str, intra_op_threads: int | None = None,
         cpu_devices: Split the CPU into this many logical devices when no GPU is used.
         streams: Batch streams (`seqtrain.streams`) if the CPU is used; they run one thread
             per operation unless `intra_op_threads` says otherwise. A GPU runs one.
+        recurrent_loop: `seqtrain` or `keras` (`seqtrain.loops`) if the CPU is used; a GPU
+            runs Keras's.
 
     Returns:
         The device names TensorFlow will train on: one, or the replicas of a strategy.
@@ -103,7 +107,7 @@ def select_device(device: str, intra_op_threads: int | None = None,
                 "`python -c \"import tensorflow as tf; print(tf.config.list_physical_devices())\"`"
             )
         chosen = [gpus[i] for i in dict.fromkeys(indices)]
-    streams = 1 if chosen else streams
+    streams, recurrent_loop = (1, "keras") if chosen else (streams, recurrent_loop)
     if streams > 1 and intra_op_threads is None:
         intra_op_threads = 1  # the streams are the parallelism: one thread each
     try:  # only before TensorFlow's runtime starts; a process that ran ops keeps its own
@@ -136,7 +140,7 @@ def select_device(device: str, intra_op_threads: int | None = None,
     threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
     return Devices(requested=device, used=used, details=details, threads=threads,
-                   streams=streams)
+                   streams=streams, recurrent_loop=recurrent_loop)
 
 
 # Lines TensorFlow's native code prints on every start of a CPU-only machine, before (or
@@ -174,12 +178,13 @@ def devices_for(config: ExperimentConfig) -> Devices:
     Raises:
         DeviceError: A GPU that is not there, or mixed_float16 without a GPU.
     """
-    from seqtrain import streams
+    from seqtrain import loops, streams
 
     runtime = config.runtime
     devices = select_device(config.device, runtime.intra_op_threads, runtime.inter_op_threads,
                             all_gpus=config.distribution == "mirrored",
-                            cpu_devices=runtime.cpu_devices, streams=streams.resolve(config))
+                            cpu_devices=runtime.cpu_devices, streams=streams.resolve(config),
+                            recurrent_loop=loops.resolve(config))
     check_precision(config.precision, devices)
     return devices
 

@@ -206,7 +206,7 @@ def _resume_config(run: RunDir, overrides: list[str]) -> ExperimentConfig:
 def _train(session: _Session, state=None) -> dict[str, Any]:
     """Build the model, restore `state` if any, fit, and record the outcome."""
     from seqtrain import callbacks as cb
-    from seqtrain import pipeline, streams
+    from seqtrain import loops, pipeline
     from seqtrain.evaluate import evaluate_split, load_checkpoint
     from seqtrain.models import build_model, compile_model
     from seqtrain.signals import StopRequest, TrainingInterrupted
@@ -215,8 +215,8 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     config, run, dataset, summary = session.config, session.run, session.dataset, session.summary
     train = config.train
     with runtime.scope(config.distribution, session.devices):
-        model = streams.install(build_model(config.model, dataset.spec, name=config.name,
-                                            precision=config.precision), session.devices.streams)
+        model = loops.install(build_model(config.model, dataset.spec, name=config.name,
+                                          precision=config.precision), session.devices)
         compile_model(model, train, dataset.spec, dataset.train.num_batches(train.batch_size),
                       config.precision)
         if state is not None:
@@ -230,13 +230,14 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         "jit_compile": bool(model.jit_compile), "unroll": config.model.unroll,
         "precision": config.precision, "distribution": config.distribution,
         "threads": session.devices.threads, "streams": session.devices.streams,
+        "recurrent_loop": session.devices.recurrent_loop,
         "input": f"tf.data, {pipeline.PREFETCH_BATCHES} batches prefetched, autotune off"}
     atomic.write_json(run.summary, summary)
     if state is None:
         from seqtrain.plan import gist, make_plan
 
         plan = make_plan(config, dataset, summary["devices"], summary["num_params"],
-                         session.devices.streams)
+                         session.devices.streams, session.devices.recurrent_loop)
         atomic.write_json(run.path / "plan.json", plan)
         if session.display != "quiet":
             session.console.print(gist(plan), markup=False, highlight=False, soft_wrap=True)
@@ -320,8 +321,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
 
         write_curves(run.path, epoch_log.rows, config.model_dump(mode="json"))
     if status != "interrupted" and run.checkpoint("best").is_file():
-        best_model = streams.install(load_checkpoint(run.checkpoint("best")),
-                                     session.devices.streams)
+        best_model = loops.install(load_checkpoint(run.checkpoint("best")), session.devices)
         summary["test"] = evaluate_split(best_model, dataset.test, train.batch_size)
         atomic.write_json(run.summary, summary)
     return summary

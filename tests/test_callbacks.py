@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from seqtrain import runtime
@@ -122,3 +123,29 @@ def test_a_monitor_the_task_does_not_log_is_exit_2(tmp_path):
     assert result.exit_code == 2
     assert "train.monitor: got 'val_accuracy'" in result.stderr and "val_mae" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_saves_after_the_first_build_no_throwaway_keras_objects(model, tmp_path, monkeypatch):
+    # Keras' saver caches the attributes to skip under one key and reads another; seqtrain
+    # stores them where it reads, so a save stops building an optimizer (and variables).
+    import keras
+    from keras.src.optimizers.optimizer import Optimizer
+
+    from seqtrain.state import save_model
+
+    save_model(model, tmp_path / "first.keras")
+    built = []
+    original = Optimizer.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Optimizer, "__init__", counted)
+    save_model(model, tmp_path / "second.keras")
+    assert built == []
+    monkeypatch.undo()
+    loaded = keras.saving.load_model(tmp_path / "second.keras", safe_mode=True)
+    for ours, theirs in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert loaded.optimizer.iterations.numpy() == model.optimizer.iterations.numpy()

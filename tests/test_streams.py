@@ -126,8 +126,10 @@ def test_a_cpu_run_records_its_streams_and_single_threaded_ops(tmp_path: Path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["speed_settings"]["streams"] == 2
     assert summary["speed_settings"]["threads"]["intra_op"] == 1
+    assert summary["speed_settings"]["recurrent_loop"] == "seqtrain"  # the default, auto
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert plan["streams"] == 2 and "2 batch streams" in gist(plan)  # the plan's line
+    assert plan["recurrent_loop"] == "seqtrain" and "seqtrain's recurrent step" in gist(plan)
 
 
 @pytest.mark.slow
@@ -160,4 +162,5 @@ def test_a_gpu_run_keeps_its_batch_whole_for_cudnn(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
     assert summary["speed_settings"]["streams"] == 1
+    assert summary["speed_settings"]["recurrent_loop"] == "keras"  # cuDNN where it can
     assert summary["speed_settings"]["threads"]["intra_op"] == 0  # not forced to 1
