@@ -242,9 +242,13 @@ def test_steps_per_execution_changes_speed_not_results(tiny_config: Path, tmp_pa
     assert [r["loss"] for r in first] == [r["loss"] for r in second]
 
 
-def test_jit_compile_needs_nondeterminism_and_the_summary_records_it(tmp_path: Path):
+def test_jit_compile_needs_nondeterminism(tmp_path: Path):
     refused = invoke("validate", write_config(tmp_path, {**TINY, "train": {"jit_compile": True}}))
     assert refused.exit_code == 2 and "needs runtime.deterministic: false" in refused.stderr
+
+
+@pytest.mark.slow
+def test_a_jit_compiled_run_records_it(tmp_path: Path):
     # A fresh process: op determinism, once on in a process, keeps XLA off in all of it.
     xla = {"jit_compile": True, "epochs": 1, "batch_size": 32}
     config = write_config(tmp_path, {**TINY, "train": xla, "runtime": {"deterministic": False}},
