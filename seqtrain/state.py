@@ -105,7 +105,10 @@ def _cache_saving_skipsets() -> None:
     for kind in _SAVED_KINDS:
         key = f"saving_attr_skiplist_{kind}"
         if global_state.get_global_attribute(key) is None:
-            global_state.set_global_attribute(key, get_attr_skipset(kind))
+            try:
+                global_state.set_global_attribute(key, get_attr_skipset(kind))
+            except ValueError:  # a kind this Keras does not know: it never looks it up
+                pass
 
 
 def save_state(run: RunDir, model: keras.Model, state: TrainingState,
