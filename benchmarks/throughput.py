@@ -25,11 +25,10 @@ Every variant trains `--epochs` epochs on the same data with validation; the fir
 rest, wall time, callbacks and checkpoint writes included. Each run of a variant is a fresh
 process, because TensorFlow's thread settings are fixed per process: A and B_same run with
 seqtrain's (its recurrent step, batch streams, one thread per operation), B with
-TensorFlow's defaults and Keras's loop, C with
-one torch thread per core. The variants run interleaved, `--repeats` times; medians are
-reported. Op determinism, which seqtrain turns on by default, is on in the Keras variants
-too (it costs nothing measurable here: see `--levers`). Results:
-benchmarks/results/throughput.json and stdout.
+TensorFlow's defaults and Keras's loop, C with one torch thread per core. The variants run
+interleaved, `--repeats` times; medians are reported. Op determinism, which seqtrain turns
+on by default, is on in the Keras variants too (it costs nothing measurable here: see
+`--levers`). Results: benchmarks/results/throughput.json and stdout.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each time step multiplies the state by the recurrent kernel, `h @ U`. Its gradient with
 respect to `h`, `dz @ U^T`, is what the backward pass waits on at every step, and
 TensorFlow's CPU matmul runs that transposed product at about half the speed of a plain
-one (64 x 512 by 512 x 128: 141 us against 62 us on one thread, `benchmarks/README`). The
+one (64 x 512 by 512 x 128: 141 us against 62 us on one thread; README, Benchmarks). The
 step here computes exactly what the Keras cell computes (implementation 2: the same
 operations in the same order, so outputs are bit-identical), but takes that gradient as
 `dz @ U_t` against a copy of the kernel transposed once per batch.
@@ -52,7 +52,7 @@ def install(model: keras.Model, devices: Devices) -> keras.Model:
 
 
 def _applies(cell) -> bool:
-    """Whether `cell` is one whose arithmetic `_steps` repeats."""
+    """Whether `cell` is one whose arithmetic `_step` repeats."""
     import keras
 
     if cell.compute_dtype != "float32":
@@ -78,12 +78,14 @@ def _product():
 
 
 def _loop(layer: keras.layers.RNN):
-    """`layer.inner_loop` as `keras.layers.RNN.inner_loop` runs it, with `_steps`' step."""
-    from keras.src import backend
+    """`layer.inner_loop` as `keras.layers.RNN.inner_loop` runs it, with `_step`'s step."""
+    from keras.src import backend  # `backend.rnn`, the loop Keras itself runs
 
     def loop(sequences, initial_state, mask, training=False):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
+        if not isinstance(initial_state, (list, tuple)):
+            initial_state = [initial_state]
         return backend.rnn(_step(layer.cell, training), sequences, list(initial_state),
                            go_backwards=layer.go_backwards, mask=mask, unroll=layer.unroll,
                            input_length=sequences.shape[1],
