@@ -114,12 +114,10 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
             f"checkpoint {checkpoint_path} is missing: the run stopped before it saved one"
             + ("; try --checkpoint last" if checkpoint == "best" else "")
         )
-    from seqtrain import loops, streams
+    from seqtrain import loops
 
     devices = runtime.select_device(device, config.runtime.intra_op_threads,
-                                    config.runtime.inter_op_threads,
-                                    streams=streams.resolve(config),
-                                    recurrent_loop=loops.resolve(config))
+                                    config.runtime.inter_op_threads, **loops.settings(config))
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
                             stored_normalization(run))

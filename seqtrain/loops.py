@@ -38,6 +38,17 @@ def resolve(config: ExperimentConfig) -> str:
     return "seqtrain"
 
 
+def settings(config: ExperimentConfig) -> dict:
+    """How `config`'s recurrent layers run on a CPU, as `runtime.select_device` takes it.
+
+    Its `streams` and `recurrent_loop`; on a GPU, `select_device` keeps one stream and
+    Keras's loop.
+    """
+    from seqtrain import streams
+
+    return {"streams": streams.resolve(config), "recurrent_loop": resolve(config)}
+
+
 def install(model: keras.Model, devices: Devices) -> keras.Model:
     """Run `model`'s recurrent layers as `devices` chose: seqtrain's step, batch streams."""
     import keras

@@ -178,13 +178,12 @@ def devices_for(config: ExperimentConfig) -> Devices:
     Raises:
         DeviceError: A GPU that is not there, or mixed_float16 without a GPU.
     """
-    from seqtrain import loops, streams
+    from seqtrain import loops
 
     runtime = config.runtime
     devices = select_device(config.device, runtime.intra_op_threads, runtime.inter_op_threads,
                             all_gpus=config.distribution == "mirrored",
-                            cpu_devices=runtime.cpu_devices, streams=streams.resolve(config),
-                            recurrent_loop=loops.resolve(config))
+                            cpu_devices=runtime.cpu_devices, **loops.settings(config))
     check_precision(config.precision, devices)
     return devices
 
