@@ -27,8 +27,10 @@ process, because TensorFlow's thread settings are fixed per process: A and B_sam
 seqtrain's (its recurrent step, batch streams, one thread per operation), B with
 TensorFlow's defaults and Keras's loop, C with one torch thread per core. The variants run
 interleaved, `--repeats` times; medians are reported. Op determinism, which seqtrain turns
-on by default, is on in the Keras variants too (it costs nothing measurable here: see
-`--levers`). Results: benchmarks/results/throughput.json and stdout.
+on by default, is on in B_same too (seeded as seqtrain seeds), and off in B, as in Keras
+(`--levers` times A without it). A and B_same run once more each per repeat, one after
+the other in one process (`PAIRS`), for an A/B_same free of the drift between processes.
+Results: benchmarks/results/throughput.json and stdout.
 """
 
 from __future__ import annotations
@@ -78,62 +80,95 @@ def reference_config(cell: str, samples: int, epochs: int, **changes) -> Experim
 
 # --- the variants ------------------------------------------------------------------------
 
-def steady_rate(samples: int, epoch_starts: list[float], end: float) -> float:
-    """Sequences per second over the epochs after the first (which traces the graph)."""
-    return samples * (len(epoch_starts) - 1) / (end - epoch_starts[1])
+PHASES = ("train_ms", "validation_ms", "epoch_end_ms")  # of an epoch, as EpochPhases splits it
 
 
-def run_seqtrain(config: ExperimentConfig, folder: Path) -> float:
-    """A: `seqtrain run` in this process, timed as B is.
+class EpochPhases:
+    """When each epoch began, validated and ended: a variant's speed, and where it went."""
 
-    From the start of epoch 2 to the end of the last epoch's callbacks, its checkpoint
-    writes included.
+    def __init__(self):
+        self.marks: list[tuple[str, float]] = []
+
+    def mark(self, tag: str) -> None:
+        self.marks.append((tag, time.perf_counter()))
+
+    def report(self, samples: int) -> dict:
+        """Sequences per second, and each phase's median milliseconds (`PHASES`).
+
+        Over the epochs after the first, which traces the graph.
+        """
+        epochs, current = [], {}
+        for tag, at in self.marks:
+            current[tag] = at
+            if tag == "end":
+                epochs.append(current)
+                current = {}
+        steady = epochs[1:]
+
+        def ms(first: str, then: str) -> float:
+            return statistics.median((epoch[then] - epoch[first]) * 1000 for epoch in steady)
+
+        rate = samples * len(steady) / (steady[-1]["end"] - steady[0]["begin"])
+        return {"rate": rate, **dict(zip(PHASES, (ms("begin", "test_begin"),
+                                                   ms("test_begin", "test_end"),
+                                                   ms("test_end", "end")), strict=True))}
+
+
+def run_seqtrain(config: ExperimentConfig, folder: Path) -> dict:
+    """A: `seqtrain run` in this process, timed as B is (`EpochPhases`).
+
+    Each epoch from its first callback with a clock (`EpochLog`) to the end of its last
+    (`ResumableState`), its checkpoint writes included.
     """
     from seqtrain import callbacks
     from seqtrain.train import run_experiment
 
-    starts, ends = [], []
-    begin, end = callbacks.EpochLog.on_epoch_begin, callbacks.ResumableState.on_epoch_end
+    phases = EpochPhases()
+    log, state = callbacks.EpochLog, callbacks.ResumableState
+    begin, end = log.on_epoch_begin, state.on_epoch_end
 
-    def timed_begin(self, epoch, logs=None):  # EpochLog: the first callback with a clock
-        starts.append(time.perf_counter())
+    def timed_begin(self, epoch, logs=None):
+        phases.mark("begin")
         begin(self, epoch, logs)
 
-    def timed_end(self, epoch, logs=None):  # ResumableState: the last one, after the saves
+    def timed_end(self, epoch, logs=None):
         end(self, epoch, logs)
-        ends.append(time.perf_counter())
+        phases.mark("end")
 
-    callbacks.EpochLog.on_epoch_begin = timed_begin
-    callbacks.ResumableState.on_epoch_end = timed_end
+    log.on_epoch_begin, state.on_epoch_end = timed_begin, timed_end
+    log.on_test_begin = lambda self, logs=None: phases.mark("test_begin")
+    log.on_test_end = lambda self, logs=None: phases.mark("test_end")
     try:
         _, summary = run_experiment(config, exact_dir=folder / f"a-{time.time_ns()}",
                                     display="quiet")
     finally:
-        callbacks.EpochLog.on_epoch_begin, callbacks.ResumableState.on_epoch_end = begin, end
-    return summary["num_train_samples"] * (len(starts) - 1) / (ends[-1] - starts[1])
+        log.on_epoch_begin, state.on_epoch_end = begin, end
+        del log.on_test_begin, log.on_test_end  # back to keras.callbacks.Callback's
+    return phases.report(summary["num_train_samples"])
 
 
-def epoch_clock():
-    """A Keras callback noting when each epoch starts (`starts`) and training ends (`end`)."""
+def epoch_clock(phases: EpochPhases):
+    """A Keras callback marking `phases` for plain Keras."""
     import keras
 
     class EpochClock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.starts: list[float] = []
-            self.end = 0.0
-
         def on_epoch_begin(self, epoch, logs=None):
-            self.starts.append(time.perf_counter())
+            phases.mark("begin")
 
-        def on_train_end(self, logs=None):
-            self.end = time.perf_counter()
+        def on_test_begin(self, logs=None):
+            phases.mark("test_begin")
+
+        def on_test_end(self, logs=None):
+            phases.mark("test_end")
+
+        def on_epoch_end(self, epoch, logs=None):
+            phases.mark("end")
 
     return EpochClock()
 
 
 def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = None,
-              devices=None) -> float:
+              devices=None) -> dict:
     """B (`same_as` None): the Keras docs' way. B_same: seqtrain's settings, plain Keras.
 
     B_same runs the recurrent layer as seqtrain sets it up on `devices` (its step, batch
@@ -146,7 +181,8 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
     model = keras.Sequential([keras.Input(shape=train.x.shape[1:]),
                               layer(128, return_sequences=True),
                               keras.layers.Dense(spec.output_units, activation="softmax")])
-    clock = epoch_clock()
+    phases = EpochPhases()
+    clock = epoch_clock(phases)
     if same_as is None:
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
@@ -172,10 +208,10 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
             steps_per_execution=same_as.train.steps_per_execution)
         model.fit(batches(train, shuffle=True), epochs=epochs, verbose=0, callbacks=[clock],
                   shuffle=False, validation_data=batches(val, shuffle=False))
-    return steady_rate(len(train), clock.starts, clock.end)
+    return phases.report(len(train))
 
 
-def run_torch(data, cell: str, epochs: int, threads: int) -> float | None:
+def run_torch(data, cell: str, epochs: int, threads: int) -> dict | None:
     """C: PyTorch with the same shapes, Adam, cross-entropy and thread count."""
     try:
         import torch
@@ -193,9 +229,9 @@ def run_torch(data, cell: str, epochs: int, threads: int) -> float | None:
     loss_fn = torch.nn.CrossEntropyLoss()
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y.astype("int64"))
     xv, yv = torch.from_numpy(val.x), torch.from_numpy(val.y.astype("int64"))
-    starts = []
+    phases = EpochPhases()
     for _ in range(epochs):
-        starts.append(time.perf_counter())
+        phases.mark("begin")
         order = torch.randperm(len(x))
         for begin in range(0, len(x), 128):
             index = order[begin:begin + 128]
@@ -204,11 +240,14 @@ def run_torch(data, cell: str, epochs: int, threads: int) -> float | None:
             loss = loss_fn(head(out).reshape(-1, classes), y[index].reshape(-1))
             loss.backward()
             optimizer.step()
+        phases.mark("test_begin")
         with torch.no_grad():
             for begin in range(0, len(xv), 128):
                 out, _ = recurrent(xv[begin:begin + 128])
                 loss_fn(head(out).reshape(-1, classes), yv[begin:begin + 128].reshape(-1))
-    return steady_rate(len(x), starts, time.perf_counter())
+        phases.mark("test_end")
+        phases.mark("end")
+    return phases.report(len(x))
 
 
 def matmul_gflops(batch: int, inputs: int, outputs: int, repeats: int = 400) -> float:
@@ -242,11 +281,15 @@ def median(values: list[float | None]) -> float | None:
 
 
 VARIANTS = ("A", "B", "B_same", "C")
+# A and B_same again, one after the other in one process, in this order (alternating by
+# repeat): they share every process-wide setting, so the pair measures the tool's overhead
+# without the drift between processes.
+PAIRS = ("A+B_same", "B_same+A")
 
 
 def run_variant(variant: str, cell: str, samples: int, epochs: int,
                 changes: dict | None = None) -> dict:
-    """One run of `variant` in this (fresh) process: its speed and thread settings.
+    """One run of `variant` (or a pair) in this fresh process: speed, phases and settings.
 
     A and B_same set TensorFlow up as seqtrain does for the reference config (`changes`
     applied): device, threads, batch streams. B and D keep TensorFlow's defaults, C is torch.
@@ -255,7 +298,7 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
     from seqtrain.data import build_dataset
 
     config = reference_config(cell, samples, epochs, **(changes or {}))
-    if variant in ("A", "B_same"):
+    if variant in ("A", "B_same", *PAIRS):
         devices = runtime.devices_for(config)
         settings = {"threads": devices.threads, "streams": devices.streams,
                     "recurrent_loop": devices.recurrent_loop}
@@ -263,21 +306,27 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
         settings = {"threads": runtime.select_device("cpu").threads, "streams": 1}
     else:
         settings = {"torch_threads": streams.usable_cores()}
-    if variant == "A":
-        with tempfile.TemporaryDirectory() as scratch:
-            return {"rate": run_seqtrain(config, Path(scratch)), **settings}
-    data = build_dataset(config.data, config.seed, False)
+
+    def run(name: str) -> dict | None:
+        if name == "A":  # builds its own data, as `seqtrain run` does
+            with tempfile.TemporaryDirectory() as scratch:
+                return run_seqtrain(config, Path(scratch))
+        data = build_dataset(config.data, config.seed, False)
+        if name == "C":
+            return run_torch(data, cell, epochs, settings["torch_threads"])
+        if name == "B":
+            return run_keras(data, cell, epochs)
+        runtime.seed_everything(config.seed, config.runtime.deterministic)
+        return run_keras(data, cell, epochs, config, devices)
+
+    if variant in PAIRS:
+        return {"pair": {name: run(name) for name in variant.split("+")}, **settings}
     if variant == "D":
         from seqtrain.plan import GATES
 
-        gates = GATES[cell]
-        features = data.train.x.shape[-1]
-        return {"gflops": matmul_gflops(128, features + 128, gates * 128), **settings}
-    if variant == "C":
-        return {"rate": run_torch(data, cell, epochs, settings["torch_threads"]), **settings}
-    if variant == "B_same":
-        return {"rate": run_keras(data, cell, epochs, config, devices), **settings}
-    return {"rate": run_keras(data, cell, epochs), **settings}
+        features = build_dataset(config.data, config.seed, False).train.x.shape[-1]
+        return {"gflops": matmul_gflops(128, features + 128, GATES[cell] * 128), **settings}
+    return {**(run(variant) or {"rate": None}), **settings}
 
 
 def in_child(variant: str, cell: str, args, changes: dict | None = None) -> dict:
@@ -298,13 +347,17 @@ def throughput(args) -> dict:
         config = reference_config(cell, args.samples, args.epochs)
         runs: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
         limits: list[dict] = []
+        pairs: list[dict] = []
         for repeat in range(args.repeats):  # interleaved: drift hits every variant
             for variant in VARIANTS:
                 runs[variant].append(in_child(variant, cell, args))
+            pairs.append(in_child(PAIRS[repeat % 2], cell, args)["pair"])
             limits.append(in_child("D", cell, args))
             print(f"{cell} repeat {repeat + 1}: " + ", ".join(
                 f"{k} {v[-1]['rate']:.0f}" for k, v in runs.items() if v[-1]["rate"])
-                + f", D {limits[-1]['gflops']:.1f} GFLOP/s", file=sys.stderr)
+                + f", D {limits[-1]['gflops']:.1f} GFLOP/s, in one process: A "
+                f"{pairs[-1]['A']['rate']:.0f}, B_same {pairs[-1]['B_same']['rate']:.0f}",
+                file=sys.stderr)
         limit = {**limits[0], "gflops": median([run["gflops"] for run in limits])}
         data = build_dataset(config.data, config.seed, False)
         plan = make_plan(config, data, ["/device:CPU:0"], 0)
@@ -315,12 +368,18 @@ def throughput(args) -> dict:
             "sequences_per_second": {"A": a, "B": b, "B_same": b_same, "C": c},
             "repeats": rates, "D_repeats": [run["gflops"] for run in limits],
             "A/B": a / b, "A/B_same": a / b_same, "A/C": a / c if c else None,
+            "A/B_same_paired": median([p["A"]["rate"] / p["B_same"]["rate"] for p in pairs]),
+            "pairs": pairs,
+            "epoch_phases_ms": {variant: {phase: median([run[phase] for run in v])
+                                          for phase in PHASES}
+                                for variant, v in runs.items() if v[0]["rate"]},
             "D_matmul_gflops": limit["gflops"], "A_gflops": achieved,
             "A/D": achieved / limit["gflops"],
             "settings": {"batch_size": 128, "steps_per_execution":
                          config.train.steps_per_execution, "epochs": args.epochs,
                          "train_sequences": len(data.train),
-                         **{variant: {k: v for k, v in runs[variant][0].items() if k != "rate"}
+                         **{variant: {k: v for k, v in runs[variant][0].items()
+                                      if k not in ("rate", *PHASES)}
                             for variant in VARIANTS},
                          "D": {k: v for k, v in limit.items() if k != "gflops"}},
         }
@@ -400,7 +459,7 @@ def main() -> None:
     parser.add_argument("--levers", action="store_true", help="Also time A per lever.")
     parser.add_argument("--time-to-accuracy", action="store_true",
                         help="Also train configs/shifted_digit_lstm.yaml to 0.99.")
-    parser.add_argument("--variant", choices=(*VARIANTS, "D"), help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=(*VARIANTS, *PAIRS, "D"), help=argparse.SUPPRESS)
     parser.add_argument("--changes", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
                         "throughput.json")
@@ -439,6 +498,12 @@ def print_table(report: dict) -> None:
               f"{cell_text(s['B_same']):>9} {cell_text(s['C']):>9} {r['A/B']:>6.2f} "
               f"{r['A/B_same']:>8.2f} {cell_text(r['A/C'], 2):>6} {r['A_gflops']:>9.2f} "
               f"{r['D_matmul_gflops']:>9.1f} {r['A/D']:>6.1%}")
+    for cell, r in report["throughput"].items():
+        ratios = ", ".join(f"{p['A']['rate'] / p['B_same']['rate']:.2f}" for p in r["pairs"])
+        print(f"{cell}: A/B_same in one process {r['A/B_same_paired']:.2f} (pairs: {ratios}); "
+              "epoch ms (train, validation, epoch end): " + "; ".join(
+                  f"{variant} " + ", ".join(f"{ms:.0f}" for ms in phases.values())
+                  for variant, phases in r["epoch_phases_ms"].items()))
     memory = report["dataset_memory"]
     print(f"data: {memory['dataset_mib']} MiB kept, peak {memory['peak_mib']} MiB while "
           f"building ({memory['peak_over_dataset']}x)")

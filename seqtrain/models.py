@@ -104,3 +104,9 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
         metric = keras.metrics.MeanAbsoluteError(name=spec.metric)
     model.compile(optimizer=optimizer, loss=loss, weighted_metrics=[metric],
                   steps_per_execution=config.steps_per_execution, jit_compile=config.jit_compile)
+    # The optimizer's slots (Adam's moments), now: Keras creates them in the first traced
+    # training step, and a tf.function that creates variables is traced twice, so every run
+    # would trace its whole training step (the recurrent loops and their gradients) twice.
+    # That second trace was 0.8 s of the default experiment's first epoch.
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)

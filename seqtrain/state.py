@@ -179,7 +179,8 @@ def restore(model: keras.Model, run: RunDir, state: TrainingState) -> None:
             built from the run's config.
     """
     path = run.checkpoints / state.model_file
-    model.optimizer.build(model.trainable_variables)  # else load_weights skips its state
+    if not model.optimizer.built:  # `compile_model` builds it; else load_weights skips it
+        model.optimizer.build(model.trainable_variables)
     try:
         model.load_weights(path)
     except Exception as err:  # a damaged or foreign file is bad input, not a bug

@@ -104,3 +104,20 @@ def test_clipvalue_and_weight_decay_reach_the_optimizer():
     model = build_model(ModelConfig(units=4), SPEC)
     compile_model(model, TrainConfig(clipvalue=0.5, weight_decay=0.01, optimizer="adamw"), SPEC)
     assert model.optimizer.clipvalue == 0.5 and model.optimizer.weight_decay == 0.01
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "rmsprop", "adamw"])
+def test_the_training_step_is_traced_once(name):
+    # An optimizer whose slots appear inside the first traced step makes TensorFlow trace
+    # the step twice (every run's first epoch paid for it); compile_model creates them first.
+    model = build_model(ModelConfig(units=4), SPEC)
+    compile_model(model, TrainConfig(optimizer=name, steps_per_execution=4), SPEC)
+    slots = len(model.optimizer.variables)
+    traced = []
+    step = model.train_step
+    model.train_step = lambda data: traced.append(1) or step(data)
+    x = np.random.default_rng(0).random((24, 5, 3), dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, 4, (24, 5))
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert len(traced) == 1
+    assert len(model.optimizer.variables) == slots and int(model.optimizer.iterations) == 12
