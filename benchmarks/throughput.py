@@ -124,27 +124,35 @@ def run_seqtrain(config: ExperimentConfig, folder: Path) -> dict:
     from seqtrain.train import run_experiment
 
     phases = EpochPhases()
-    log, state = callbacks.EpochLog, callbacks.ResumableState
-    begin, end = log.on_epoch_begin, state.on_epoch_end
-
-    def timed_begin(self, epoch, logs=None):
-        phases.mark("begin")
-        begin(self, epoch, logs)
-
-    def timed_end(self, epoch, logs=None):
-        end(self, epoch, logs)
-        phases.mark("end")
-
-    log.on_epoch_begin, state.on_epoch_end = timed_begin, timed_end
-    log.on_test_begin = lambda self, logs=None: phases.mark("test_begin")
-    log.on_test_end = lambda self, logs=None: phases.mark("test_end")
+    hooks = [(callbacks.EpochLog, "on_epoch_begin", "begin"),  # its first callback with a clock
+             (callbacks.EpochLog, "on_test_begin", "test_begin"),
+             (callbacks.EpochLog, "on_test_end", "test_end"),
+             (callbacks.ResumableState, "on_epoch_end", "end")]  # its last: after the saves
+    own = [cls.__dict__.get(name) for cls, name, _ in hooks]  # None: inherited from Keras
+    for cls, name, tag in hooks:
+        setattr(cls, name, timed(getattr(cls, name), tag, phases))
     try:
         _, summary = run_experiment(config, exact_dir=folder / f"a-{time.time_ns()}",
                                     display="quiet")
     finally:
-        log.on_epoch_begin, state.on_epoch_end = begin, end
-        del log.on_test_begin, log.on_test_end  # back to keras.callbacks.Callback's
+        for (cls, name, _), method in zip(hooks, own, strict=True):
+            if method is None:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, method)
     return phases.report(summary["num_train_samples"])
+
+
+def timed(method, tag: str, phases: EpochPhases):
+    """`method` of a callback, marking `tag` in `phases` before it begins ("end": after)."""
+    def hooked(self, *args, **kwargs):
+        if tag != "end":
+            phases.mark(tag)
+        method(self, *args, **kwargs)
+        if tag == "end":
+            phases.mark(tag)
+
+    return hooked
 
 
 def epoch_clock(phases: EpochPhases):
@@ -292,7 +300,8 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
     """One run of `variant` (or a pair) in this fresh process: speed, phases and settings.
 
     A and B_same set TensorFlow up as seqtrain does for the reference config (`changes`
-    applied): device, threads, batch streams. B and D keep TensorFlow's defaults, C is torch.
+    applied): device, threads, batch streams, recurrent step, seeds and op determinism. B
+    and D keep TensorFlow's defaults, C is torch.
     """
     from seqtrain import runtime, streams
     from seqtrain.data import build_dataset
