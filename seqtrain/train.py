@@ -224,13 +224,14 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
                 build_metrics(model, dataset.val)
             restore(model, run, state)
     summary["num_params"] = model.count_params()
+    warm_validation = config.runtime.warm_validation and config.distribution == "none"
     # What sets the speed, as used (Keras may turn jit_compile off), beside samples_per_second.
     summary["speed_settings"] = {
         "batch_size": train.batch_size, "steps_per_execution": train.steps_per_execution,
         "jit_compile": bool(model.jit_compile), "unroll": config.model.unroll,
         "precision": config.precision, "distribution": config.distribution,
         "threads": session.devices.threads, "streams": session.devices.streams,
-        "recurrent_loop": session.devices.recurrent_loop,
+        "recurrent_loop": session.devices.recurrent_loop, "warm_validation": warm_validation,
         "input": f"tf.data, {pipeline.PREFETCH_BATCHES} batches prefetched, autotune off"}
     atomic.write_json(run.summary, summary)
     if state is None:
@@ -272,6 +273,11 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     callbacks = [order, epoch_log, guard, best, *extra, resumable, *([progress] if progress
                                                                       else [])]
     validation = pipeline.evaluation_dataset(dataset.val, train.batch_size)
+    warm = None
+    if warm_validation:  # last: the first epoch's clock (`epoch_log`) starts before it
+        spec = pipeline.training_dataset(dataset.train, train.batch_size, order).element_spec
+        warm = cb.WarmValidation(spec, validation)
+        callbacks.append(warm)
 
     def fit(first_epoch: int, last_epoch: int, skip_batches: int = 0) -> None:
         order.epoch = first_epoch
@@ -305,6 +311,8 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             pass  # the disk that failed the run may not take the summary either
         raise
     finally:
+        if warm is not None:
+            warm.join()  # an error or interrupt can leave fit during the first epoch
         if isinstance(progress, cb.RichProgress):
             progress.close()  # also after an interrupt, which skips on_train_end
     _record_results(summary, epoch_log, best, resumable, status)

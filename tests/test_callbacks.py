@@ -153,3 +153,59 @@ def test_saves_after_the_first_build_no_throwaway_keras_objects(model, tmp_path,
     assert loaded.optimizer.iterations.numpy() == model.optimizer.iterations.numpy() == 1
     for ours, theirs in zip(loaded.optimizer.variables, model.optimizer.variables, strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def _fit_with_validation(warm: bool, batches: int, steps_per_execution: int = 2):
+    """A tiny fit with validation, as `train.py` runs it.
+
+    Returns:
+        The history, and the thread that traced each training step and each test step.
+    """
+    import threading
+
+    import keras
+
+    from seqtrain.callbacks import WarmValidation
+    from seqtrain.data import Split
+    from seqtrain.models import build_model, compile_model
+    from seqtrain.pipeline import EpochOrder, evaluation_dataset, training_dataset
+
+    keras.utils.set_random_seed(0)
+    spec = TaskSpec(timesteps=5, features=3, num_classes=4, per_step=True)
+    model = build_model(ModelConfig(units=4), spec)
+    compile_model(model, TrainConfig(steps_per_execution=steps_per_execution), spec)
+    traced: dict[str, list[str]] = {"train": [], "test": []}
+    for kind in traced:
+        step = getattr(model, f"{kind}_step")
+
+        def counted(data, step=step, kind=kind):
+            traced[kind].append(threading.current_thread().name)
+            return step(data)
+
+        setattr(model, f"{kind}_step", counted)
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return Split(x=rng.random((n, 5, 3), dtype=np.float32), y=rng.integers(0, 4, (n, 5)),
+                     sample_weight=np.ones((n, 5), np.float32))
+
+    order = EpochOrder(4 * batches, 0, True)
+    training = training_dataset(split(4 * batches), 4, order)
+    validation = evaluation_dataset(split(8), 4)
+    callbacks = [order, *([WarmValidation(training.element_spec, validation)] if warm else [])]
+    history = model.fit(training, epochs=2, verbose=0, shuffle=False,
+                        validation_data=validation, callbacks=callbacks)
+    return history.history, traced
+
+
+@pytest.mark.parametrize("batches,steps_per_execution", [(6, 2), (2, 2), (3, 1)],
+                         ids=["three calls an epoch", "one call an epoch", "one step a call"])
+def test_validation_is_traced_in_the_background_and_gives_the_same_results(
+        batches, steps_per_execution):
+    runtime.select_device("cpu")
+    history, traced = _fit_with_validation(True, batches, steps_per_execution)
+    # Each step traced once: Keras's own calls found the graphs traced ahead.
+    assert traced == {"train": ["MainThread"], "test": ["seqtrain-warm-validation"]}
+    plain, traced = _fit_with_validation(False, batches, steps_per_execution)
+    assert traced == {"train": ["MainThread"], "test": ["MainThread"]}
+    assert history == plain  # the same graphs: the same losses and metrics, to the bit

@@ -37,7 +37,8 @@ def test_validate_prints_the_resolved_config_with_defaults():
     assert resolved["train"]["steps_per_execution"] == 16  # a default, filled in
     assert resolved["runtime"] == {"intra_op_threads": None, "inter_op_threads": None,
                                    "cpu_devices": 1, "streams": "auto",
-                                   "recurrent_loop": "auto", "deterministic": True}
+                                   "recurrent_loop": "auto", "deterministic": True,
+                                   "warm_validation": True}
     assert (resolved["distribution"], resolved["precision"]) == ("none", "float32")
     assert "valid" in result.stderr
 

@@ -186,6 +186,36 @@ def test_two_runs_of_one_config_give_identical_metrics(tmp_path: Path):
     assert command == f"# seqtrain run {config} --run-dir {tmp_path / 'r0'} --quiet"
 
 
+def test_a_run_traces_each_step_once_and_validation_ahead_changes_no_result(tmp_path: Path,
+                                                                          monkeypatch):
+    import threading
+
+    import keras
+
+    traced: list[tuple[str, str]] = []
+    for kind in ("train", "test"):
+        step = getattr(keras.Model, f"{kind}_step")
+
+        def counted(self, data, step=step, kind=kind):
+            traced.append((kind, threading.current_thread().name))
+            return step(self, data)
+
+        monkeypatch.setattr(keras.Model, f"{kind}_step", counted)
+    config = write_config(tmp_path)  # batch 8: 24 training batches, 2 calls an epoch
+    rows = {}
+    for warm in ("true", "false"):
+        traced.clear()
+        result = invoke("run", config, "--run-dir", tmp_path / warm, "--quiet", "--set",
+                        "train.batch_size=8", "--set", f"runtime.warm_validation={warm}")
+        assert result.exit_code == 0, result.stderr
+        validation = "seqtrain-warm-validation" if warm == "true" else "MainThread"
+        # Training once; validation once, ahead or not; the test split on best.keras once.
+        assert traced == [("train", "MainThread"), ("test", validation), ("test", "MainThread")]
+        rows[warm] = [{k: v for k, v in row.items() if k != "epoch_seconds"}
+                      for row in read_metrics(tmp_path / warm / "metrics.csv")]
+    assert rows["true"] == rows["false"]
+
+
 def test_a_diverging_run_stops_keeps_its_files_and_exits_1(tiny_config: Path, tmp_path: Path):
     result = invoke("run", tiny_config, "--run-dir", tmp_path / "nan", "--quiet",
                     "--set", "train.optimizer=sgd", "--set", "train.learning_rate=1e38")
