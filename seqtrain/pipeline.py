@@ -73,6 +73,12 @@ def training_dataset(split: Split, batch_size: int, order: EpochOrder,
     return _steady(dataset.apply(tf.data.experimental.assert_cardinality(remaining)))
 
 
+def training_spec(split: Split) -> tuple:
+    """The element spec of `training_dataset(split, ...)`, without building the dataset."""
+    return tuple(tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype))
+                 for a in split.arrays)
+
+
 def evaluation_dataset(split: Split, batch_size: int) -> tf.data.Dataset:
     """Batches of `split` in stored order, with its sample weights if it has any."""
     return _steady(tf.data.Dataset.from_tensor_slices(split.arrays).batch(batch_size))

@@ -70,3 +70,13 @@ def test_every_dataset_runs_without_tf_data_autotuning():
     assert [b.tolist() for b in batches(evaluation_dataset(data, 4))] == [
         [[[0.0]], [[1.0]], [[2.0]], [[3.0]]], [[[4.0]], [[5.0]], [[6.0]], [[7.0]]],
         [[[8.0]], [[9.0]]]]
+
+
+def test_the_training_spec_is_the_training_datasets():
+    from seqtrain.pipeline import EpochOrder, training_dataset, training_spec
+
+    data = split(10)
+    masked = Split(x=data.x, y=data.y.astype(np.int32), sample_weight=data.sample_weight)
+    for each in (data, masked):
+        dataset = training_dataset(each, 4, EpochOrder(10, 0, True), skip_batches=1)
+        assert training_spec(each) == dataset.element_spec

@@ -209,10 +209,15 @@ def test_a_run_traces_each_step_once_and_validation_ahead_changes_no_result(tmp_
                         "train.batch_size=8", "--set", f"runtime.warm_validation={warm}")
         assert result.exit_code == 0, result.stderr
         validation = "seqtrain-warm-validation" if warm == "true" else "MainThread"
-        # Training once; validation once, ahead or not; the test split on best.keras once.
-        assert traced == [("train", "MainThread"), ("test", validation), ("test", "MainThread")]
+        # Training once, validation once (ahead or not); the test split reuses that graph:
+        # the last epoch is the best, so the trained model is best.keras.
+        summary = json.loads((tmp_path / warm / "summary.json").read_text())
+        assert summary["best_epoch"] == summary["epochs_run"] == 2
+        assert traced == [("train", "MainThread"), ("test", validation)]
         rows[warm] = [{k: v for k, v in row.items() if k != "epoch_seconds"}
                       for row in read_metrics(tmp_path / warm / "metrics.csv")]
+        evaluation = invoke("eval", tmp_path / warm, "--json")  # best.keras, from the file
+        assert json.loads(evaluation.stdout)["metrics"] == summary["test"]
     assert rows["true"] == rows["false"]
 
 
