@@ -14,6 +14,10 @@ and a per-step softmax, batch 128, trained on the same arrays by:
           metric, sample weights, a tf.data input with autotuning off and 2 batches
           prefetched, its recurrent step, batch streams and threads): the overhead of the
           tool itself is A / B_same;
+  B_keep  B_same plus the checkpointing A does, with Keras's own callbacks
+          (`ModelCheckpoint(save_best_only=True)`, `BackupAndRestore`, `CSVLogger`): what
+          a Keras script that keeps its work as seqtrain does pays (run in one process
+          with A, below);
   C       PyTorch `nn.LSTM` / `nn.GRU` with the same shapes and optimizer, one thread per
           core, when torch is installed (it is not a dependency);
   D       float32 matmul GFLOP/s at the recurrent step's shape, batch x (features + units)
@@ -28,8 +32,9 @@ seqtrain's (its recurrent step, batch streams, one thread per operation), B with
 TensorFlow's defaults and Keras's loop, C with one torch thread per core. The variants run
 interleaved, `--repeats` times; medians are reported. Op determinism, which seqtrain turns
 on by default, is on in B_same too (seeded as seqtrain seeds), and off in B, as in Keras
-(`--levers` times A without it). A and B_same run once more each per repeat, one after
-the other in one process (`PAIRS`), for an A/B_same free of the drift between processes.
+(`--levers` times A without it). A and B_same run once more each per repeat, with B_keep,
+one after the other in one process (`PAIRS`), for an A/B_same free of the drift between
+processes.
 Results: benchmarks/results/throughput.json and stdout.
 """
 
@@ -176,11 +181,13 @@ def epoch_clock(phases: EpochPhases):
 
 
 def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = None,
-              devices=None) -> dict:
+              devices=None, keep: Path | None = None) -> dict:
     """B (`same_as` None): the Keras docs' way. B_same: seqtrain's settings, plain Keras.
 
     B_same runs the recurrent layer as seqtrain sets it up on `devices` (its step, batch
-    streams): what is left between A and B_same is the tool's own work.
+    streams): what is left between A and B_same is the tool's own work. With `keep` (a
+    folder), B_keep: B_same that also saves what A saves every epoch, with Keras's own
+    callbacks (the best model, a backup to resume from, the epoch log).
     """
     import keras
 
@@ -214,7 +221,13 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
             loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             steps_per_execution=same_as.train.steps_per_execution)
-        model.fit(batches(train, shuffle=True), epochs=epochs, verbose=0, callbacks=[clock],
+        saves = [] if keep is None else [
+            keras.callbacks.ModelCheckpoint(keep / "best.keras", monitor="val_loss",
+                                            mode="min", save_best_only=True),
+            keras.callbacks.BackupAndRestore(str(keep / "backup")),
+            keras.callbacks.CSVLogger(str(keep / "metrics.csv"))]
+        model.fit(batches(train, shuffle=True), epochs=epochs, verbose=0,
+                  callbacks=[*saves, clock],  # the clock last: epoch ends after the saves
                   shuffle=False, validation_data=batches(val, shuffle=False))
     return phases.report(len(train))
 
@@ -292,7 +305,7 @@ VARIANTS = ("A", "B", "B_same", "C")
 # A and B_same again, one after the other in one process, in this order (alternating by
 # repeat): they share every process-wide setting, so the pair measures the tool's overhead
 # without the drift between processes.
-PAIRS = ("A+B_same", "B_same+A")
+PAIRS = ("A+B_same+B_keep", "B_keep+B_same+A")
 
 
 def run_variant(variant: str, cell: str, samples: int, epochs: int,
@@ -326,6 +339,9 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
         if name == "B":
             return run_keras(data, cell, epochs)
         runtime.seed_everything(config.seed, config.runtime.deterministic)
+        if name == "B_keep":
+            with tempfile.TemporaryDirectory() as scratch:
+                return run_keras(data, cell, epochs, config, devices, keep=Path(scratch))
         return run_keras(data, cell, epochs, config, devices)
 
     if variant in PAIRS:
@@ -364,9 +380,8 @@ def throughput(args) -> dict:
             limits.append(in_child("D", cell, args))
             print(f"{cell} repeat {repeat + 1}: " + ", ".join(
                 f"{k} {v[-1]['rate']:.0f}" for k, v in runs.items() if v[-1]["rate"])
-                + f", D {limits[-1]['gflops']:.1f} GFLOP/s, in one process: A "
-                f"{pairs[-1]['A']['rate']:.0f}, B_same {pairs[-1]['B_same']['rate']:.0f}",
-                file=sys.stderr)
+                + f", D {limits[-1]['gflops']:.1f} GFLOP/s, in one process: " + ", ".join(
+                    f"{k} {v['rate']:.0f}" for k, v in pairs[-1].items()), file=sys.stderr)
         limit = {**limits[0], "gflops": median([run["gflops"] for run in limits])}
         data = build_dataset(config.data, config.seed, False)
         plan = make_plan(config, data, ["/device:CPU:0"], 0)
@@ -378,10 +393,14 @@ def throughput(args) -> dict:
             "repeats": rates, "D_repeats": [run["gflops"] for run in limits],
             "A/B": a / b, "A/B_same": a / b_same, "A/C": a / c if c else None,
             "A/B_same_paired": median([p["A"]["rate"] / p["B_same"]["rate"] for p in pairs]),
+            "A/B_keep_paired": median([p["A"]["rate"] / p["B_keep"]["rate"] for p in pairs]),
             "pairs": pairs,
-            "epoch_phases_ms": {variant: {phase: median([run[phase] for run in v])
-                                          for phase in PHASES}
-                                for variant, v in runs.items() if v[0]["rate"]},
+            "epoch_phases_ms": {
+                **{variant: {phase: median([run[phase] for run in v]) for phase in PHASES}
+                   for variant, v in runs.items() if v[0]["rate"]},
+                **{f"{variant} (in one process)": {
+                    phase: median([p[variant][phase] for p in pairs]) for phase in PHASES}
+                   for variant in pairs[0]}},
             "D_matmul_gflops": limit["gflops"], "A_gflops": achieved,
             "A/D": achieved / limit["gflops"],
             "settings": {"batch_size": 128, "steps_per_execution":
@@ -509,7 +528,9 @@ def print_table(report: dict) -> None:
               f"{r['D_matmul_gflops']:>9.1f} {r['A/D']:>6.1%}")
     for cell, r in report["throughput"].items():
         ratios = ", ".join(f"{p['A']['rate'] / p['B_same']['rate']:.2f}" for p in r["pairs"])
+        keep = ", ".join(f"{p['A']['rate'] / p['B_keep']['rate']:.2f}" for p in r["pairs"])
         print(f"{cell}: A/B_same in one process {r['A/B_same_paired']:.2f} (pairs: {ratios}); "
+              f"A/B_keep {r['A/B_keep_paired']:.2f} ({keep}); "
               "epoch ms (train, validation, epoch end): " + "; ".join(
                   f"{variant} " + ", ".join(f"{ms:.0f}" for ms in phases.values())
                   for variant, phases in r["epoch_phases_ms"].items()))

@@ -27,12 +27,14 @@ def test_throughput_reports_every_variant_and_ratio(tmp_path):
     assert {"A", "B", "B_same", "C"} <= set(gru["sequences_per_second"])
     assert gru["sequences_per_second"]["A"] > 0 and gru["D_matmul_gflops"] > 0
     assert gru["A/B"] > 0 and gru["A/B_same"] > 0 and 0 < gru["A/D"]
-    (pair,) = gru["pairs"]  # A and B_same again, in one process
+    (pair,) = gru["pairs"]  # A and B_same again, and B_keep, in one process
     assert pair["A"]["rate"] > 0 and pair["B_same"]["rate"] > 0 and gru["A/B_same_paired"] > 0
+    assert pair["B_keep"]["rate"] > 0 and gru["A/B_keep_paired"] > 0
+    assert gru["epoch_phases_ms"]["B_keep (in one process)"]["epoch_end_ms"] > 0  # its saves
     phases = gru["epoch_phases_ms"]["A"]  # where an epoch's time went
     assert phases["train_ms"] > 0 and phases["validation_ms"] > 0 and phases["epoch_end_ms"] > 0
     assert report["dataset_memory"]["peak_over_dataset"] < 2.0  # no second copy of the data
-    assert "A/B" in stdout and "A/B_same in one process" in stdout  # the table
+    assert "A/B" in stdout and "A/B_same in one process" in stdout and "A/B_keep" in stdout
 
 
 @pytest.mark.slow
