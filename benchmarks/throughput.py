@@ -302,9 +302,9 @@ def median(values: list[float | None]) -> float | None:
 
 
 VARIANTS = ("A", "B", "B_same", "C")
-# A and B_same again, one after the other in one process, in this order (alternating by
-# repeat): they share every process-wide setting, so the pair measures the tool's overhead
-# without the drift between processes.
+# A, B_same and B_keep again, one after the other in one process, in this order (reversed
+# every other repeat): they share every process-wide setting, so their ratios measure the
+# tool's overhead without the drift between processes.
 PAIRS = ("A+B_same+B_keep", "B_keep+B_same+A")
 
 
