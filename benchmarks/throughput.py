@@ -460,8 +460,8 @@ LEVERS = {  # A with one setting changed, each in a fresh process (determinism i
     "unroll=true": {"model.unroll": True},
     "deterministic=false": {"runtime.deterministic": False},
     "jit_compile=true": {"runtime.deterministic": False, "train.jit_compile": True},
-    "streams=1": {"runtime.streams": 1},
-    "streams=1,intra_op_threads=1": {"runtime.streams": 1, "runtime.intra_op_threads": 1},
+    "streams=1": {"runtime.streams": 1},  # one thread per operation: 8 Mi is below 24 Mi
+    "streams=1,intra_op_threads=2": {"runtime.streams": 1, "runtime.intra_op_threads": 2},
     "streams=2,intra_op_threads=2": {"runtime.streams": 2, "runtime.intra_op_threads": 2},
     "recurrent_loop=keras": {"runtime.recurrent_loop": "keras"},
 }

@@ -183,8 +183,10 @@ class RuntimeConfig(Section):
     """How TensorFlow is set up."""
 
     intra_op_threads: PositiveInt | None = Field(
-        None, description="Threads inside one operation (a matrix product) on the CPU; null "
-        "lets TensorFlow choose (all cores)."
+        None, description="Threads inside one operation (a matrix product) on the CPU; null: "
+        "1 while the recurrent step's product is at most 24 Mi multiply-adds or streams are "
+        "used (too small to split well), else TensorFlow's choice (all cores); on a GPU and "
+        "under distribution: mirrored, TensorFlow's choice."
     )
     inter_op_threads: PositiveInt | None = Field(
         None, description="Operations run at once on the CPU; null lets TensorFlow choose."

@@ -41,12 +41,13 @@ def resolve(config: ExperimentConfig) -> str:
 def settings(config: ExperimentConfig) -> dict:
     """How `config`'s recurrent layers run on a CPU, as `runtime.select_device` takes it.
 
-    Its `streams` and `recurrent_loop`; on a GPU, `select_device` keeps one stream and
-    Keras's loop.
+    Its `streams`, `recurrent_loop` and whether each operation runs on one thread; on a
+    GPU, `select_device` keeps one stream, Keras's loop and TensorFlow's threads.
     """
     from seqtrain import streams
 
-    return {"streams": streams.resolve(config), "recurrent_loop": resolve(config)}
+    return {"streams": streams.resolve(config), "recurrent_loop": resolve(config),
+            "one_thread_per_op": streams.one_thread_per_operation(config)}
 
 
 def install(model: keras.Model, devices: Devices) -> keras.Model:

@@ -67,6 +67,23 @@ def resolve(config: ExperimentConfig, cores: int | None = None) -> int:
     return max(1, min(cores, config.train.batch_size // MIN_STREAM_SEQUENCES))
 
 
+def one_thread_per_operation(config: ExperimentConfig, cores: int | None = None) -> bool:
+    """Whether `config` trains with one thread per operation on a CPU (`intra_op_threads` 1).
+
+    With batch streams, the streams are the parallelism. Without them, a step product up to
+    `AUTO_MAX_PRODUCT` is still too small for TensorFlow to split well over the cores: one
+    thread per operation leaves the other cores to the operations that do not wait on the
+    chain (the weight gradients, the input pipeline). Measured on 2 cores, one stream, one
+    thread per operation against TensorFlow's two (README, Benchmarks): the default
+    experiment (LSTM 64, batch 64, 20 steps; 1 Mi) 1.01x to 1.29x in sequences per second;
+    LSTM 128 at batch 64 1.23x, at batch 128 1.14x; GRU 128 1.29x; GRU 256 (24 Mi) 0.99x;
+    LSTM 256 (32 Mi) 0.74x. Under distribution: mirrored, TensorFlow's choice is kept.
+    """
+    if config.distribution != "none":
+        return False
+    return resolve(config, cores) > 1 or step_product(config) <= AUTO_MAX_PRODUCT
+
+
 def install(model: keras.Model, streams: int) -> keras.Model:
     """Run every recurrent layer of `model` (inside `Bidirectional` too) as `streams` parts."""
     import keras

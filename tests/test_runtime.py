@@ -25,6 +25,19 @@ def test_cpu_hides_gpus_before_tensorflow_starts():
     assert out.stdout.split() == ["-1", "tensorflow", "False"]
 
 
+def test_tensorflow_starts_with_its_objects_frozen_and_the_collector_back_on():
+    # A fresh process: what the import creates is frozen once (`gc.freeze`), so full
+    # collections no longer walk it; the collector itself is on again afterwards.
+    script = ("import gc, sys; from seqtrain import runtime; "
+              "assert gc.get_freeze_count() == 0; runtime.start_tensorflow('cpu'); "
+              "frozen = gc.get_freeze_count(); runtime.start_tensorflow('cpu'); "
+              "print(gc.isenabled(), 'keras' in sys.modules, frozen > 100_000, "
+              "gc.get_freeze_count() == frozen)")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+    assert out.stdout.split() == ["True", "True", "True", "True"]
+
+
 def test_auto_and_cpu_train_on_the_cpu_when_no_gpu_is_seen():
     import tensorflow as tf
 
@@ -70,9 +83,10 @@ def test_cpu_keeps_a_gpu_machine_on_the_cpu(tmp_path: Path):
 def test_cpu_thread_settings_reach_tensorflow_and_are_recorded(tmp_path: Path):
     from tests.conftest import run_cli
 
-    config = write_config(tmp_path, {**TINY, "runtime": {"intra_op_threads": 1,
-                                                         "inter_op_threads": 2}})
+    # An explicit count wins over `null`, which gives this small product one thread per op.
+    config = write_config(tmp_path, {**TINY, "runtime": {"intra_op_threads": 2,
+                                                         "inter_op_threads": 1}})
     result = run_cli("run", config, "--run-dir", tmp_path / "run", "--quiet")
     assert result.returncode == 0, result.stderr
     env = json.loads((tmp_path / "run" / "env.json").read_text())
-    assert env["threads"] == {"intra_op": 1, "inter_op": 2}
+    assert env["threads"] == {"intra_op": 2, "inter_op": 1}

@@ -48,6 +48,34 @@ def test_auto_keeps_large_and_tiny_products_and_mirrored_replicas_whole():
     assert streams.resolve(mirrored, cores=2) == 1
 
 
+def test_products_up_to_the_streams_bound_run_one_thread_per_operation():
+    one = streams.one_thread_per_operation
+    tiny = config(model={"cell": "lstm", "units": 64}, train={"batch_size": 64})
+    assert streams.resolve(tiny, cores=2) == 1 and one(tiny, cores=2)  # the default experiment
+    assert one(config(), cores=2) and one(config(), cores=1)  # streams, or one core's product
+    big = config(model={"cell": "lstm", "units": 256})
+    assert not one(big, cores=2)  # 32 Mi: TensorFlow splits it well
+    assert one(config(model={"cell": "lstm", "units": 256}, runtime={"streams": 2}), cores=2)
+    bound = config(model={"cell": "gru", "units": 256})
+    assert streams.step_product(bound) == streams.AUTO_MAX_PRODUCT and one(bound, cores=2)
+    mirrored = config(distribution="mirrored", runtime={"cpu_devices": 2})
+    assert not one(mirrored, cores=2)
+
+
+def test_one_stream_of_a_small_product_gets_one_thread_per_operation_from_tensorflow():
+    # A fresh process: threads are fixed once TensorFlow has started in a process.
+    import subprocess
+    import sys
+
+    script = ("import json, sys; from seqtrain import runtime; "
+              "from seqtrain.config import validate_config; "
+              "devices = runtime.devices_for(validate_config(json.loads(sys.argv[1]), {})); "
+              "print(devices.streams, devices.threads['intra_op'])")
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(TINY)], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+
+
 def test_an_explicit_count_is_kept_and_checked(tmp_path: Path):
     assert streams.resolve(config(runtime={"streams": 3}), cores=1) == 3
     for bad in (0, "many", 1.5):
