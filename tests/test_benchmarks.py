@@ -56,3 +56,16 @@ def test_streams_reports_each_shape_with_and_without(tmp_path):
     assert row["step_product"] == 32 * 16 * 3 * 16 and row["auto"] == 1  # too small to split
     assert all(rate > 0 for rate in row["sequences_per_second"].values())
     assert row["speed_up"] > 0 and "speed-up" in stdout  # the table
+
+
+@pytest.mark.slow
+def test_epoch_profile_splits_an_epoch_by_thread_and_operation(tmp_path):
+    report, stdout = run_benchmark("epoch_profile.py", tmp_path / "epoch_profile.json",
+                                   "--cell", "gru", "--epochs", "2", "--samples", "640")
+    assert len(report["epoch_seconds"]) == 2 and report["compute_span_ms"] > 0
+    overlap = report["compute_threads_busy_ms"]  # how many compute threads were busy, when
+    assert abs(sum(overlap.values()) - report["compute_span_ms"]) < 1.0
+    assert any(name.startswith("tf_Compute") for name in report["thread_busy_ms"])
+    assert report["operation_ms"]["recurrent"] > 0 and report["operation_ms"]["outside"] > 0
+    assert "recurrent MatMul" in dict(report["top_operations_ms"])  # the loops' products
+    assert "while one compute thread was busy" in stdout
