@@ -108,14 +108,24 @@ def node(name: str) -> tuple[str, str, str]:
     return region, "/".join(parts), kind
 
 
+def working(thread: str, event: str) -> bool:
+    """Whether `event` on `thread` is work, not waiting or bookkeeping.
+
+    On a compute thread, the executor running operations; on any other thread, every event
+    but the threadpool's own.
+    """
+    if thread.startswith(COMPUTE):
+        return event == "ExecutorState::Process"
+    return not event.startswith("ThreadpoolListener")
+
+
 def analyse(threads, top: int) -> dict:
+    """The report's numbers from `read_trace`'s threads, `top` operations per list."""
     busy, compute = {}, []
     for name, events in threads:
         if name == "python":  # blocked in TensorFlow for the whole function call: not busy
             continue
-        spans = merged([(s, e) for s, e, what in events if name.startswith(COMPUTE) and
-                        what == "ExecutorState::Process" or not name.startswith(COMPUTE) and
-                        not what.startswith("ThreadpoolListener")])
+        spans = merged([(s, e) for s, e, what in events if working(name, what)])
         busy[name] = round(sum(e - s for s, e in spans), 1)
         if name.startswith(COMPUTE):
             compute.append((spans, events))
