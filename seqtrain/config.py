@@ -199,7 +199,7 @@ class RuntimeConfig(Section):
     )
     streams: Union[Literal["auto"], PositiveInt] = Field(
         "auto", description="On a CPU, split each batch into this many parts that run "
-        "through the recurrent layers at once, each on one thread (intra_op_threads "
+        "through the model at once, each recurrent loop on one thread (intra_op_threads "
         "defaults to 1 then); auto: one per core while the per-step product batch_size x "
         "units x gates*units is 2 to 24 Mi multiply-adds, else 1. A GPU runs 1."
     )

@@ -8,9 +8,9 @@ step here computes exactly what the Keras cell computes (implementation 2: the s
 operations in the same order, so outputs are bit-identical), but takes that gradient as
 `dz @ U_t` against a copy of the kernel transposed once per batch.
 
-Installed on the layer instances' `inner_loop` (the step Keras hands to cuDNN on a GPU),
-like the batch streams (`seqtrain.streams`), which split whatever loop is installed. The
-saved model stays a plain Keras model.
+Installed on the layer instances' `inner_loop` (the step Keras hands to cuDNN on a GPU);
+the batch streams (`seqtrain.streams`) split the batch around the whole model, whatever
+loop is installed. The saved model stays a plain Keras model.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def settings(config: ExperimentConfig) -> dict:
 
 
 def install(model: keras.Model, devices: Devices) -> keras.Model:
-    """Run `model`'s recurrent layers as `devices` chose: seqtrain's step, batch streams."""
+    """Run `model` as `devices` chose: its recurrent layers with seqtrain's step, in streams."""
     import keras
 
     from seqtrain import streams

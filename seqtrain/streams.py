@@ -1,14 +1,19 @@
-"""Batch streams: each batch split into parts that run through the recurrent layers side by side.
+"""Batch streams: each batch split into parts that run through the model side by side.
 
 A recurrent layer is a chain of small matrix products, one per time step, each waiting for
 the last. On a CPU, one such product (128 sequences x 128 units by 128 x 512, an LSTM step)
 is too small for TensorFlow to spread well over several cores. The sequences of a batch
-are independent, though: split into one part per core, each part runs its own loop on one
-thread (`intra_op_threads: 1`), and the parts run at once. The gradients are the same sums
-in another order, and dropout uses the same per-sequence masks.
+are independent, though: split into one part per core, each part runs through the whole
+model (its recurrent loops on one thread each, `intra_op_threads: 1`, and its head), the
+parts run at once, and only the model's outputs are joined. The gradients are the same sums
+in another order, and dropout uses the unsplit model's masks, drawn for the whole batch.
 
-The split is installed on the layer instances' `inner_loop` (the step Keras hands to cuDNN
-on a GPU): the saved model stays a plain Keras model, and loads without it.
+An earlier release split each recurrent layer instead, and joined the parts' full sequence
+outputs before the head: on 2 cores that join, a 3 MB copy at memory speed, was the largest
+piece of the time only one core worked (`benchmarks/epoch_profile.py`, README).
+
+The split is installed on the model instance's `call`: the saved model stays a plain Keras
+model, and loads without it.
 """
 
 from __future__ import annotations
@@ -85,13 +90,9 @@ def one_thread_per_operation(config: ExperimentConfig, cores: int | None = None)
 
 
 def install(model: keras.Model, streams: int) -> keras.Model:
-    """Run every recurrent layer of `model` (inside `Bidirectional` too) as `streams` parts."""
-    import keras
-
-    if streams > 1:
-        for layer in model._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.RNN):
-                layer.inner_loop = _streamed(layer, layer.inner_loop, streams)
+    """Run `model` on each batch as `streams` parts side by side (see the module's docstring)."""
+    if streams > 1 and "call" not in vars(model):
+        model.call = _streamed(model, model.call, streams)
     return model
 
 
@@ -104,52 +105,74 @@ def _split(tensor, parts: int) -> list:
     return tf.split(tensor, [bounds[k + 1] - bounds[k] for k in range(parts)], axis=0)
 
 
-def _split_mask(mask, parts: int) -> list | None:
+def _split_mask(mask, parts: int) -> list:
     """A dropout mask, or the list of per-gate masks some cells keep, cut like the batch."""
-    if mask is None:
-        return None
     if isinstance(mask, (list, tuple)):
         return [list(piece) for piece in zip(*(_split(m, parts) for m in mask), strict=True)]
     return _split(mask, parts)
 
 
-_DROPOUT_MASKS = ("_dropout_mask", "_recurrent_dropout_mask")
+def _dropout_cells(model: keras.Model) -> list:
+    """The recurrent cells of `model` (inside `Bidirectional` too) that draw dropout masks."""
+    import keras
+
+    cells = [layer.cell for layer in model._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.RNN)]
+    return [cell for cell in cells if hasattr(cell, "get_dropout_mask")  # DropoutRNNCell
+            and (cell.dropout > 0 or cell.recurrent_dropout > 0)]
 
 
-def _streamed(layer: keras.layers.RNN, inner_loop, parts: int):
-    """`layer.inner_loop` run once per part of the batch; the results joined in order."""
+def _whole_batch_masks(cells: list, batch) -> list[dict]:
+    """Each cell's dropout masks for the whole batch, drawn as `RNN.call` draws them.
+
+    Every call of a recurrent layer draws its masks from its cell's seed generator, the
+    input mask first, for the rows it is given. Drawn here once for the whole batch, in that
+    order, they are the unsplit model's masks, and each part takes its own rows.
+    """
     import tensorflow as tf
 
-    @functools.wraps(inner_loop)
-    def loop(sequences, initial_state, mask, training=False):
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        known = sequences.shape[0]  # a batch size fixed when traced: no empty parts then
+    masks = []
+    for cell in cells:
+        drawn = {}
+        if cell.dropout > 0:
+            step = tf.zeros((batch, cell.kernel.shape[0]), cell.compute_dtype)
+            drawn["_dropout_mask"] = cell.get_dropout_mask(step)
+        if cell.recurrent_dropout > 0:
+            state = tf.zeros((batch, cell.units), cell.compute_dtype)
+            drawn["_recurrent_dropout_mask"] = cell.get_recurrent_dropout_mask(state)
+        cell.reset_dropout_mask()
+        cell.reset_recurrent_dropout_mask()
+        masks.append(drawn)
+    return masks
+
+
+def _streamed(model: keras.Model, call, parts: int):
+    """`model.call` run once per part of the batch; the outputs joined in order."""
+    import tensorflow as tf
+
+    cells = _dropout_cells(model)
+
+    @functools.wraps(call)
+    def streamed(inputs, training=None, mask=None):
+        known = inputs.shape[0]  # a batch size fixed when traced: no empty parts then
         count = parts if known is None else min(parts, known)
         if count < 2:
-            return inner_loop(sequences, initial_state, mask, training=training)
-        cell = layer.cell
-        # `RNN.call` draws the dropout masks for the whole batch before the loop; each part
-        # takes its own rows of them.
-        full = {name: getattr(cell, name, None) for name in _DROPOUT_MASKS}
-        dropout = {name: _split_mask(value, count) for name, value in full.items()}
-        inputs = _split(sequences, count)
-        states = [_split(state, count) for state in initial_state]
+            return call(inputs, training=training, mask=mask)
+        drawn = [{name: _split_mask(value, count) for name, value in masks.items()}
+                 for masks in _whole_batch_masks(cells, tf.shape(inputs)[0])]
+        pieces = _split(inputs, count)
         masks = _split(mask, count) if mask is not None else [None] * count
-        results = []
+        outputs = []
         try:
             for k in range(count):
-                for name, pieces in dropout.items():
-                    if pieces is not None:
-                        setattr(cell, name, pieces[k])
-                results.append(inner_loop(inputs[k], [state[k] for state in states], masks[k],
-                                          training=training))
+                for cell, masks_of_cell in zip(cells, drawn, strict=True):
+                    for name, rows in masks_of_cell.items():
+                        setattr(cell, name, rows[k])  # `RNN.call` uses, then clears them
+                outputs.append(call(pieces[k], training=training, mask=masks[k]))
         finally:
-            for name, value in full.items():
-                if value is not None:
-                    setattr(cell, name, value)
-        last, outputs, new_states = zip(*results, strict=True)
-        return (tf.concat(last, 0), tf.concat(outputs, 0),
-                [tf.concat(piece, 0) for piece in zip(*new_states, strict=True)])
+            for cell in cells:
+                cell.reset_dropout_mask()
+                cell.reset_recurrent_dropout_mask()
+        return tf.nest.map_structure(lambda *parts_of: tf.concat(parts_of, 0), *outputs)
 
-    return loop
+    return streamed
