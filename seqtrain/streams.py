@@ -158,17 +158,17 @@ def _streamed(model: keras.Model, call, parts: int):
         count = parts if known is None else min(parts, known)
         if count < 2:
             return call(inputs, training=training, mask=mask)
-        drawn = [{name: _split_mask(value, count) for name, value in masks.items()}
-                 for masks in _whole_batch_masks(cells, tf.shape(inputs)[0])]
+        dropout = [{name: _split_mask(value, count) for name, value in of_cell.items()}
+                   for of_cell in _whole_batch_masks(cells, tf.shape(inputs)[0])]
         pieces = _split(inputs, count)
-        masks = _split(mask, count) if mask is not None else [None] * count
+        input_masks = _split(mask, count) if mask is not None else [None] * count
         outputs = []
         try:
             for k in range(count):
-                for cell, masks_of_cell in zip(cells, drawn, strict=True):
-                    for name, rows in masks_of_cell.items():
+                for cell, of_cell in zip(cells, dropout, strict=True):
+                    for name, rows in of_cell.items():
                         setattr(cell, name, rows[k])  # `RNN.call` uses, then clears them
-                outputs.append(call(pieces[k], training=training, mask=masks[k]))
+                outputs.append(call(pieces[k], training=training, mask=input_masks[k]))
         finally:
             for cell in cells:
                 cell.reset_dropout_mask()
