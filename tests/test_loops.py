@@ -86,6 +86,35 @@ def test_seqtrains_step_computes_what_kerass_does(streams: int):
         np.testing.assert_allclose(ours_grad, theirs_grad, rtol=1e-5, atol=1e-6)
 
 
+def test_training_folds_the_bias_and_stays_kerass_numbers():
+    """In training, the bias rides in the products (LSTM, GRU); without a bias, Keras's step."""
+    import keras
+    import tensorflow as tf
+
+    def layers():
+        return [keras.Input((None, 3)),
+                keras.layers.LSTM(5, return_sequences=True, dropout=0.2),
+                keras.layers.LSTM(4, return_sequences=True, use_bias=False),
+                keras.layers.GRU(4, return_sequences=True, reset_after=False, dropout=0.3),
+                keras.layers.GRU(3, use_bias=False),
+                keras.layers.Dense(2)]
+
+    ours, theirs, installed = _models(layers)
+    assert [loops._folds_bias(layer.cell) for layer in installed] == [True, False, True, False]
+    x = np.random.default_rng(3).random((6, 8, 3), dtype="float32")
+    results = []
+    for model in (ours, theirs):
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = tf.reduce_mean(out ** 2)
+        results.append((out, tape.gradient(loss, model.trainable_variables)))
+    (out, grads), (plain_out, plain_grads) = results
+    np.testing.assert_allclose(out, plain_out, atol=1e-6)
+    for ours_grad, theirs_grad in zip(grads, plain_grads, strict=True):
+        np.testing.assert_allclose(ours_grad, theirs_grad, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ours(x), theirs(x))  # inference: Keras's operations
+
+
 def test_layers_keras_runs_per_gate_keep_kerass_loop():
     import keras
 
