@@ -115,6 +115,40 @@ def test_training_folds_the_bias_and_stays_kerass_numbers():
     np.testing.assert_array_equal(ours(x), theirs(x))  # inference: Keras's operations
 
 
+def _loop_body_operations(model, x) -> int:
+    """Operations in the bodies of the while loops (forward and backward) of a training step."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x, training=True) ** 2)
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = step.get_concrete_function(tf.TensorSpec(x.shape, x.dtype)).graph
+    return sum(1 for function in graph.as_graph_def().library.function
+               if "while_body" in function.signature.name
+               for node in function.node_def if node.op not in ("Identity", "NoOp", "Const"))
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_the_joined_products_run_fewer_operations_per_step(cell: str, monkeypatch):
+    """What `_training_step` saves against `_step` in training (README, Benchmarks)."""
+    import keras
+
+    def layers():
+        return [keras.Input((6, 3)), getattr(keras.layers, cell)(8, return_sequences=True),
+                keras.layers.Dense(2)]
+
+    joined, keras_loop, _ = _models(layers)
+    x = np.random.default_rng(0).random((4, 6, 3), dtype="float32")
+    counts = {"joined": _loop_body_operations(joined, x),
+              "keras": _loop_body_operations(keras_loop, x)}
+    monkeypatch.setattr(loops, "_folds_bias", lambda cell: False)
+    counts["step"] = _loop_body_operations(_models(layers)[0], x)
+    assert counts["joined"] < counts["step"] < counts["keras"], counts
+
+
 def test_layers_keras_runs_per_gate_keep_kerass_loop():
     import keras
 
