@@ -276,13 +276,13 @@ def _training_step(cell, batch):
     recurrent, units = tf.convert_to_tensor(cell.recurrent_kernel), cell.units
     features = kernel.shape[0]
 
-    mask = None
+    dropout_mask = None  # the column of ones stays
     if 0.0 < cell.dropout < 1.0:
-        mask = cell.get_dropout_mask(tf.ones((batch, features), kernel.dtype))
-        mask = tf.concat([mask, tf.ones((batch, 1), mask.dtype)], axis=1)
+        dropout_mask = tf.concat([cell.get_dropout_mask(tf.ones((batch, features), kernel.dtype)),
+                                  tf.ones((batch, 1), kernel.dtype)], axis=1)
 
     def dropped(inputs):
-        return inputs if mask is None else inputs * mask
+        return inputs if dropout_mask is None else inputs * dropout_mask
 
     if isinstance(cell, keras.layers.LSTMCell):
         joined = _joined_product()
