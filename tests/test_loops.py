@@ -144,7 +144,7 @@ def test_the_joined_products_run_fewer_operations_per_step(cell: str, monkeypatc
     x = np.random.default_rng(0).random((4, 6, 3), dtype="float32")
     counts = {"joined": _loop_body_operations(joined, x),
               "keras": _loop_body_operations(keras_loop, x)}
-    monkeypatch.setattr(loops, "_folds_bias", lambda cell: False)
+    monkeypatch.setattr(loops, "_folds_bias", lambda _: False)  # `_step` in training too
     counts["step"] = _loop_body_operations(_models(layers)[0], x)
     assert counts["joined"] < counts["step"] < counts["keras"], counts
 
