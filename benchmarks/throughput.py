@@ -33,8 +33,8 @@ TensorFlow's defaults and Keras's loop, C with one torch thread per core. The va
 interleaved, `--repeats` times; medians are reported. Op determinism, which seqtrain turns
 on by default, is on in B_same too (seeded as seqtrain seeds), and off in B, as in Keras
 (`--levers` times A without it). A and B_same run once more each per repeat, with B_keep,
-one after the other in one process (`PAIRS`), for an A/B_same free of the drift between
-processes.
+one after the other in one process (`PAIRS`, the order rotating by repeat), for an
+A/B_same free of the drift between processes.
 Results: benchmarks/results/throughput.json and stdout.
 """
 
@@ -302,10 +302,11 @@ def median(values: list[float | None]) -> float | None:
 
 
 VARIANTS = ("A", "B", "B_same", "C")
-# A, B_same and B_keep again, one after the other in one process, in this order (reversed
-# every other repeat): they share every process-wide setting, so their ratios measure the
-# tool's overhead without the drift between processes.
-PAIRS = ("A+B_same+B_keep", "B_keep+B_same+A")
+# A, B_same and B_keep again, one after the other in one process, in an order that rotates
+# by repeat (each takes each place once in three repeats: a run's place in the process
+# favours none of them): they share every process-wide setting, so their ratios measure
+# the tool's overhead without the drift between processes.
+PAIRS = ("A+B_same+B_keep", "B_same+B_keep+A", "B_keep+A+B_same")
 
 
 def run_variant(variant: str, cell: str, samples: int, epochs: int,
@@ -376,7 +377,7 @@ def throughput(args) -> dict:
         for repeat in range(args.repeats):  # interleaved: drift hits every variant
             for variant in VARIANTS:
                 runs[variant].append(in_child(variant, cell, args))
-            pairs.append(in_child(PAIRS[repeat % 2], cell, args)["pair"])
+            pairs.append(in_child(PAIRS[repeat % len(PAIRS)], cell, args)["pair"])
             limits.append(in_child("D", cell, args))
             print(f"{cell} repeat {repeat + 1}: " + ", ".join(
                 f"{k} {v[-1]['rate']:.0f}" for k, v in runs.items() if v[-1]["rate"])
