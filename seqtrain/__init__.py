@@ -1,3 +1,18 @@
-"""seqtrain: train recurrent networks (SimpleRNN, LSTM, GRU) from YAML experiment files."""
+"""seqtrain: train recurrent networks (SimpleRNN, LSTM, GRU) from YAML experiment files.
 
-__version__ = "0.1.0"
+The Python API is `seqtrain.train(config, overrides)` and `seqtrain.load(run_dir)` (see
+`seqtrain.api`); importing seqtrain imports no TensorFlow.
+"""
+
+__version__ = "0.2.0"
+
+__all__ = ["__version__", "load", "train"]
+
+
+def __getattr__(name: str):
+    # The API module is imported on first use: `import seqtrain` stays instant for the CLI.
+    if name in ("load", "train"):
+        from seqtrain import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'seqtrain' has no attribute {name!r}")

@@ -197,6 +197,10 @@ def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
 @app.command()
 def eval(  # noqa: A001 (the command's name is the user's word)
     run_dir: RunDirArg,
+    inputs: Annotated[Optional[Path], typer.Argument(
+        help="Score every window or sequence of this file instead (the form `predict` reads, "
+        "with targets); writes eval-<hash>.json.", show_default=False, metavar="[INPUT]")]
+    = None,
     checkpoint: Annotated[str, typer.Option(
         "--checkpoint", help="Which checkpoint: best or last.")] = "best",
     set_: Annotated[Optional[list[str]], typer.Option(
@@ -206,12 +210,12 @@ def eval(  # noqa: A001 (the command's name is the user's word)
     json_: Annotated[bool, typer.Option("--json", help="Print eval.json on stdout.")] = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Re-evaluate RUN_DIR's checkpoint on its test split; writes eval.json."""
+    """Re-evaluate RUN_DIR's checkpoint on its test split (or INPUT); writes eval.json."""
     with _user_errors():
         from seqtrain.evaluate import evaluate_run
 
         result = evaluate_run(run_dir, checkpoint=checkpoint, device=_checked_device(device),
-                              overrides=set_ or [])
+                              overrides=set_ or [], inputs=inputs)
     for warning in result.get("warnings", []):
         _say(f"warning: {warning}", "yellow")
     if not quiet:
@@ -219,6 +223,82 @@ def eval(  # noqa: A001 (the command's name is the user's word)
 
         _stderr().print(eval_table(result))
     typer.echo(json.dumps(result, indent=2) if json_ else str(run_dir / result["file"]))
+
+
+@app.command()
+def predict(
+    run_dir: RunDirArg,
+    inputs: Annotated[Optional[Path], typer.Argument(
+        help="New inputs, in the form the run's task reads: an .npz (the run's array names) "
+        "or a CSV (the run's columns).", show_default=False, metavar="[INPUT]")] = None,
+    split: Annotated[Optional[str], typer.Option(
+        "--split", help="Predict the run's own split instead (train, val or test), with the "
+        "true values beside.", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Write to this file: .csv, .jsonl or .npz.  [default: CSV on "
+        "stdout]", show_default=False)] = None,
+    checkpoint: Annotated[str, typer.Option(
+        "--checkpoint", help="Which checkpoint: best or last.")] = "best",
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | gpu | gpu:N.")] = "auto",
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", help="Sequences per call of the model.  [default: 1024]",
+        show_default=False)] = None,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="JSON lines on stdout instead of CSV; with -o, a JSON report instead of "
+        "the file's path.")] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Predict with RUN_DIR's model on INPUT (or --split), the run's preprocessing applied."""
+    with _user_errors():
+        from seqtrain.predict import predict_run
+
+        predictions, report = predict_run(
+            run_dir, inputs, split=split, output=output, checkpoint=checkpoint,
+            device=_checked_device(device), batch_size=batch_size)
+    for warning in report["warnings"]:
+        _say(f"warning: {warning}", "yellow")
+    if not quiet:
+        from seqtrain.report import predict_line
+
+        _say(predict_line(report), "default")
+    if output is not None:
+        typer.echo(json.dumps(report, indent=2) if json_ else str(output))
+        return
+    try:
+        (predictions.write_jsonl if json_ else predictions.write_csv)(sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has all it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@app.command()
+def export(
+    run_dir: RunDirArg,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="The folder to create (it must not exist).",
+        show_default=False)],
+    format_: Annotated[str, typer.Option(
+        "--format", help="saved_model (TensorFlow Serving) or onnx (needs: pip install "
+        "'seqtrain\\[onnx]').")] = "saved_model",
+    checkpoint: Annotated[str, typer.Option(
+        "--checkpoint", help="Which checkpoint: best or last.")] = "best",
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Print what was exported as JSON instead of the folder's path.")]
+    = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Export RUN_DIR's model with its preprocessing.json, to serve without seqtrain."""
+    with _user_errors():
+        from seqtrain.export import export_run
+
+        exported = export_run(run_dir, output, format=format_, checkpoint=checkpoint)
+    if not quiet:
+        names = ", ".join(exported["inputs"])
+        _say(f"exported {exported['checkpoint']}.keras as {exported['format']} to {output} "
+             f"(input {names}; preprocessing.json beside it)", "green")
+    typer.echo(json.dumps(exported, indent=2) if json_ else str(output))
 
 
 def _checked_device(device: str) -> str:

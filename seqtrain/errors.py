@@ -44,6 +44,16 @@ class DeviceError(SeqtrainError):
     """A requested device that TensorFlow does not see."""
 
 
+class ResourceError(SeqtrainError):
+    """A run that cannot fit in this machine's memory, refused before it starts."""
+
+
+class TrainingFailed(SeqtrainError):
+    """Training ended without completing (the loss diverged): exit 1."""
+
+    exit_code = EXIT_TRAINING_FAILED
+
+
 class StorageError(SeqtrainError):
     """A file could not be written (disk full, read-only folder): training failed, exit 1."""
 

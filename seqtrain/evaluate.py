@@ -12,7 +12,7 @@ from seqtrain.config import ExperimentConfig, load_config
 from seqtrain.data import Split, build_dataset
 from seqtrain.errors import ConfigError, RunDirError
 from seqtrain.report import ordered_metrics
-from seqtrain.rundir import RunDir, open_run_dir, read_json, stored_normalization
+from seqtrain.rundir import RunDir, open_run_dir, read_json, stored_preprocessing
 
 if TYPE_CHECKING:
     import keras
@@ -65,7 +65,7 @@ def read_run_config(run: RunDir) -> ExperimentConfig:
         ) from None
 
 
-def _changed_files(run: RunDir, config: ExperimentConfig) -> list[str]:
+def changed_files(run: RunDir, config: ExperimentConfig) -> list[str]:
     """Data files that differ from the ones the run was trained on."""
     from seqtrain.data.registry import fingerprints
 
@@ -80,8 +80,8 @@ def _changed_files(run: RunDir, config: ExperimentConfig) -> list[str]:
 
 
 def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
-                 overrides: list[str] = ()) -> dict[str, Any]:
-    """Rebuild a run's test split from its config and evaluate one of its checkpoints.
+                 overrides: list[str] = (), inputs: Path | None = None) -> dict[str, Any]:
+    """Evaluate one of a run's checkpoints on its test split, or on every sequence of a file.
 
     Args:
         path: The run directory.
@@ -89,13 +89,17 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
         device: Where to evaluate (the run's own device may not exist on this machine).
         overrides: `data.*=value` changes: evaluate on data the model never saw (longer
             sequences, say). The result then goes to `eval-<hash>.json`, not `eval.json`.
+        inputs: A file in the form the run's task reads, with targets: every window or
+            sequence of it is scored (with the run's stored statistics), not only a test
+            fraction. The result goes to `eval-<hash>.json`, the hash of its path and content.
 
     Returns:
-        What was written: the checkpoint, overrides, split size and metrics.
+        What was written: the checkpoint, overrides or input, size and metrics.
 
     Raises:
         RunDirError: Not a run directory, or the checkpoint is missing or damaged.
         ConfigError: An override that is not `data.*`, or data the model cannot read.
+        DataError: An input file that does not fit the run or holds no targets.
     """
     if checkpoint not in CHECKPOINTS:
         raise RunDirError(f"--checkpoint got {checkpoint!r}; expected best or last")
@@ -106,6 +110,9 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
     if outside:
         raise ConfigError("--set", [f"eval takes only data.* overrides (the model is fixed by "
                                     f"the run), got: {', '.join(outside)}"])
+    if overrides and inputs is not None:
+        raise ConfigError("--set", ["give INPUT or --set data.*=..., not both: INPUT is read "
+                                    "with the run's own data settings"])
     if overrides:
         config = load_config(run.config, overrides)
     checkpoint_path = run.checkpoint(checkpoint)
@@ -114,28 +121,34 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
             f"checkpoint {checkpoint_path} is missing: the run stopped before it saved one"
             + ("; try --checkpoint last" if checkpoint == "best" else "")
         )
+    part = None
+    if inputs is not None:  # read and checked before TensorFlow starts
+        from seqtrain.trained import TrainedRun
+
+        part = TrainedRun(path, checkpoint, device).prepare(inputs, targets=True)
     from seqtrain import loops
 
     devices = runtime.select_device(device, config.runtime.intra_op_threads,
                                     config.runtime.inter_op_threads, **loops.settings(config))
     runtime.seed_everything(config.seed, config.runtime.deterministic)
-    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
-                            stored_normalization(run))
+    if part is None:
+        part = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
+                             stored_preprocessing(run, config.data.task)).test
     model = loops.install(load_checkpoint(checkpoint_path), devices)
     expected = tuple(model.input_shape[2:])
-    if tuple(dataset.test.x.shape[2:]) != expected:
+    if tuple(part.x.shape[2:]) != expected:
         raise ConfigError("--set", [
             f"the model reads steps of shape {expected}, the overridden data gives "
-            f"{tuple(dataset.test.x.shape[2:])}: change only what keeps the inputs alike "
+            f"{tuple(part.x.shape[2:])}: change only what keeps the inputs alike "
             "(sequence_length, num_samples, shift, seeds...)"])
-    metrics = evaluate_split(model, dataset.test, config.train.batch_size)
+    metrics = evaluate_split(model, part, config.train.batch_size)
     result = {
-        "warnings": _changed_files(run, config),
+        "warnings": changed_files(run, config) if inputs is None else [],
         "run_dir": str(run.path.resolve()),
         "checkpoint": checkpoint,
         "overrides": overrides,
-        "split": "test",
-        "num_samples": len(dataset.test),
+        "split": "test" if inputs is None else "input",
+        "num_samples": len(part),
         "metrics": metrics,
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seqtrain_version": __version__,
@@ -143,6 +156,13 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
     target = run.eval
     if overrides:
         digest = hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
+        target = run.path / f"eval-{digest}.json"
+    elif inputs is not None:
+        from seqtrain.data.registry import file_digest
+
+        sha256 = file_digest(Path(inputs))
+        result["input"] = {"path": str(Path(inputs).resolve()), "sha256": sha256}
+        digest = hashlib.sha256(f"{Path(inputs).resolve()}\n{sha256}".encode()).hexdigest()[:8]
         target = run.path / f"eval-{digest}.json"
     result["file"] = target.name
     atomic.write_json(target, result)

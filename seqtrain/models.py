@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from seqtrain.config import ModelConfig, TrainConfig
 from seqtrain.data import TaskSpec
-from seqtrain.data.registry import PAD
+from seqtrain.data.registry import PAD, loss_divisor
 
 if TYPE_CHECKING:
     import keras
@@ -67,6 +67,11 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain",
     activation = "softmax" if spec.kind == "classification" else None
     layers.append(keras.layers.Dense(spec.output_units, activation=activation, name="head",
                                      dtype="float32"))
+    if spec.output_scale:
+        # A standardised target, returned in its own units by a fixed affine map: the head
+        # learns z ~ N(0, 1) while outputs, metrics and saved models speak the user's units.
+        layers.append(keras.layers.Rescaling(list(spec.output_scale), list(spec.output_offset),
+                                             name="output_scaling", dtype="float32"))
     return keras.Sequential(layers, name=name.replace(".", "_"))
 
 
@@ -77,7 +82,10 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
     Classification: cross-entropy and accuracy; regression: mean squared error and mean
     absolute error. Steps with sample weight 0 (targets that do not exist) count neither
     in the loss nor in the metric: the loss is averaged over the sample weights, not over
-    all steps, and the metric is a weighted one. A cosine schedule decays over
+    all steps, and the metric is a weighted one. A regression model that rescales its
+    output (`TaskSpec.output_scale`) reports `mse` and `mae` in the target's units, and a
+    loss divided by the target's variance: the mean squared error of the standardised
+    target, whose gradients do not depend on the target's units. A cosine schedule decays over
     `steps_per_epoch * config.epochs` steps to `config.min_learning_rate`. Under
     mixed_float16 the optimizer scales the loss (`LossScaleOptimizer`), so that small
     float16 gradients do not underflow to zero.
@@ -96,14 +104,19 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
     optimizer = getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(**options)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    loss_weights = None
     if spec.kind == "classification":
         loss = keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
-        metric = keras.metrics.SparseCategoricalAccuracy(name=spec.metric)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name=spec.metric)]
     else:
         loss = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
-        metric = keras.metrics.MeanAbsoluteError(name=spec.metric)
-    model.compile(optimizer=optimizer, loss=loss, weighted_metrics=[metric],
-                  steps_per_execution=config.steps_per_execution, jit_compile=config.jit_compile)
+        metrics = [keras.metrics.MeanAbsoluteError(name=spec.metric),
+                   keras.metrics.MeanSquaredError(name="mse")]
+        if spec.output_scale:
+            loss_weights = 1.0 / loss_divisor(spec.output_scale)
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights,
+                  weighted_metrics=metrics, steps_per_execution=config.steps_per_execution,
+                  jit_compile=config.jit_compile)
     # The optimizer's slots (Adam's moments), now: Keras creates them in the first traced
     # training step, and a tf.function that creates variables is traced twice, so every run
     # would trace its whole training step (the recurrent loops and their gradients) twice.

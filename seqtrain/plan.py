@@ -177,14 +177,17 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     """Build the data and the model of `config` (no training) and plan the run.
 
     Raises:
-        SeqtrainError: A device that is not there, or data that cannot be loaded.
+        SeqtrainError: A device that is not there, data that cannot be loaded, or a run
+            that cannot fit in memory.
     """
-    from seqtrain import runtime
+    from seqtrain import resources, runtime
     from seqtrain.data import build_dataset
 
     devices = runtime.devices_for(config)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
+    resources.check_data(config)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
+    resources.check_model(config, dataset)
     from seqtrain.loops import install
     from seqtrain.models import build_model, compile_model
 

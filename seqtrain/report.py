@@ -58,16 +58,29 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 def eval_table(result: dict[str, Any]) -> Table:
     """The metrics of one `seqtrain eval`."""
-    table = Table(
-        caption=f"{result['checkpoint']}.keras on {result['num_samples']} {result['split']} "
-        "sequences",
-        caption_justify="left",
-    )
+    where = (f"{result['split']} sequences" if result["split"] != "input"
+             else f"sequences of {result['input']['path']}")
+    caption = f"{result['checkpoint']}.keras on {result['num_samples']} {where}"
+    table = Table(caption=caption, caption_justify="left", min_width=min(len(caption), 100))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in result["metrics"].items():
         table.add_row(name, _cell(value))
     return table
+
+
+def predict_line(report: dict[str, Any]) -> str:
+    """One line on stderr about a `seqtrain predict`: what, with what, how long, how well."""
+    epoch = f" (epoch {report['best_epoch']})" if report.get("best_epoch") else ""
+    what = f"the {report['split']} split" if report["split"] else report["input"]
+    seconds = report["seconds"]
+    line = (f"predicted {report['num_sequences']:,} sequences of {what} with "
+            f"{report['checkpoint']}.keras{epoch}: read {seconds['read']:.2f} s, model "
+            f"{seconds['predict']:.2f} s" + (f", written {seconds['write']:.2f} s"
+                                             if "write" in seconds else ""))
+    if report.get("metrics"):
+        line += "; " + "  ".join(f"{k} {v:.4g}" for k, v in report["metrics"].items())
+    return line
 
 
 def plan_text(plan: dict[str, Any]) -> str:

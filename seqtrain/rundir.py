@@ -9,7 +9,8 @@
       checkpoints/resume.json, checkpoints/state-*.keras   what `seqtrain resume` restores
       summary.json         status and results (rewritten as the run progresses)
       eval.json            written by `seqtrain eval`
-      normalization.json   feature statistics of the training part (tasks that normalise)
+      preprocessing.json   how raw inputs become model inputs, and outputs predictions
+                           (encodings, training-split statistics, padding, windows)
       run.lock             held (flock) by the process training in this directory
 
 No TensorFlow here: listing and reading runs must stay fast.
@@ -63,7 +64,12 @@ class RunDir:
         return self.checkpoints / f"{which}.keras"
 
     @property
+    def preprocessing(self) -> Path:
+        return self.path / "preprocessing.json"
+
+    @property
     def normalization(self) -> Path:
+        """Feature statistics of `csv_series`, as runs stored them before preprocessing.json."""
         return self.path / "normalization.json"
 
     @property
@@ -179,9 +185,19 @@ def open_run_dir(path: Path) -> RunDir:
     return run
 
 
-def stored_normalization(run: RunDir) -> dict | None:
-    """The training-part statistics a run stored, if its task normalises."""
-    return read_json(run.normalization) if run.normalization.exists() else None
+def stored_preprocessing(run: RunDir, task: str) -> dict:
+    """What the run learned from its data (`preprocessing.json`), for task `task`.
+
+    A run made before that file existed gets the equivalent of what it stored then.
+
+    Raises:
+        RunDirError: The file is damaged.
+    """
+    if run.preprocessing.exists():
+        return read_json(run.preprocessing)
+    from seqtrain.data.preprocessing import legacy
+
+    return legacy(task, read_json(run.normalization) if run.normalization.exists() else None)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from rich.console import Console
 
-from seqtrain import __version__, atomic, runtime
+from seqtrain import __version__, atomic, resources, runtime
 from seqtrain.config import ExperimentConfig, dump_config, load_config, monitor_mode
 from seqtrain.data import Dataset, build_dataset
 from seqtrain.data.registry import fingerprints
@@ -33,7 +33,7 @@ from seqtrain.rundir import (
     open_run_dir,
     read_json,
     run_stem,
-    stored_normalization,
+    stored_preprocessing,
 )
 
 Display = Literal["rich", "plain", "quiet"]
@@ -84,8 +84,10 @@ def run_experiment(
     started_at = _now()
     devices = runtime.devices_for(config)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
+    resources.check_data(config)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     check_monitor(config, dataset)
+    resources.check_model(config, dataset)
     overrides = list(overrides)
     run = create_run_dir(run_stem(config.name, overrides), runs_dir=runs_dir, exact=exact_dir)
     with RunLock(run):
@@ -93,8 +95,7 @@ def run_experiment(
         atomic.write_text(run.overrides, f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
         atomic.write_json(run.env, {**_environment(devices, started_at, command),
                                     "data_files": fingerprints(config.data)})
-        if dataset.normalization:
-            atomic.write_json(run.normalization, dataset.normalization)
+        atomic.write_json(run.preprocessing, dataset.preprocessing)
         summary = _new_summary(config, run, started_at, dataset, devices.used)
         session = _Session(config, devices, run, dataset, summary, display,
                            console or Console(stderr=True))
@@ -153,7 +154,7 @@ def resume_experiment(
         if state and state.step == 0 and state.epoch >= config.train.epochs:
             return run, summary, False
         dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
-                                stored_normalization(run))
+                                stored_preprocessing(run, config.data.task))
 
         atomic.write_text(run.config, dump_config(config))
         with open(run.overrides, encoding="utf-8") as file:
@@ -179,8 +180,8 @@ def check_monitor(config: ExperimentConfig, dataset: Dataset) -> None:
     Raises:
         ConfigError: It names another one.
     """
-    metric = dataset.spec.metric
-    allowed = ["val_loss", f"val_{metric}", "loss", metric]
+    metrics = [dataset.spec.metric] + (["mse"] if dataset.spec.kind == "regression" else [])
+    allowed = ["val_loss", *(f"val_{m}" for m in metrics), "loss", *metrics]
     if config.train.monitor not in allowed:
         raise ConfigError("train.monitor", [
             f"train.monitor: got {config.train.monitor!r}; task {config.data.task!r} logs "

@@ -46,7 +46,11 @@ def test_rows_are_sorted_split_in_time_and_windowed_inside_each_part(tmp_path):
     np.testing.assert_allclose(data.test.y[-1], temp[118:120], atol=1e-5)
     assert len(data.val) == 24 - 9 and len(data.test) == 24 - 9  # no window spans a boundary
     train_rows = np.stack([temp[:72], (np.cos(t / 7.0) + 1000)[:72]], axis=1)
-    assert data.normalization["mean"] == pytest.approx(train_rows.mean(axis=0).tolist())
+    inputs = data.preprocessing["input"]
+    assert inputs["normalization"] == "standard"
+    assert inputs["mean"] == pytest.approx(train_rows.mean(axis=0).tolist())
+    # The target is standardised inside the model with the training windows' statistics.
+    assert data.spec.output_offset == pytest.approx([data.train.y[:, h].mean() for h in (0, 1)])
     assert data.baseline.description.startswith("persistence")
 
 
@@ -56,7 +60,7 @@ def test_the_run_stores_its_statistics_and_eval_reuses_them(tmp_path):
     result = invoke("run", config, "--run-dir", tmp_path / "run", "--quiet", "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    stored = json.loads((tmp_path / "run" / "normalization.json").read_text())
+    stored = json.loads((tmp_path / "run" / "preprocessing.json").read_text())["input"]
     assert stored["columns"] == ["temp", "pressure"] and len(stored["std"]) == 2
     first = json.loads(invoke("eval", tmp_path / "run", "--json").stdout)
     assert first["metrics"] == summary["test"]

@@ -52,7 +52,7 @@ def test_the_run_directory_holds_every_promised_file(finished_run):
     assert names == ["checkpoints", "checkpoints/best.keras", "checkpoints/last.keras",
                      "checkpoints/resume.json", "checkpoints/state-e0003-s000000.keras",
                      "config.yaml", "curves.png", "env.json", "metrics.csv", "overrides.txt",
-                     "plan.json", "run.lock", "summary.json"]
+                     "plan.json", "preprocessing.json", "run.lock", "summary.json"]
     # last.keras is the final state under a name users know: one file, two names.
     assert (run_dir / "checkpoints/last.keras").samefile(
         run_dir / "checkpoints/state-e0003-s000000.keras")

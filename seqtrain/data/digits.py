@@ -13,6 +13,7 @@ model can beat chance (1 / num_classes). It is kept to show why the sequence lay
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -20,11 +21,16 @@ from pydantic import Field, ValidationInfo, field_validator
 from seqtrain.data.registry import (
     Dataset,
     GeneratedTaskParams,
+    Split,
     TaskSpec,
     classification_baseline,
+    integer_array,
+    load_npz,
+    register_reader,
     register_task,
     split_arrays,
 )
+from seqtrain.errors import DataError
 from seqtrain.fields import NonNegativeInt, PositiveInt
 
 if TYPE_CHECKING:
@@ -92,6 +98,25 @@ def encode(digits: np.ndarray, encoding: str, num_classes: int) -> np.ndarray:
     return digits.astype(np.float32)[..., np.newaxis]
 
 
+def targets_of(digits: np.ndarray, params: ShiftedDigitParams
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The targets of digit sequences (N, T) and their sample weights, as the task defines them."""
+    import numpy as np
+
+    if params.layout == "seed":
+        # The classic mistake, kept on purpose: rolling along the sample axis pairs each
+        # input with the previous sample's digit, which it cannot see.
+        return np.roll(digits, params.shift, axis=0), None
+    if params.mode == "recall":
+        return digits[:, digits.shape[1] - 1 - params.shift], None
+    targets = np.roll(digits, params.shift, axis=1)
+    # The first `shift` targets wrapped around from the end: weight 0 hides them.
+    targets[:, : params.shift] = 0
+    sample_weight = np.ones(digits.shape, dtype=np.float32)
+    sample_weight[:, : params.shift] = 0.0
+    return targets, sample_weight
+
+
 @register_task("shifted_digit", ShiftedDigitParams)
 def shifted_digit(params: ShiftedDigitParams, seed: int) -> Dataset:
     """Generate the shifted-digit splits from `seed` alone."""
@@ -100,20 +125,7 @@ def shifted_digit(params: ShiftedDigitParams, seed: int) -> Dataset:
     rng = np.random.default_rng(seed)
     shape = (params.num_samples, params.sequence_length)
     digits = rng.integers(0, params.num_classes, size=shape, dtype=np.int32)
-    if params.layout == "seed":
-        # The classic mistake, kept on purpose: rolling along the sample axis pairs each
-        # input with the previous sample's digit, which it cannot see.
-        targets = np.roll(digits, params.shift, axis=0)
-        sample_weight = None
-    elif params.mode == "recall":
-        targets = digits[:, params.sequence_length - 1 - params.shift]
-        sample_weight = None
-    else:
-        targets = np.roll(digits, params.shift, axis=1)
-        # The first `shift` targets wrapped around from the end: weight 0 hides them.
-        targets[:, : params.shift] = 0
-        sample_weight = np.ones(shape, dtype=np.float32)
-        sample_weight[:, : params.shift] = 0.0
+    targets, sample_weight = targets_of(digits, params)
     x = encode(digits, params.encoding, params.num_classes)
     spec = TaskSpec(
         timesteps=params.sequence_length,
@@ -125,4 +137,22 @@ def shifted_digit(params: ShiftedDigitParams, seed: int) -> Dataset:
     train, val, test = split_arrays(x, targets, sample_weight, params.split)
     uniform = np.full(test.y.shape + (params.num_classes,), 1 / params.num_classes)
     baseline = classification_baseline("chance: every digit equally likely", uniform, test)
-    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline)
+    inputs = {"source": "npz", "x": "x", "encoding": params.encoding,
+              "vocabulary": params.num_classes,
+              "reading": [f"array 'x' of an .npz file: (N, T) digits 0..{params.num_classes - 1}"]}
+    if params.encoding == "scalar":
+        inputs["reading"].append("feed each digit as one float32 feature (N, T, 1)")
+    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline,
+                   preprocessing={"input": inputs})
+
+
+@register_reader("shifted_digit")
+def read_digits(params: ShiftedDigitParams, path: Path, preprocessing: dict,
+                targets: bool = False) -> Split:
+    """`x`: (N, T) digits; their targets follow from them as the task defines them."""
+    digits = integer_array(load_npz(path, what=""), "x", path, 2, params.num_classes, "digits")
+    if params.mode == "recall" and digits.shape[1] <= params.shift:
+        raise DataError(f"{path}: array 'x' has {digits.shape[1]} steps; recall of the digit "
+                        f"{params.shift} steps before the last needs more than {params.shift}")
+    y, sample_weight = targets_of(digits, params)
+    return Split(encode(digits, params.encoding, params.num_classes), y, sample_weight)

@@ -9,16 +9,19 @@
 
 Files load with `allow_pickle=False`. Padded and masked steps hold `PAD` in every feature
 and are skipped by a `Masking` layer, so they count neither in the loss nor in the metrics.
+Regression targets are standardised with the training split's statistics (inside the
+model: see `seqtrain.data.preprocessing`). `seqtrain predict` reads a file with the same
+array names (`lengths` optional, `y` not needed) through `read_npz`.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from seqtrain.data.preprocessing import stored_target_statistics, target_statistics
 from seqtrain.data.registry import (
     PAD,
     Dataset,
@@ -26,9 +29,12 @@ from seqtrain.data.registry import (
     Split,
     TaskSpec,
     classification_baseline,
+    cut,
+    load_npz,
+    npz_array,
+    register_reader,
     register_task,
     regression_baseline,
-    split_arrays,
 )
 from seqtrain.errors import DataError
 
@@ -57,41 +63,21 @@ class NpzParams(FileTaskParams):
         "error", description="NaN in the inputs: error; mask the step; replace by 0; or carry "
         "the last value forward."
     )
+    normalization: Literal["standard", "none"] = Field(
+        "standard", description="Regression targets: standard: learnt standardised with the "
+        "training split's mean and std, reported in their own units; none: as they are."
+    )
 
 
-def _load(params: NpzParams) -> dict[str, np.ndarray]:
-    import numpy as np
-
-    path = Path(params.path)
-    if not path.is_file():
-        raise DataError(f"data.path: {path} does not exist (relative paths start at the "
-                        "config file's folder)")
-    with open(path, "rb") as file:
-        if file.read(4) != b"PK\x03\x04":  # else np.load would take it for a pickle
-            raise DataError(f"{path} is not a readable .npz file (no zip header); write it "
-                            "with np.savez or np.savez_compressed")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as err:
-        raise DataError(f"{path}: {err}; save plain numeric arrays (np.savez), not "
-                        "Python objects") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{path} is not a readable .npz file ({err})") from None
-
-
-def _array(arrays: dict, name: str, path: str) -> np.ndarray:
-    if name not in arrays:
-        raise DataError(f"{path} has no array {name!r}; it has: {', '.join(sorted(arrays))}")
-    return arrays[name]
+TARGET_NORMALIZATION_DESCRIPTION = NpzParams.model_fields["normalization"].description
 
 
 @register_task("npz", NpzParams)
-def npz(params: NpzParams, seed: int) -> Dataset:
+def npz(params: NpzParams, seed: int, preprocessing: dict | None = None) -> Dataset:
     """Load, check and split a `.npz` file (see the module's docstring)."""
     import numpy as np
 
-    arrays = _load(params)
+    arrays = load_npz(Path(params.path))
     names = [(params.x, params.y)]
     given = [f"{part}_{split}" in arrays for split in ("val", "test") for part in ("x", "y")]
     if any(given) and not all(given):
@@ -101,11 +87,11 @@ def npz(params: NpzParams, seed: int) -> Dataset:
         names += [("x_val", "y_val"), ("x_test", "y_test")]
     parts = []
     for x_name, y_name in names:
-        x = _array(arrays, x_name, params.path)
-        y = _array(arrays, y_name, params.path)
+        x = npz_array(arrays, x_name, params.path)
+        y = npz_array(arrays, y_name, params.path)
         lengths = None
         if params.lengths and x_name == params.x:
-            lengths = _array(arrays, params.lengths, params.path)
+            lengths = npz_array(arrays, params.lengths, params.path)
         elif params.lengths and f"{params.lengths}_{x_name[2:]}" in arrays:
             lengths = arrays[f"{params.lengths}_{x_name[2:]}"]
         parts.append((x_name, y_name, x, y, lengths))
@@ -128,8 +114,79 @@ def npz(params: NpzParams, seed: int) -> Dataset:
         masked=bool(params.lengths) or params.missing == "mask",
         vocabulary=vocabulary,
     )
+    spec = with_target_statistics(params, spec, train, preprocessing)
+    inputs = {"source": "npz", "x": params.x, "lengths": params.lengths,
+              "encoding": "onehot" if vocabulary else "features", "vocabulary": vocabulary,
+              "missing": params.missing,
+              "reading": [f"read array {params.x!r} of the .npz file: (N, T) integer tokens "
+                          "or (N, T, F) numbers" + (f", and the true lengths {params.lengths!r}"
+                                                    " (steps after them are padding)"
+                                                    if params.lengths else ""),
+                          f"NaN inputs: {params.missing}"]}
+    output = {}
+    if kind == "regression":
+        width = spec.output_dim
+        output["names"] = [params.y] if width == 1 else [f"{params.y}_{k}" for k in range(width)]
     return Dataset(spec=spec, train=train, val=val, test=test,
-                   baseline=baseline_for(kind, spec, train, test))
+                   baseline=baseline_for(kind, spec, train, test),
+                   preprocessing={"input": inputs, "output": output})
+
+
+def with_target_statistics(params, spec: TaskSpec, train: Split,
+                           preprocessing: dict | None) -> TaskSpec:
+    """`spec` with the regression target's standardisation, unless `normalization: none`.
+
+    The statistics come from the run's stored `preprocessing` when it has them, else from
+    the training split.
+    """
+    from dataclasses import replace
+
+    if spec.kind != "regression" or params.normalization == "none":
+        return spec
+    stored = stored_target_statistics(preprocessing)
+    offset, scale = stored if stored is not None else target_statistics(train.y,
+                                                                        train.sample_weight)
+    return replace(spec, output_offset=offset, output_scale=scale)
+
+
+@register_reader("npz")
+def read_npz(params: NpzParams, path: Path, preprocessing: dict, targets: bool = False) -> Split:
+    """New inputs from a `.npz` with the run's array names (`lengths` optional, `y` optional).
+
+    Tokens are one-hot encoded over the run's vocabulary, never the file's; padding,
+    masking and the missing-value policy are the run's.
+    """
+    import numpy as np
+
+    arrays = load_npz(path, what="")
+    x = npz_array(arrays, params.x, path)
+    inputs, output = preprocessing["input"], preprocessing["output"]
+    vocabulary = inputs.get("vocabulary", 0)
+    if vocabulary:
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+            raise DataError(f"{path}: array {params.x!r} has shape {x.shape} and dtype "
+                            f"{x.dtype}; this run reads (N, T) integer tokens")
+        if x.size and x.max() >= vocabulary:
+            where = tuple(int(i) for i in np.argwhere(x >= vocabulary)[0])
+            raise DataError(f"{path}: array {params.x!r} holds token {int(x[where])} at "
+                            f"{where}; this run's tokens are 0 to {vocabulary - 1}")
+    else:
+        features = preprocessing["model_input"]["features"]
+        if x.ndim != 3 or not np.issubdtype(x.dtype, np.number) or x.shape[2] != features:
+            raise DataError(f"{path}: array {params.x!r} has shape {x.shape} and dtype "
+                            f"{x.dtype}; this run reads (N, T, {features}) numbers")
+    lengths = arrays.get(params.lengths) if params.lengths else None
+    y = npz_array(arrays, params.y, path) if targets else None
+    kind = output["kind"]
+    split = prepare_split(params, kind, vocabulary, params.x, params.y, x, y, lengths,
+                          per_step=output["per_step"], path=path)
+    if split.y is not None and kind == "classification" and split.y.max() >= len(
+            output["classes"]):
+        raise DataError(f"{path}: array {params.y!r} holds class {int(split.y.max())}; this "
+                        f"run's classes are 0 to {len(output['classes']) - 1}")
+    from dataclasses import replace
+
+    return replace(split, keys=np.arange(len(split)))
 
 
 def shuffled_split(params, whole: Split, seed: int) -> tuple[Split, Split, Split]:
@@ -137,27 +194,34 @@ def shuffled_split(params, whole: Split, seed: int) -> tuple[Split, Split, Split
     import numpy as np
 
     order = np.random.default_rng(seed).permutation(len(whole))
+    if whole.keys is None:  # each sequence keeps its place in the file as its key
+        from dataclasses import replace
+
+        whole = replace(whole, keys=np.arange(len(whole)))
     sizes = params.split.sizes(len(whole))
     if min(sizes) < 1:
         raise DataError(f"{params.path}: {len(whole)} sequences split "
                         f"{params.split.train}/{params.split.val}/{params.split.test} leave "
                         f"{sizes[0]}/{sizes[1]}/{sizes[2]} for train/val/test; every split "
                         "needs at least 1")
-    shuffled = whole.take(order)
-    return split_arrays(shuffled.x, shuffled.y, shuffled.sample_weight, params.split)
+    return cut(whole.take(order), params.split)
 
 
 def prepare_split(params, kind: str, vocabulary: int, x_name: str, y_name: str,
-                  x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None) -> Split:
+                  x: np.ndarray, y: np.ndarray | None, lengths: np.ndarray | None,
+                  per_step: bool | None = None, path: Path | str | None = None) -> Split:
     """One split's arrays as the model reads them, or a DataError naming what is wrong.
 
-    `params` needs `path`, `targets` and `missing` as `NpzParams` has them.
+    `params` needs `path`, `targets` and `missing` as `NpzParams` has them. `y` may be None
+    (new inputs to predict), and then `per_step` must say what the model outputs. `path`
+    names the file in messages (default `params.path`).
     """
     import numpy as np
 
-    where = f"{params.path}: array {x_name!r}"
+    path = path or params.path
+    where = f"{path}: array {x_name!r}"
     if x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
-        if x.min() < 0:
+        if x.size and x.min() < 0:
             raise DataError(f"{where} holds negative tokens; tokens are 0, 1, 2, ...")
         x = np.eye(vocabulary, dtype=np.float32)[x]
     elif x.ndim == 3 and np.issubdtype(x.dtype, np.number):
@@ -166,35 +230,17 @@ def prepare_split(params, kind: str, vocabulary: int, x_name: str, y_name: str,
         raise DataError(f"{where} has shape {x.shape} and dtype {x.dtype}; expected (N, T) "
                         "integer tokens or (N, T, F) numbers")
     n, steps = x.shape[:2]
-    if len(y) != n:
-        raise DataError(f"{params.path}: {y_name!r} has {len(y)} rows but {x_name!r} has {n}")
-    if not np.issubdtype(y.dtype, np.number) or np.isnan(y.astype(np.float64)).any():
-        raise DataError(f"{params.path}: array {y_name!r} must be numbers without NaN")
-    if params.targets == "auto":
-        per_step = y.ndim == 3 or (y.ndim == 2 and (kind == "classification"
-                                                    or y.shape[1] == steps))
-    else:
-        per_step = params.targets == "per_step"
-    if kind == "classification":
-        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 + per_step or y.min() < 0:
-            raise DataError(f"{params.path}: classification targets {y_name!r} must be class "
-                            f"ids 0, 1, ... shaped (N,) or (N, T); got {y.dtype} {y.shape}")
-        y = y.astype(np.int32)
-    else:
-        y = y.astype(np.float32)
-        if y.ndim == 1 + per_step:
-            y = y[..., None]  # one value per sequence or per step
-        if y.ndim != 2 + per_step:
-            raise DataError(f"{params.path}: regression targets {y_name!r} have shape {y.shape};"
-                            " expected (N,), (N, K), (N, T) or (N, T, K)")
-    if per_step and y.shape[1] != steps:
-        raise DataError(f"{params.path}: per-step targets {y_name!r} have {y.shape[1]} steps "
-                        f"but {x_name!r} has {steps}")
+    if not n or not steps:
+        raise DataError(f"{where} has shape {x.shape}: no sequences or no steps")
+    if y is not None:
+        y, per_step = _prepared_targets(params, kind, path, x_name, y_name, y, n, steps,
+                                        per_step)
     valid = np.ones((n, steps), dtype=bool)
     if lengths is not None:
         lengths = np.asarray(lengths)
-        if lengths.shape != (n,) or lengths.min() < 1 or lengths.max() > steps:
-            raise DataError(f"{params.path}: lengths must be {n} integers in [1, {steps}]; got "
+        if (lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer)
+                or lengths.min() < 1 or lengths.max() > steps):
+            raise DataError(f"{path}: lengths must be {n} integers in [1, {steps}]; got "
                             f"shape {lengths.shape}, range {lengths.min()}..{lengths.max()}")
         valid &= np.arange(steps)[None, :] < lengths[:, None]
     nan = np.isnan(x).any(axis=-1) & valid
@@ -214,6 +260,37 @@ def prepare_split(params, kind: str, vocabulary: int, x_name: str, y_name: str,
     if per_step:
         weights = valid.astype(np.float32)
     return Split(x, y, weights)
+
+
+def _prepared_targets(params, kind: str, path, x_name: str, y_name: str, y: np.ndarray,
+                      n: int, steps: int, per_step: bool | None) -> tuple[np.ndarray, bool]:
+    import numpy as np
+
+    if len(y) != n:
+        raise DataError(f"{path}: {y_name!r} has {len(y)} rows but {x_name!r} has {n}")
+    if not np.issubdtype(y.dtype, np.number) or np.isnan(y.astype(np.float64)).any():
+        raise DataError(f"{path}: array {y_name!r} must be numbers without NaN")
+    if per_step is None and params.targets == "auto":
+        per_step = y.ndim == 3 or (y.ndim == 2 and (kind == "classification"
+                                                    or y.shape[1] == steps))
+    elif per_step is None:
+        per_step = params.targets == "per_step"
+    if kind == "classification":
+        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 + per_step or y.min() < 0:
+            raise DataError(f"{path}: classification targets {y_name!r} must be class "
+                            f"ids 0, 1, ... shaped (N,) or (N, T); got {y.dtype} {y.shape}")
+        y = y.astype(np.int32)
+    else:
+        y = y.astype(np.float32)
+        if y.ndim == 1 + per_step:
+            y = y[..., None]  # one value per sequence or per step
+        if y.ndim != 2 + per_step:
+            raise DataError(f"{path}: regression targets {y_name!r} have shape {y.shape};"
+                            " expected (N,), (N, K), (N, T) or (N, T, K)")
+    if per_step and y.shape[1] != steps:
+        raise DataError(f"{path}: per-step targets {y_name!r} have {y.shape[1]} steps "
+                        f"but {x_name!r} has {steps}")
+    return y, per_step
 
 
 def forward_fill(x: np.ndarray) -> np.ndarray:
@@ -239,4 +316,4 @@ def baseline_for(kind: str, spec: TaskSpec, train: Split, test: Split):
         guess = np.broadcast_to(frequencies, test.y.shape + (spec.num_classes,))
         return classification_baseline("the training class frequencies", guess, test)
     mean = train.y.reshape(-1, train.y.shape[-1]).mean(axis=0)
-    return regression_baseline("the training mean", mean, test)
+    return regression_baseline("the training mean", mean, test, spec.output_scale)

@@ -6,6 +6,7 @@ gradient vanishes over long sequences while an LSTM or GRU can carry the informa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -13,12 +14,18 @@ from pydantic import Field
 from seqtrain.data.registry import (
     Dataset,
     GeneratedTaskParams,
+    Split,
     TaskSpec,
     classification_baseline,
+    integer_array,
+    load_npz,
+    npz_array,
+    register_reader,
     register_task,
     regression_baseline,
     split_arrays,
 )
+from seqtrain.errors import DataError
 from seqtrain.fields import PositiveInt
 
 
@@ -56,7 +63,29 @@ def adding(params: AddingParams, seed: int) -> Dataset:
     spec = TaskSpec(timesteps=length, features=2, per_step=False, kind="regression",
                     output_dim=1)
     baseline = regression_baseline("always 1.0", np.float32(1.0), test)
-    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline)
+    inputs = {"source": "npz", "x": "x",
+              "reading": ["array 'x' of an .npz file: (N, T, 2) floats, the values and a 0/1 "
+                          "marker on the two steps to add"]}
+    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline,
+                   preprocessing={"input": inputs, "output": {"names": ["sum"]}})
+
+
+@register_reader("adding")
+def read_adding(params: AddingParams, path: Path, preprocessing: dict,
+                targets: bool = False) -> Split:
+    """`x`: (N, T, 2) values and markers; the target is the sum of the marked values."""
+    import numpy as np
+
+    x = npz_array(load_npz(path, what=""), "x", path)
+    if x.ndim != 3 or x.shape[2] != 2 or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{path}: array 'x' has shape {x.shape} and dtype {x.dtype}; expected "
+                        "(N, T, 2) numbers: the values and the 0/1 markers")
+    x = x.astype(np.float32)
+    if np.isnan(x).any():
+        row, step, _ = map(int, np.argwhere(np.isnan(x))[0])
+        raise DataError(f"{path}: array 'x' has NaN (first in sequence {row}, step {step})")
+    y = (x[..., 0] * x[..., 1]).sum(axis=1, keepdims=True).astype(np.float32)
+    return Split(x, y, None)
 
 
 class CopyMemoryParams(GeneratedTaskParams):
@@ -96,10 +125,31 @@ def copy_memory(params: CopyMemoryParams, seed: int) -> Dataset:
     classes = alphabet + 2
     x = np.eye(classes, dtype=np.float32)[tokens]
     train, val, test = split_arrays(x, targets, None, params.split)
+    inputs = {"source": "npz", "x": "x", "encoding": "onehot", "vocabulary": classes,
+              "reading": [f"array 'x' of an .npz file: (N, T) tokens, 0 blank, 1..{alphabet} "
+                          f"symbols, {delimiter} the delimiter"]}
     spec = TaskSpec(timesteps=length, features=classes, per_step=True, num_classes=classes,
                     vocabulary=classes)
     guess = np.zeros(test.y.shape + (classes,))
     guess[:, :-count, blank] = 1.0
     guess[:, -count:, 1:alphabet + 1] = 1.0 / alphabet
     baseline = classification_baseline("memoryless: blanks, then a uniform guess", guess, test)
-    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline)
+    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline,
+                   preprocessing={"input": inputs})
+
+
+@register_reader("copy_memory")
+def read_copy_memory(params: CopyMemoryParams, path: Path, preprocessing: dict,
+                     targets: bool = False) -> Split:
+    """`x`: (N, T) tokens; the targets are blanks, then the first `num_symbols` tokens."""
+    import numpy as np
+
+    classes = params.vocabulary_size()
+    tokens = integer_array(load_npz(path, what=""), "x", path, 2, classes, "tokens")
+    count = params.num_symbols
+    if tokens.shape[1] < 2 * count:
+        raise DataError(f"{path}: array 'x' has {tokens.shape[1]} steps; this run's sequences "
+                        f"hold {count} symbols and repeat them at the end: at least {2 * count}")
+    y = np.zeros(tokens.shape, dtype=np.int32)
+    y[:, -count:] = tokens[:, :count]
+    return Split(np.eye(classes, dtype=np.float32)[tokens], y, None)

@@ -7,14 +7,16 @@ pydantic parameter model so that `data:` is validated per task without TensorFlo
 from __future__ import annotations
 
 import difflib
+import inspect
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from seqtrain.errors import SeqtrainError
+from seqtrain.errors import DataError, SeqtrainError
 from seqtrain.fields import Fraction, PositiveInt, Section
 
 if TYPE_CHECKING:  # builders import numpy when they make data: `validate` needs none
@@ -127,6 +129,11 @@ class TaskSpec:
             `Masking` layer makes the recurrent layers skip them.
         vocabulary: When nonzero, the inputs are one-hot vectors of this many symbols, which
             an `Embedding` can read as tokens instead.
+        output_offset: Regression: with `output_scale`, the model's output is
+            `output_offset + output_scale * z` (a fixed `Rescaling` after the head), so the
+            network learns a standardised target `z` while its outputs, loss and metrics
+            stay in the target's units. Empty: no rescaling.
+        output_scale: Regression: see `output_offset`, one value per output.
     """
 
     timesteps: int
@@ -138,6 +145,8 @@ class TaskSpec:
     tokens: int = 0
     masked: bool = False
     vocabulary: int = 0
+    output_offset: tuple[float, ...] = ()
+    output_scale: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.kind not in ("classification", "regression"):
@@ -169,11 +178,23 @@ class Baseline:
 
 @dataclass(frozen=True)
 class Split:
-    """One split's arrays; `sample_weight` is None when every target counts."""
+    """One split's arrays, as the model reads them.
+
+    Attributes:
+        x: The model's inputs.
+        y: The targets as the model is trained on them (None: inputs without targets).
+        sample_weight: Per-sequence or per-step weights; None when every target counts.
+        keys: What names each sequence in the user's data (a date, a row, an id); None:
+            its position.
+        level: `normalization: window`: each sequence's last observed target value, which
+            the model's outputs (and `y`) are relative to; None otherwise.
+    """
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
     sample_weight: np.ndarray | None
+    keys: np.ndarray | None = None
+    level: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -189,9 +210,12 @@ class Split:
             self.x, self.y, self.sample_weight)
 
     def take(self, index) -> Split:
-        """The samples at `index` (a slice or an index array), with their weights."""
-        weights = None if self.sample_weight is None else self.sample_weight[index]
-        return Split(self.x[index], self.y[index], weights)
+        """The samples at `index` (a slice or an index array), with their weights and keys."""
+        def pick(array):
+            return None if array is None else array[index]
+
+        return Split(self.x[index], pick(self.y), pick(self.sample_weight), pick(self.keys),
+                     pick(self.level))
 
 
 @dataclass(frozen=True)
@@ -203,16 +227,23 @@ class Dataset:
     val: Split
     test: Split
     baseline: Baseline | None = None
-    normalization: dict | None = None  # statistics a task computed on the training part
+    # How raw inputs become model inputs and outputs become predictions, with what the task
+    # learned from its training split (`preprocessing.json`; see `preprocessing.py`).
+    preprocessing: dict = field(default_factory=dict)
 
 
 def split_arrays(
     x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, fractions: SplitFractions
 ) -> tuple[Split, Split, Split]:
     """Cut arrays into consecutive train/val/test parts (samples are i.i.d. already)."""
-    num_train, num_val, _ = fractions.sizes(len(x))
-    bounds = [(0, num_train), (num_train, num_train + num_val), (num_train + num_val, len(x))]
-    whole = Split(x, y, sample_weight)
+    return cut(Split(x, y, sample_weight), fractions)
+
+
+def cut(whole: Split, fractions: SplitFractions) -> tuple[Split, Split, Split]:
+    """`whole` in consecutive train/val/test parts."""
+    num_train, num_val, _ = fractions.sizes(len(whole))
+    bounds = [(0, num_train), (num_train, num_train + num_val),
+              (num_train + num_val, len(whole))]
     return tuple(whole.take(slice(a, b)) for a, b in bounds)
 
 
@@ -222,25 +253,30 @@ def with_token_inputs(dataset: Dataset) -> Dataset:
     Raises:
         DataError: The inputs are not symbols.
     """
-    from dataclasses import replace
-
-    from seqtrain.errors import DataError
-
     vocabulary_size = dataset.spec.vocabulary
     if not vocabulary_size or dataset.spec.masked:
         raise DataError("model.embedding_dim needs symbol inputs (integer tokens, unpadded); "
                         "this data has real-valued or masked inputs: remove embedding_dim")
 
-    def tokens(split: Split) -> Split:
-        return replace(split, x=split.x.argmax(axis=-1).astype("int32"))
-
     spec = replace(dataset.spec, features=1, tokens=vocabulary_size)
-    return replace(dataset, spec=spec, train=tokens(dataset.train), val=tokens(dataset.val),
-                   test=tokens(dataset.test))
+    return replace(dataset, spec=spec, train=as_tokens(dataset.train),
+                   val=as_tokens(dataset.val), test=as_tokens(dataset.test))
 
 
-def regression_baseline(description: str, predicted: np.ndarray, split: Split) -> Baseline:
-    """Mean squared and absolute error of `predicted` against the split's targets."""
+def as_tokens(split: Split) -> Split:
+    """`split` with one-hot inputs (N, T, V) replaced by their symbols (N, T), int32."""
+    return replace(split, x=split.x.argmax(axis=-1).astype("int32"))
+
+
+def regression_baseline(description: str, predicted: np.ndarray, split: Split,
+                        scale: tuple[float, ...] = ()) -> Baseline:
+    """Squared and absolute error of `predicted` against the split's targets.
+
+    Both `predicted` and the targets are in the target's units (for `window` normalization,
+    both relative to the same level). `loss` is the mean squared error as the model's loss
+    counts it: divided by the mean of `scale` squared, when the model learns a rescaled
+    target (see `TaskSpec.output_scale`).
+    """
     import numpy as np
 
     error = np.broadcast_to(predicted, split.y.shape) - split.y
@@ -248,8 +284,18 @@ def regression_baseline(description: str, predicted: np.ndarray, split: Split) -
     if split.sample_weight is not None:  # per-step weights (N, T) over targets (N, T, D)
         weights = weights * split.sample_weight[..., None]
     total = float(weights.sum())
-    return Baseline(description, {"loss": float((weights * error**2).sum() / total),
+    mse = float((weights * error**2).sum() / total)
+    return Baseline(description, {"loss": mse / loss_divisor(scale), "mse": mse,
                                   "mae": float((weights * abs(error)).sum() / total)})
+
+
+def loss_divisor(scale: tuple[float, ...]) -> float:
+    """What the mean squared error in the target's units is divided by in the loss.
+
+    With one target (or one target at several horizons) this makes the loss exactly the
+    mean squared error of the standardised target; with several it is their mean variance.
+    """
+    return float(sum(s * s for s in scale) / len(scale)) if scale else 1.0
 
 
 def classification_baseline(description: str, probabilities: np.ndarray,
@@ -268,9 +314,23 @@ def classification_baseline(description: str, probabilities: np.ndarray,
 
 @dataclass(frozen=True)
 class Task:
+    """A registered task: its parameters, its dataset builder and its reader of new inputs.
+
+    Attributes:
+        name: The `task:` name.
+        params: Its parameter model.
+        build: `build(params, seed[, preprocessing]) -> Dataset`; given a run's stored
+            `preprocessing`, it applies those statistics instead of fitting new ones.
+        read: `read(params, path, preprocessing, targets) -> Split`: a file of new inputs,
+            in the form the task reads, as model inputs (`seqtrain predict`); with
+            `targets`, their targets too (`seqtrain eval` on a file), or a DataError saying
+            what the file lacks. None: the task cannot read new inputs.
+    """
+
     name: str
     params: type[TaskParams]
-    build: Callable[[TaskParams, int], Dataset]
+    build: Callable[..., Dataset]
+    read: Callable[..., Split] | None = None
 
 
 _TASKS: dict[str, Task] = {}
@@ -288,19 +348,35 @@ def register_task(name: str, params: type[TaskParams]):
     return decorator
 
 
+def register_reader(name: str):
+    """Register `read(params, path, preprocessing, targets) -> Split` for task `name`.
+
+    The reader turns a file of new inputs into model inputs with the same code and the
+    stored statistics the task's builder used in training: nothing is fitted again.
+    """
+
+    def decorator(read: Callable[..., Split]):
+        _TASKS[name] = replace(get_task(name), read=read)
+        return read
+
+    return decorator
+
+
 def fingerprints(params: TaskParams) -> list[dict]:
     """Path, size and SHA-256 of each data file the task reads."""
+    return [{"path": str(path), "bytes": path.stat().st_size, "sha256": file_digest(path)}
+            for path in params.files()]
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's content, in hex."""
     import hashlib
 
-    found = []
-    for path in params.files():
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        found.append({"path": str(path), "bytes": path.stat().st_size,
-                      "sha256": digest.hexdigest()})
-    return found
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def task_names() -> list[str]:
@@ -335,18 +411,106 @@ def get_task(name: str) -> Task:
 
 
 def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False,
-                  normalization: dict | None = None) -> Dataset:
+                  preprocessing: dict | None = None) -> Dataset:
     """Generate the dataset described by `params`; the same seed gives the same arrays.
 
     Args:
         params: The `data:` section.
         seed: The experiment's seed.
         token_inputs: Give symbol inputs as integer tokens, for a model with an embedding.
-        normalization: Statistics a run stored (`normalization.json`), to apply instead of
-            computing them again from a training part that may have changed.
+        preprocessing: What a run stored (`preprocessing.json`), to apply its statistics
+            instead of computing them again from a training part that may have changed.
+
+    Returns:
+        The dataset; its `preprocessing` complete (see `seqtrain.data.preprocessing`).
     """
-    extra = {"normalization": normalization} if normalization else {}
-    dataset = get_task(params.task).build(params, seed, **extra)
+    from seqtrain.data.preprocessing import complete
+
+    build = get_task(params.task).build
+    extra = {}
+    if preprocessing and "preprocessing" in inspect.signature(build).parameters:
+        extra["preprocessing"] = preprocessing
+    dataset = build(params, seed, **extra)
     if token_inputs:
         dataset = with_token_inputs(dataset)
-    return dataset
+    return replace(dataset, preprocessing=complete(params, dataset, token_inputs))
+
+
+def read_inputs(params: TaskParams, path: Path, preprocessing: dict,
+                targets: bool = False) -> Split:
+    """A file of new inputs as the trained model reads them (see `Task.read`).
+
+    Args:
+        params: The run's `data:` section.
+        path: The file.
+        preprocessing: The run's stored `preprocessing.json`.
+        targets: Also read the targets (to score the file), or fail naming what is missing.
+
+    Raises:
+        DataError: The file does not fit the run, or the task reads no files.
+    """
+    task = get_task(params.task)
+    if task.read is None:
+        raise DataError(f"task {task.name!r} cannot read new inputs from a file")
+    split = task.read(params, Path(path), preprocessing, targets)
+    if targets and split.y is None:
+        raise DataError(f"{path} holds no targets to score the model against")
+    if preprocessing["input"].get("encoding") == "tokens":
+        split = as_tokens(split)
+    return split
+
+
+# --- reading new inputs --------------------------------------------------------------------
+
+def load_npz(path: Path, what: str = "data.path") -> dict[str, np.ndarray]:
+    """Every array of a `.npz` file, loaded without pickles.
+
+    Raises:
+        DataError: Missing, not an `.npz`, or holding Python objects.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        where = " (relative paths start at the config file's folder)" if what else ""
+        raise DataError(f"{what + ': ' if what else ''}{path} does not exist{where}")
+    with open(path, "rb") as file:
+        if file.read(4) != b"PK\x03\x04":  # else np.load would take it for a pickle
+            raise DataError(f"{path} is not a readable .npz file (no zip header); write it "
+                            "with np.savez or np.savez_compressed")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as err:
+        raise DataError(f"{path}: {err}; save plain numeric arrays (np.savez), not "
+                        "Python objects") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"{path} is not a readable .npz file ({err})") from None
+
+
+def npz_array(arrays: dict, name: str, path: Path | str) -> np.ndarray:
+    """The array called `name`, or a DataError that lists the arrays there are."""
+    if name not in arrays:
+        raise DataError(f"{path} has no array {name!r}; it has: {', '.join(sorted(arrays))}")
+    return arrays[name]
+
+
+def integer_array(arrays: dict, name: str, path: Path, ndim: int, high: int,
+                  what: str) -> np.ndarray:
+    """An (N, T) array of whole numbers in [0, high), or a DataError naming it.
+
+    `what` says what the numbers are (digits, tokens, bits), for the message.
+    """
+    import numpy as np
+
+    array = npz_array(arrays, name, path)
+    if array.ndim != ndim or not np.issubdtype(array.dtype, np.integer) or not array.size:
+        raise DataError(f"{path}: array {name!r} has shape {array.shape} and dtype "
+                        f"{array.dtype}; expected {what} as integers shaped (N, T)")
+    low, top = int(array.min()), int(array.max())
+    if low < 0 or top >= high:
+        bad = low if low < 0 else top
+        where = tuple(int(i) for i in np.argwhere(array == bad)[0])
+        raise DataError(f"{path}: array {name!r} holds {bad} at {where}; this run's {what} "
+                        f"are 0 to {high - 1}")
+    return array

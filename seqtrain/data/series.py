@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -9,11 +10,16 @@ from pydantic import Field
 from seqtrain.data.registry import (
     Dataset,
     GeneratedTaskParams,
+    Split,
     TaskSpec,
+    load_npz,
+    npz_array,
+    register_reader,
     register_task,
     regression_baseline,
     split_arrays,
 )
+from seqtrain.errors import DataError
 from seqtrain.fields import Float, PositiveInt
 
 
@@ -50,4 +56,32 @@ def sine(params: SineParams, seed: int) -> Dataset:
     spec = TaskSpec(timesteps=length, features=1, per_step=False, kind="regression",
                     output_dim=horizon)
     baseline = regression_baseline("persistence: the last value again", test.x[:, -1:, 0], test)
-    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline)
+    inputs = {"source": "npz", "x": "x",
+              "reading": ["array 'x' of an .npz file: (N, T) values, fed as one float32 "
+                          "feature (N, T, 1)"]}
+    output = {"names": [f"t+{h}" for h in range(1, horizon + 1)]}
+    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline,
+                   preprocessing={"input": inputs, "output": output})
+
+
+@register_reader("sine")
+def read_sine(params: SineParams, path: Path, preprocessing: dict,
+              targets: bool = False) -> Split:
+    """`x`: (N, T) values; with `targets`, `y`: (N, horizon) values that follow them."""
+    import numpy as np
+
+    arrays = load_npz(path, what="")
+    x = npz_array(arrays, "x", path)
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[..., 0]
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{path}: array 'x' has shape {x.shape} and dtype {x.dtype}; expected "
+                        "(N, T) numbers")
+    y = None
+    if targets:
+        y = npz_array(arrays, "y", path)
+        if y.shape != (len(x), params.horizon) or not np.issubdtype(y.dtype, np.number):
+            raise DataError(f"{path}: array 'y' has shape {y.shape}; expected ({len(x)}, "
+                            f"{params.horizon}): the {params.horizon} values after each window")
+        y = y.astype(np.float32)
+    return Split(x.astype(np.float32)[..., None], y, None)

@@ -1,4 +1,4 @@
-"""A multivariate time series from a CSV file, cut into forecasting windows.
+"""Tables from CSV files: a multivariate time series cut into windows, or sequences by id.
 
     data:
       task: csv_series
@@ -8,27 +8,42 @@
       sequence_length: 24          # steps per input window
       horizon: 1                   # values forecast after each window
       date_column: time            # optional: sort the rows by it first
+      normalization: standard      # standard | window | none
 
 The rows are split chronologically (first train, then validation, then test), and windows
 are cut inside each part, so no window spans a boundary and no future leaks into training.
-The features are normalised with the mean and standard deviation of the training part
-only; those statistics are stored in the run directory (`normalization.json`) and reused by
-`seqtrain eval`.
+Statistics come from the training part only and are stored in the run directory
+(`preprocessing.json`), where `eval`, `predict` and `export` find them:
+
+- `standard`: each feature standardised with the training part's mean and deviation; the
+  target standardised inside the model (`seqtrain.data.preprocessing`).
+- `window`: each window made relative to its last row, `(x - x_last) / scale`, with
+  `scale` the deviation of each column's step-to-step change in the training part, and
+  the targets the change of the target from its last observed value: the model then
+  never sees the level, so a series that trends out of the training range stays in range.
+  Forecasts add the level back.
+- `none`: raw values.
+
+`csv_sequences` groups rows by an id into variable-length sequences, padded and masked.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from seqtrain.data.files import TARGET_NORMALIZATION_DESCRIPTION, with_target_statistics
+from seqtrain.data.preprocessing import stored_target_statistics, target_statistics
 from seqtrain.data.registry import (
     Dataset,
     FileTaskParams,
     Split,
     TaskSpec,
+    register_reader,
     register_task,
     regression_baseline,
 )
@@ -53,18 +68,37 @@ class CsvSeriesParams(FileTaskParams):
     missing: Literal["error", "zero", "ffill"] = Field(
         "error", description="Empty or NaN cells: error; 0; or the last value carried forward."
     )
+    normalization: Literal["standard", "window", "none"] = Field(
+        "standard", description="standard: features and target standardised with the "
+        "training part's statistics; window: each window and its targets relative to the "
+        "window's last row (for series whose level leaves the training range); none: raw. "
+        "Metrics are in the target's units either way."
+    )
 
 
-def read_table(params: CsvSeriesParams) -> tuple[np.ndarray, np.ndarray]:
-    """The feature columns (L, F) and the target (L,) as floats, in time order."""
+def read_table(params: CsvSeriesParams, path: Path | None = None,
+               with_target: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The feature columns (L, F), the target (L,) and each row's key (L,), in time order.
+
+    The key is the date column's text, else the row's place in the file (0-based). The
+    missing-value policy is applied here, to training data and new inputs alike.
+
+    Raises:
+        DataError: A column is missing, a cell is not a number, or a cell is empty or NaN
+            and `missing: error`.
+    """
     import numpy as np
 
-    path = Path(params.path)
-    rows = _rows(path, [*params.columns, params.target]
-                 + ([params.date_column] if params.date_column else []))
+    path = Path(path or params.path)
+    names = [*params.columns, *([params.target] if with_target else [])]
+    rows = _rows(path, [*names, *([params.date_column] if params.date_column else [])])
+    lines = list(range(2, len(rows) + 2))  # the file's line of each row (the header is 1)
     if params.date_column:
-        rows.sort(key=lambda row: _sort_key(row[params.date_column]))
-    names = [*params.columns, params.target]
+        order = sorted(range(len(rows)), key=lambda i: _sort_key(rows[i][params.date_column]))
+        rows, lines = [rows[i] for i in order], [lines[i] for i in order]
+        keys = np.array([rows[i][params.date_column] for i in range(len(rows))])
+    else:
+        keys = np.arange(len(rows))
     values = np.empty((len(rows), len(names)), dtype=np.float64)
     for index, row in enumerate(rows):
         for column, name in enumerate(names):
@@ -72,20 +106,21 @@ def read_table(params: CsvSeriesParams) -> tuple[np.ndarray, np.ndarray]:
             try:
                 values[index, column] = float(text) if text else np.nan
             except ValueError:
-                raise DataError(f"{path}, row {index + 2}, column {name!r}: {text!r} is not a "
-                                "number") from None
+                raise DataError(f"{path}, line {lines[index]}, column {name!r}: {text!r} is not "
+                                "a number") from None
     if np.isnan(values).any():
         if params.missing == "error":
             row, column = map(int, np.argwhere(np.isnan(values))[0])
-            raise DataError(f"{path}, column {names[column]!r} is empty or NaN (first at data "
-                            f"row {row + 1} in time order); set data.missing to zero or ffill")
+            raise DataError(f"{path}, line {lines[row]}, column {names[column]!r} is empty or "
+                            "NaN; set data.missing to zero or ffill")
         if params.missing == "zero":
             values = np.nan_to_num(values, nan=0.0)
         else:
             from seqtrain.data.files import forward_fill
 
             values = forward_fill(values[None])[0]  # the table is one long sequence
-    return values[:, :-1], values[:, -1]
+    features = values[:, :len(params.columns)]
+    return features, (values[:, -1] if with_target else None), keys
 
 
 def _sort_key(text: str):
@@ -95,21 +130,69 @@ def _sort_key(text: str):
         return (1, 0.0, text)
 
 
-def _windows(features: np.ndarray, target: np.ndarray, length: int, horizon: int) -> Split:
+def fit_statistics(params: CsvSeriesParams, features: np.ndarray) -> dict:
+    """The input statistics of `params.normalization`, from the training part's features."""
     import numpy as np
 
-    count = len(features) - length - horizon + 1
-    x = np.stack([features[i:i + length] for i in range(count)]).astype(np.float32)
-    y = np.stack([target[i + length:i + length + horizon] for i in range(count)])
-    return Split(x, y.astype(np.float32), None)
+    if params.normalization == "standard":
+        std = features.std(axis=0)
+        return {"mean": features.mean(axis=0).tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
+    if params.normalization == "window":
+        steps = np.diff(features, axis=0).std(axis=0) if len(features) > 1 else np.ones(
+            features.shape[1])
+        return {"scale": np.where(steps > 0, steps, 1.0).tolist()}
+    return {}
+
+
+def series_windows(features: np.ndarray, target: np.ndarray | None, keys: np.ndarray,
+                   statistics: dict, length: int, horizon: int, complete: bool = True) -> Split:
+    """The windows of one stretch of rows, as the model reads them.
+
+    Args:
+        features: (L, F), in time order.
+        target: (L,), or None when the target column was not read.
+        keys: (L,): what names each row.
+        statistics: `normalization` and its statistics (see `fit_statistics`).
+        length: Rows per window.
+        horizon: Target values after each window.
+        complete: Only windows whose `horizon` targets are all in the rows (training,
+            evaluation); else every window, the last one ending at the last row (forecasts
+            beyond the data), without targets.
+
+    Returns:
+        The windows (N, length, F) as float32; the targets (N, horizon) for `complete`
+        windows (changes from the last value under `window`); keys and, under `window`,
+        levels of each window's last row: the forecast origin.
+    """
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    count = len(features) - length + 1 - (horizon if complete else 0)
+    x = np.moveaxis(sliding_window_view(features, length, axis=0)[:count], -1, 1)
+    mode = statistics.get("normalization", "none")
+    if mode == "standard":
+        x = (x - np.array(statistics["mean"])) / np.array(statistics["std"])
+    elif mode == "window":
+        x = (x - x[:, -1:, :]) / np.array(statistics["scale"])
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    origins = np.arange(count) + length - 1
+    y = level = None
+    if target is not None and mode == "window":
+        level = target[origins]
+    if target is not None and complete:
+        y = sliding_window_view(target[length:], horizon)[:count]
+        if level is not None:
+            y = y - level[:, None]
+        y = y.astype(np.float32)
+    return Split(x, y, None, keys[origins], level)
 
 
 @register_task("csv_series", CsvSeriesParams)
-def csv_series(params: CsvSeriesParams, seed: int, normalization: dict | None = None) -> Dataset:
+def csv_series(params: CsvSeriesParams, seed: int, preprocessing: dict | None = None) -> Dataset:
     """Read, split chronologically, normalise and window the series (see the module)."""
     import numpy as np
 
-    features, target = read_table(params)
+    features, target, keys = read_table(params)
     bounds = np.cumsum([round(len(features) * f) for f in (params.split.train, params.split.val)])
     parts = np.split(np.arange(len(features)), bounds)
     needed = params.sequence_length + params.horizon
@@ -119,24 +202,71 @@ def csv_series(params: CsvSeriesParams, seed: int, normalization: dict | None = 
                 f"{params.path}: the {name} part has {len(rows)} rows but a window needs "
                 f"{needed} (sequence_length {params.sequence_length} + horizon "
                 f"{params.horizon}); use more rows, a shorter window or other split fractions")
-    if normalization is None:
-        train_rows = features[parts[0]]
-        std = train_rows.std(axis=0)
-        normalization = {"columns": list(params.columns), "mean": train_rows.mean(axis=0).tolist(),
-                         "std": np.where(std > 0, std, 1.0).tolist()}
-    scaled = (features - np.array(normalization["mean"])) / np.array(normalization["std"])
-    train, val, test = (_windows(scaled[rows], target[rows], params.sequence_length,
-                                 params.horizon) for rows in parts)
+    stored = (preprocessing or {}).get("input", {})
+    statistics = {key: stored[key] for key in ("mean", "std", "scale") if key in stored}
+    if not statistics:
+        statistics = fit_statistics(params, features[parts[0]])
+    statistics["normalization"] = stored.get("normalization", params.normalization)
+    train, val, test = (series_windows(features[rows], target[rows], keys[rows], statistics,
+                                       params.sequence_length, params.horizon)
+                        for rows in parts)
     spec = TaskSpec(timesteps=params.sequence_length, features=len(params.columns),
                     per_step=False, kind="regression", output_dim=params.horizon)
-    if params.target in params.columns:
-        column = params.columns.index(params.target)
-        last = test.x[:, -1, column] * normalization["std"][column] + normalization["mean"][column]
-        baseline = regression_baseline("persistence: the last value again", last[:, None], test)
+    if statistics["normalization"] != "none":
+        stored_output = stored_target_statistics(preprocessing)
+        offset, scale = stored_output if stored_output is not None else target_statistics(
+            train.y)
+        spec = replace(spec, output_offset=offset, output_scale=scale)
+    window = statistics["normalization"] == "window"
+    if window or params.target in params.columns:
+        last = target[parts[2]][params.sequence_length - 1:][:len(test)]
+        predicted = np.zeros_like(test.y) if window else last[:, None]
+        baseline = regression_baseline("persistence: the last value again", predicted, test,
+                                       spec.output_scale)
     else:
-        baseline = regression_baseline("the training mean", float(target[parts[0]].mean()), test)
+        baseline = regression_baseline("the training mean", float(target[parts[0]].mean()), test,
+                                       spec.output_scale)
+    inputs = {
+        "source": "csv", "columns": list(params.columns), "target": params.target,
+        "date_column": params.date_column, "missing": params.missing,
+        "sequence_length": params.sequence_length, "horizon": params.horizon,
+        **statistics,
+        "reading": [
+            "read the CSV file (header row); "
+            + (f"sort the rows by {params.date_column!r}; " if params.date_column else "")
+            + f"take the columns {list(params.columns)} as features"
+            + (f" and {params.target!r} for the level" if window
+               and params.target not in params.columns else ""),
+            f"empty or NaN cells: {params.missing}",
+            f"cut a window of the last {params.sequence_length} rows at every row from row "
+            f"{params.sequence_length} on: that row is the forecast origin"],
+    }
+    output = {"names": [f"{params.target}_t+{h}" for h in range(1, params.horizon + 1)],
+              "add_level": params.target if window else None,
+              "key": params.date_column or "row"}
     return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline,
-                   normalization=normalization)
+                   preprocessing={"input": inputs, "output": output})
+
+
+@register_reader("csv_series")
+def read_series(params: CsvSeriesParams, path: Path, preprocessing: dict,
+                targets: bool = False) -> Split:
+    """A CSV of the same columns (any number of rows) as windows at every forecast origin.
+
+    With `targets`, only the windows whose horizon lies inside the file, with their true
+    values (`seqtrain eval` on a file); else every window, the last ending at the last row.
+    """
+    statistics = preprocessing["input"]
+    mode = statistics.get("normalization", "none")
+    with_target = targets or mode == "window" or params.target in params.columns
+    features, target, keys = read_table(params, path, with_target)
+    needed = params.sequence_length + (params.horizon if targets else 0)
+    if len(features) < needed:
+        raise DataError(f"{path} has {len(features)} rows; a window needs {needed} "
+                        f"(sequence_length {params.sequence_length}"
+                        + (f" + horizon {params.horizon}" if targets else "") + ")")
+    return series_windows(features, target, keys, statistics, params.sequence_length,
+                          params.horizon, complete=targets)
 
 
 class CsvSequencesParams(FileTaskParams):
@@ -160,10 +290,40 @@ class CsvSequencesParams(FileTaskParams):
         "error", description="Empty or NaN feature cells: error; mask the step; 0; or carry "
         "the last value forward."
     )
+    normalization: Literal["standard", "none"] = Field(
+        "standard", description=TARGET_NORMALIZATION_DESCRIPTION
+    )
+
+
+def group_sequences(params: CsvSequencesParams, path: Path, with_target: bool
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Rows grouped by id: features (N, T, F) zero-padded, targets (N, T), lengths, ids."""
+    import numpy as np
+
+    rows = _rows(path, [params.id_column, *params.columns,
+                        *([params.target] if with_target else []),
+                        *([params.order_column] if params.order_column else [])])
+    groups: dict[str, list[tuple[int, dict]]] = {}
+    for line, row in enumerate(rows, start=2):
+        groups.setdefault(row[params.id_column], []).append((line, row))
+    if params.order_column:
+        for members in groups.values():
+            members.sort(key=lambda item: _sort_key(item[1][params.order_column]))
+    longest = max(len(members) for members in groups.values())
+    x = np.zeros((len(groups), longest, len(params.columns)), dtype=np.float64)
+    targets = np.zeros((len(groups), longest), dtype=np.float64) if with_target else None
+    lengths = np.array([len(members) for members in groups.values()])
+    for n, members in enumerate(groups.values()):
+        for t, (line, row) in enumerate(members):
+            x[n, t] = [_number(row, c, path, line, missing_ok=True) for c in params.columns]
+            if with_target:
+                targets[n, t] = _number(row, params.target, path, line)
+    return x, targets, lengths, np.array(list(groups))
 
 
 @register_task("csv_sequences", CsvSequencesParams)
-def csv_sequences(params: CsvSequencesParams, seed: int) -> Dataset:
+def csv_sequences(params: CsvSequencesParams, seed: int,
+                  preprocessing: dict | None = None) -> Dataset:
     """Group rows by id into variable-length sequences, right-padded and masked.
 
     Sequences are shuffled with the seed and cut by `split`; padding is skipped by the
@@ -173,40 +333,73 @@ def csv_sequences(params: CsvSequencesParams, seed: int) -> Dataset:
 
     from seqtrain.data.files import baseline_for, prepare_split, shuffled_split
 
-    path = Path(params.path)
-    rows = _rows(path, [params.id_column, *params.columns, params.target]
-                 + ([params.order_column] if params.order_column else []))
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row[params.id_column], []).append(row)
-    if params.order_column:
-        for members in groups.values():
-            members.sort(key=lambda row: _sort_key(row[params.order_column]))
-    longest = max(len(members) for members in groups.values())
-    x = np.zeros((len(groups), longest, len(params.columns)), dtype=np.float64)
-    targets = np.zeros((len(groups), longest), dtype=np.float64)
-    lengths = np.array([len(members) for members in groups.values()])
-    for n, members in enumerate(groups.values()):
-        for t, row in enumerate(members):
-            x[n, t] = [_number(row, c, path, missing_ok=True) for c in params.columns]
-            targets[n, t] = _number(row, params.target, path)
+    x, targets, lengths, ids = group_sequences(params, Path(params.path), with_target=True)
     kind = params.kind
     whole_numbers = np.all(targets == np.round(targets))
     if kind == "auto":
         kind = "classification" if whole_numbers else "regression"
-    if params.targets == "per_sequence":
-        targets = targets[np.arange(len(groups)), lengths - 1]
-    y = targets.astype(np.int64) if kind == "classification" else targets
+    y = _sequence_targets(params, kind, targets, lengths)
     whole = prepare_split(params, kind, 0, "columns", params.target, x, y, lengths)
-    train, val, test = shuffled_split(params, whole, seed)
+    train, val, test = shuffled_split(params, replace(whole, keys=ids), seed)
     per_step = params.targets == "per_step"
     spec = TaskSpec(
-        timesteps=longest, features=len(params.columns), per_step=per_step, kind=kind,
+        timesteps=x.shape[1], features=len(params.columns), per_step=per_step, kind=kind,
         num_classes=int(y.max()) + 1 if kind == "classification" else 0,
         output_dim=0 if kind == "classification" else 1, masked=True,
     )
+    spec = with_target_statistics(params, spec, train, preprocessing)
+    inputs = {"source": "csv", "id_column": params.id_column, "order_column": params.order_column,
+              "columns": list(params.columns), "missing": params.missing,
+              "reading": ["read the CSV file (header row); rows with the same "
+                          f"{params.id_column!r} form one sequence"
+                          + (f", ordered by {params.order_column!r}" if params.order_column
+                             else ", in file order")
+                          + f"; the columns {list(params.columns)} are its features",
+                          f"empty or NaN feature cells: {params.missing}"]}
+    output = {"key": params.id_column}
+    if kind == "regression":
+        output["names"] = [params.target]
     return Dataset(spec=spec, train=train, val=val, test=test,
-                   baseline=baseline_for(kind, spec, train, test))
+                   baseline=baseline_for(kind, spec, train, test),
+                   preprocessing={"input": inputs, "output": output})
+
+
+def _sequence_targets(params: CsvSequencesParams, kind: str, targets: np.ndarray,
+                      lengths: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    if params.targets == "per_sequence":
+        targets = targets[np.arange(len(targets)), lengths - 1]
+    return targets.astype(np.int64) if kind == "classification" else targets
+
+
+@register_reader("csv_sequences")
+def read_sequences(params: CsvSequencesParams, path: Path, preprocessing: dict,
+                   targets: bool = False) -> Split:
+    """A CSV with the run's id and feature columns (the target column with `targets`)."""
+    import numpy as np
+
+    from seqtrain.data.files import prepare_split
+
+    output = preprocessing["output"]
+    x, values, lengths, ids = group_sequences(params, path, with_target=targets)
+    y = None
+    if targets:
+        kind = output["kind"]
+        if kind == "classification":
+            if not np.all(values == np.round(values)):
+                raise DataError(f"{path}, column {params.target!r}: this run's targets are "
+                                "classes (whole numbers)")
+            unseen = values.astype(np.int64) >= len(output["classes"])
+            if (unseen & (np.arange(values.shape[1]) < lengths[:, None])).any():
+                n = int(np.argwhere(unseen)[0][0])
+                raise DataError(f"{path}, column {params.target!r}: sequence {ids[n]!r} has "
+                                f"a class not seen in training; this run's classes are 0 to "
+                                f"{len(output['classes']) - 1}")
+        y = _sequence_targets(params, kind, values, lengths)
+    split = prepare_split(params, output["kind"], 0, "columns", params.target, x, y, lengths,
+                          per_step=output["per_step"], path=path)
+    return replace(split, keys=ids)
 
 
 def _rows(path: Path, needed: list[str]) -> list[dict]:
@@ -218,20 +411,24 @@ def _rows(path: Path, needed: list[str]) -> list[dict]:
             rows = list(csv.DictReader(file))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path} is not a readable CSV file ({err})") from None
-    header = list(rows[0]) if rows else []
+    if not rows:
+        raise DataError(f"{path} has no data rows; expected a header row and at least one row")
+    header = list(rows[0])
     for column in needed:
         if column not in header:
             raise DataError(f"{path} has no column {column!r}; it has: {', '.join(header)}")
     return rows
 
 
-def _number(row: dict, column: str, path: Path, missing_ok: bool = False) -> float:
+def _number(row: dict, column: str, path: Path, line: int, missing_ok: bool = False) -> float:
     text = (row[column] or "").strip()
     if not text:
         if missing_ok:
             return float("nan")
-        raise DataError(f"{path}: an empty {column!r} cell; targets cannot be missing")
+        raise DataError(f"{path}, line {line}: an empty {column!r} cell; targets cannot be "
+                        "missing")
     try:
         return float(text)
     except ValueError:
-        raise DataError(f"{path}, column {column!r}: {text!r} is not a number") from None
+        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a "
+                        "number") from None

@@ -1,0 +1,147 @@
+"""`seqtrain export`: a run's model for serving without seqtrain, as a SavedModel or ONNX.
+
+    DIR/                     a new folder, created whole or not at all; never overwritten
+      saved_model.pb, variables/, ...   --format saved_model: a TensorFlow SavedModel whose
+                                        `serving_default` signature TF Serving calls
+      model.onnx                        --format onnx (the `seqtrain[onnx]` extra)
+      preprocessing.json                the run's: how raw inputs become the model's input,
+                                        and its output predictions; plus `export`: the
+                                        format, the signature's input and output names
+
+The model is traced on the CPU, so the artifact holds no cuDNN-only kernels and serves on
+any machine. Keras writes both formats (`model.export`); the ONNX file is checked against
+the Keras model with onnxruntime before it is kept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from seqtrain import __version__, atomic
+from seqtrain.errors import SeqtrainError
+from seqtrain.trained import TrainedRun
+
+FORMATS = ("saved_model", "onnx")
+ONNX_TOLERANCE = 1e-4  # largest difference from Keras's outputs an ONNX file may show
+ONNX_EXTRA = "pip install 'seqtrain[onnx]'"
+
+
+def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A002
+               checkpoint: str = "best") -> dict[str, Any]:
+    """Write a run's model and its preprocessing to the new folder `output`.
+
+    Args:
+        path: The run directory.
+        output: The folder to create; it must not exist.
+        format: `saved_model` or `onnx`.
+        checkpoint: `best` or `last`.
+
+    Returns:
+        What `preprocessing.json` records under `export`.
+
+    Raises:
+        SeqtrainError: An unknown format, an existing `output`, the ONNX extra missing, or
+            a run or checkpoint that cannot be used (exit 2; nothing written).
+    """
+    if format not in FORMATS:
+        raise SeqtrainError(f"--format got {format!r}; expected saved_model or onnx")
+    output = Path(output)
+    if output.exists():
+        raise SeqtrainError(f"-o {output} already exists; seqtrain never overwrites an export: "
+                            "choose a new folder")
+    if format == "onnx":
+        missing = [name for name in ("tf2onnx", "onnxruntime")
+                   if importlib.util.find_spec(name) is None]
+        if missing:
+            raise SeqtrainError(f"--format onnx needs {' and '.join(missing)}: {ONNX_EXTRA}")
+    trained = TrainedRun(path, checkpoint, device="cpu")
+    preprocessing = trained.preprocessing
+    model = trained.model
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.",
+                                         suffix=".tmp"))
+    except OSError as err:
+        raise SeqtrainError(f"cannot create {output}: {err.strerror or err}") from None
+    try:
+        if format == "saved_model":
+            model.export(building, format="tf_saved_model", verbose=False)
+            signature = _saved_model_signature(building)
+        else:
+            x = sample_inputs(preprocessing, model.input_shape)
+            expected = model.predict(x, verbose=0)  # also what Keras's exporter asks first
+            model.export(building / "model.onnx", format="onnx", verbose=False)
+            signature = _checked_onnx(building / "model.onnx", x, expected)
+        exported = {"format": format, **signature, "run_dir": str(trained.path.resolve()),
+                    "checkpoint": checkpoint, "seqtrain_version": __version__,
+                    "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        atomic.write_json(building / "preprocessing.json", {**preprocessing, "export": exported})
+        os.rename(building, output)  # the folder appears whole, or not at all
+        atomic.fsync_dir(output.parent)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return exported
+
+
+def _saved_model_signature(folder: Path) -> dict[str, Any]:
+    """The `serving_default` signature's input and output, as the SavedModel declares them."""
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    inputs = function.structured_input_signature[1]
+    outputs = function.structured_outputs
+    return {"signature": "serving_default",
+            "inputs": {name: _spec(spec) for name, spec in inputs.items()},
+            "outputs": {name: _spec(spec) for name, spec in outputs.items()}}
+
+
+def _spec(spec) -> dict[str, Any]:
+    return {"dtype": spec.dtype.name, "shape": list(spec.shape.as_list())}
+
+
+def _checked_onnx(path: Path, x, expected) -> dict[str, Any]:
+    """Run the ONNX file on inputs `x`; keep it only if it gives the Keras model's `expected`.
+
+    Raises:
+        SeqtrainError: The converter changed the model's outputs beyond `ONNX_TOLERANCE`.
+    """
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (found,) = session.run(None, {session.get_inputs()[0].name: x})
+    difference = float(np.abs(found - expected).max())
+    if not difference <= ONNX_TOLERANCE:
+        raise SeqtrainError(f"the ONNX conversion changed the model's outputs by up to "
+                            f"{difference:.3g} (more than {ONNX_TOLERANCE:g}); use --format "
+                            "saved_model")
+    def described(node) -> dict[str, Any]:  # symbolic dimensions (batch, steps) as null
+        return {"dtype": node.type, "shape": [d if isinstance(d, int) else None
+                                              for d in node.shape]}
+
+    return {"inputs": {i.name: described(i) for i in session.get_inputs()},
+            "outputs": {o.name: described(o) for o in session.get_outputs()},
+            "checked": {"sequences": len(x), "max_abs_difference": difference}}
+
+
+def sample_inputs(preprocessing: dict, input_shape: tuple, count: int = 8):
+    """Random model inputs of the run's kind, the later half right-padded when it masks."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    model_input = preprocessing["model_input"]
+    steps = input_shape[1] or model_input["timesteps_in_training"]
+    if model_input["name"] == "tokens":
+        vocabulary = preprocessing["input"].get("vocabulary") or 2
+        return rng.integers(0, vocabulary, (count, steps)).astype(np.int32)
+    x = rng.normal(size=(count, steps, model_input["features"])).astype(np.float32)
+    if "padding_value" in model_input:
+        x[count // 2:, steps // 2:] = model_input["padding_value"]
+    return x

@@ -1,0 +1,69 @@
+"""`seqtrain predict`: a trained run's predictions for new inputs or for one of its splits.
+
+Everything the run learned from its training split is applied from the run directory alone
+(`TrainedRun`); the input is read and checked before TensorFlow starts, so a file that does
+not fit the run is refused at once and nothing is written.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from seqtrain.predictions import Predictions, output_format
+from seqtrain.trained import TrainedRun
+
+
+def predict_run(path: Path, inputs: Path | None = None, *, split: str | None = None,
+                output: Path | None = None, checkpoint: str = "best", device: str = "auto",
+                batch_size: int | None = None) -> tuple[Predictions, dict[str, Any]]:
+    """Predict with a run's checkpoint, and write the predictions to `output` if given.
+
+    Args:
+        path: The run directory.
+        inputs: A file in the form the run's task reads (see `TrainedRun.prepare`).
+        split: Instead, the run's own `train`, `val` or `test` split, with true values.
+        output: The file to write (`.csv`, `.jsonl` or `.npz`), atomically.
+        checkpoint: `best` or `last`.
+        device: Where the model runs.
+        batch_size: Sequences per call of the model.
+
+    Returns:
+        The predictions, and a report: what was predicted, where it went, how long each
+        phase took, and the metrics when true values are known.
+
+    Raises:
+        SeqtrainError: A run, input, split, checkpoint or output the command cannot use.
+    """
+    started = time.perf_counter()
+    if output is not None:
+        output_format(output)
+    trained = TrainedRun(path, checkpoint, device)
+    part = trained.prepare(inputs, split)
+    read = time.perf_counter()
+    trained.model  # noqa: B018 (TensorFlow starts and the checkpoint loads: timed apart)
+    loaded = time.perf_counter()
+    outputs = trained.predict_arrays(part.x, batch_size)
+    predicted = time.perf_counter()
+    predictions = Predictions(trained.preprocessing, outputs, part, with_true=split is not None)
+    if output is not None:
+        predictions.write(output)
+    summary = trained.summary if trained.run.summary.exists() else {}
+    report: dict[str, Any] = {
+        "run_dir": str(trained.path.resolve()),
+        "checkpoint": checkpoint,
+        "best_epoch": summary.get("best_epoch") if checkpoint == "best" else None,
+        "input": None if inputs is None else str(Path(inputs).resolve()),
+        "split": split,
+        "num_sequences": len(part),
+        "output": None if output is None else str(output),
+        "warnings": trained.warnings() if split is not None else [],
+        "seconds": {"read": round(read - started, 4), "load": round(loaded - read, 4),
+                    "predict": round(predicted - loaded, 4)},
+    }
+    if output is not None:
+        report["seconds"]["write"] = round(time.perf_counter() - predicted, 4)
+    if split is not None:
+        report["metrics"] = predictions.metrics()
+    return predictions, report

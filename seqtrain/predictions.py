@@ -1,0 +1,252 @@
+"""A model's outputs decoded into the user's terms, as a table, arrays and files.
+
+Classification: the class (`predicted`) and one probability per class (`prob_<class>`).
+Regression: values in the target's units, one column per output (`load_t+1`, ...), with the
+window's level added back under `normalization: window`. Each row is keyed as the user's
+data names it: the forecast origin's date (or row), the sequence's id (or place in the
+file), and the step for per-step tasks. With true values (a run's own split), `true_...`
+columns stand beside the predictions, and the metrics follow from them.
+
+Files by extension: `.csv` (one row per sequence or step), `.jsonl` (the same rows as JSON
+objects), `.npz` (the arrays, shaped as the model's outputs). No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from seqtrain import atomic
+from seqtrain.data.registry import PAD, Split, loss_divisor
+from seqtrain.errors import SeqtrainError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FORMATS = (".csv", ".jsonl", ".npz")
+_EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in its cross-entropy
+
+
+def output_format(path: Path) -> str:
+    """The format `path`'s extension asks for.
+
+    Raises:
+        SeqtrainError: An extension seqtrain does not write.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise SeqtrainError(f"-o {path}: unknown extension {path.suffix!r}; write .csv, .jsonl "
+                            "or .npz")
+    return suffix
+
+
+@dataclass
+class Predictions:
+    """What a model predicted for some sequences, with their keys and maybe true values.
+
+    Attributes:
+        preprocessing: The run's `preprocessing.json`.
+        outputs: The model's outputs: probabilities, or values in the target's units
+            (relative to `split.level` under `normalization: window`).
+        split: The inputs: keys, weights, levels, and targets when `with_true`.
+        with_true: Whether to report true values (a run's own split).
+    """
+
+    preprocessing: dict
+    outputs: np.ndarray
+    split: Split
+    with_true: bool = False
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+    @property
+    def kind(self) -> str:
+        return self.preprocessing["output"]["kind"]
+
+    @property
+    def per_step(self) -> bool:
+        return bool(self.preprocessing["output"]["per_step"])
+
+    @property
+    def key_name(self) -> str:
+        return self.preprocessing["output"].get("key") or "sequence"
+
+    @property
+    def keys(self) -> np.ndarray:
+        import numpy as np
+
+        return self.split.keys if self.split.keys is not None else np.arange(len(self))
+
+    @property
+    def names(self) -> list[str]:
+        """Regression: one name per output value."""
+        return list(self.preprocessing["output"]["names"])
+
+    @property
+    def classes(self) -> list:
+        return list(self.preprocessing["output"]["classes"])
+
+    def values(self) -> np.ndarray:
+        """Regression: predictions in the target's units, the level added back."""
+        if self.split.level is None:
+            return self.outputs
+        return self.outputs + self.split.level[:, None].astype(self.outputs.dtype)
+
+    def true_values(self) -> np.ndarray | None:
+        """The targets in the user's terms: classes, or values in the target's units."""
+        y = self.split.y
+        if not self.with_true or y is None:
+            return None
+        if self.kind == "regression" and self.split.level is not None:
+            return y + self.split.level[:, None].astype(y.dtype)
+        return y
+
+    def steps(self) -> np.ndarray:
+        """(N, T) booleans: the steps that are not padding (per-step tasks)."""
+        import numpy as np
+
+        x = self.split.x
+        if x.ndim == 3 and "padding_value" in self.preprocessing["model_input"]:
+            return ~(x == PAD).all(axis=-1)
+        return np.ones(x.shape[:2], dtype=bool)
+
+    def weights(self) -> np.ndarray:
+        """Weight of each target: 0 where none counts (padding, a step with nothing to recall)."""
+        import numpy as np
+
+        shape = self.outputs.shape[:2] if self.per_step else self.outputs.shape[:1]
+        if self.split.sample_weight is not None:
+            return self.split.sample_weight.reshape(shape).astype(np.float64)
+        return np.ones(shape)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The predictions as arrays shaped like the model's outputs (what `.npz` holds)."""
+        import numpy as np
+
+        found: dict[str, np.ndarray] = {self.key_name: self.keys}
+        if self.kind == "classification":
+            found["predicted"] = self.outputs.argmax(axis=-1)
+            found["probabilities"] = self.outputs
+        else:
+            found["prediction"] = self.values()
+        true = self.true_values()
+        if true is not None:
+            found["true"] = true
+            found["sample_weight"] = self.weights().astype(np.float32)
+        if self.per_step:
+            found["valid"] = self.steps()
+        return found
+
+    def columns(self) -> list[str]:
+        """The table's columns, in order."""
+        columns = [self.key_name] + (["step"] if self.per_step else [])
+        if self.kind == "classification":
+            columns += ["predicted", *(f"prob_{c}" for c in self.classes)]
+            if self.with_true:
+                columns.append("true_class")
+        else:
+            columns += self.names
+            if self.with_true:
+                columns += [f"true_{name}" for name in self.names]
+        return columns
+
+    def rows(self) -> Iterator[list[Any]]:
+        """The table's rows, one per sequence (or per valid step); None: no true value."""
+        import numpy as np
+
+        keys = self.keys.tolist()
+        true = self.true_values()
+        weights = self.weights()
+        if self.kind == "classification":
+            predicted = self.outputs.argmax(axis=-1)
+        else:
+            values = self.values()
+        valid = self.steps() if self.per_step else None
+        for n in range(len(self)):
+            places = [(n,)]
+            if valid is not None:
+                places = [(n, int(t)) for t in np.flatnonzero(valid[n])]
+            for place in places:
+                row: list[Any] = [keys[n]] + ([place[1]] if self.per_step else [])
+                counts = weights[place] > 0
+                if self.kind == "classification":
+                    row += [int(predicted[place]), *self.outputs[place].tolist()]
+                    if true is not None:
+                        row.append(int(true[place]) if counts else None)
+                else:
+                    row += values[place].tolist()
+                    if true is not None:
+                        row += true[place].tolist() if counts else [None] * len(self.names)
+                yield row
+
+    def metrics(self) -> dict[str, float]:
+        """Loss and metrics against the true values, weighted as training weighs them.
+
+        Classification: `loss` (cross-entropy) and `accuracy`; regression: `loss` (as the
+        model's loss counts it), `mse` and `mae` in the target's units.
+
+        Raises:
+            ValueError: There are no true values.
+        """
+        import numpy as np
+
+        true = self.true_values()
+        if true is None:
+            raise ValueError("no true values: predict a run's own split for metrics")
+        weights = self.weights()
+        total = float(weights.sum())
+        if self.kind == "classification":
+            picked = np.take_along_axis(self.outputs, true[..., None].astype(np.int64), -1)[..., 0]
+            picked = np.clip(picked.astype(np.float64), _EPSILON, 1 - _EPSILON)
+            correct = self.outputs.argmax(axis=-1) == true
+            return {"loss": float(-(weights * np.log(picked)).sum() / total),
+                    "accuracy": float((weights * correct).sum() / total)}
+        error = self.values().astype(np.float64) - true.astype(np.float64)
+        mse = float((weights * (error**2).mean(axis=-1)).sum() / total)
+        mae = float((weights * abs(error).mean(axis=-1)).sum() / total)
+        scale = tuple(self.preprocessing["output"].get("scale") or ())
+        return {"loss": mse / loss_divisor(scale), "mae": mae, "mse": mse}
+
+    # --- files ------------------------------------------------------------------------------
+
+    def write(self, path: Path) -> None:
+        """Write to `path` atomically, in the format of its extension (see `FORMATS`).
+
+        Raises:
+            SeqtrainError: An unknown extension.
+            StorageError: The file cannot be written.
+        """
+        suffix = output_format(path)
+        if suffix == ".npz":
+            import numpy as np
+
+            buffer = io.BytesIO()
+            np.savez(buffer, **self.arrays())
+            atomic.write_bytes(path, buffer.getvalue())
+            return
+        text = io.StringIO()
+        (self.write_csv if suffix == ".csv" else self.write_jsonl)(text)
+        atomic.write_text(path, text.getvalue())
+
+    def write_csv(self, file: IO[str]) -> None:
+        """The table as CSV with a header row; floats with 7 significant digits."""
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(self.columns())
+        for row in self.rows():
+            writer.writerow(["" if v is None else (f"{v:.7g}" if isinstance(v, float) else v)
+                             for v in row])
+
+    def write_jsonl(self, file: IO[str]) -> None:
+        """The table as JSON lines, one object per row; NaN as null."""
+        columns = self.columns()
+        for row in self.rows():
+            record = {c: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                      for c, v in zip(columns, row, strict=True)}
+            file.write(json.dumps(record) + "\n")

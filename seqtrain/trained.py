@@ -1,0 +1,198 @@
+"""A finished run, opened for use: its config, summary, preprocessing and model.
+
+`seqtrain predict`, `seqtrain export` and the Python API (`seqtrain.load`) all go through
+`TrainedRun`, so there is one way from raw inputs to model inputs (the task's own reader,
+with the statistics the run stored) and from outputs to predictions (`Predictions`).
+TensorFlow starts only when the model is first needed: bad inputs are refused before.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from seqtrain import runtime
+from seqtrain.config import ExperimentConfig
+from seqtrain.data import Split, build_dataset
+from seqtrain.data.registry import read_inputs
+from seqtrain.errors import DataError, RunDirError, SeqtrainError
+from seqtrain.evaluate import CHECKPOINTS, changed_files, load_checkpoint, read_run_config
+from seqtrain.predictions import Predictions
+from seqtrain.rundir import RunDir, open_run_dir, read_json
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+
+SPLITS = ("train", "val", "test")
+# Sequences per call of the model: inference keeps no activations for a backward pass, so
+# batches far larger than training's cost little memory and use the cores better.
+PREDICT_BATCH_SIZE = 1024
+
+
+class TrainedRun:
+    """A run directory's trained model, ready to predict on new inputs or its own splits.
+
+    Args:
+        path: The run directory.
+        checkpoint: `best` (the monitored value's best epoch) or `last`.
+        device: Where the model runs: auto, cpu, gpu or gpu:N.
+
+    Raises:
+        RunDirError: Not a run directory, or the checkpoint is missing.
+    """
+
+    def __init__(self, path: str | os.PathLike, checkpoint: str = "best", device: str = "auto"):
+        if checkpoint not in CHECKPOINTS:
+            raise RunDirError(f"--checkpoint got {checkpoint!r}; expected best or last")
+        self.run: RunDir = open_run_dir(Path(path))
+        self.config: ExperimentConfig = read_run_config(self.run)
+        self.checkpoint = checkpoint
+        self.device = device
+        self.checkpoint_path = self.run.checkpoint(checkpoint)
+        if not self.checkpoint_path.is_file():
+            raise RunDirError(
+                f"checkpoint {self.checkpoint_path} is missing: the run stopped before it saved "
+                "one" + ("; try --checkpoint last" if checkpoint == "best" else ""))
+
+    def __repr__(self) -> str:
+        return f"TrainedRun({str(self.path)!r}, checkpoint={self.checkpoint!r})"
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The run's `summary.json` (status, metrics, baseline, ...)."""
+        return read_json(self.run.summary)
+
+    @cached_property
+    def preprocessing(self) -> dict[str, Any]:
+        """How raw inputs become model inputs and outputs predictions (`preprocessing.json`).
+
+        A run made before that file existed gets it rebuilt from its data and the
+        statistics it stored then.
+        """
+        if self.run.preprocessing.exists():
+            return read_json(self.run.preprocessing)
+        return self.dataset().preprocessing
+
+    @cached_property
+    def model(self) -> keras.Model:
+        """The checkpoint's plain Keras model (TensorFlow starts here)."""
+        runtime.select_device(self.device, self.config.runtime.intra_op_threads,
+                              self.config.runtime.inter_op_threads)
+        return load_checkpoint(self.checkpoint_path)
+
+    def dataset(self):
+        """The run's data, rebuilt from its config and stored statistics (`build_dataset`)."""
+        from seqtrain.rundir import stored_preprocessing
+
+        config = self.config
+        return build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
+                             stored_preprocessing(self.run, config.data.task))
+
+    def warnings(self) -> list[str]:
+        """Data files that changed since the run trained on them."""
+        return changed_files(self.run, self.config)
+
+    def prepare(self, inputs: Any = None, split: str | None = None,
+                targets: bool = False) -> Split:
+        """Model inputs from `inputs` (or the run's own `split`), as the run's task reads them.
+
+        Args:
+            inputs: A file in the task's form (`.npz`, `.csv`); or, as that file would hold
+                them, a NumPy array (the `x` array), a dict of arrays (an `.npz`'s arrays, or
+                a CSV's columns), or a list of rows (dicts, a CSV's rows).
+            split: `train`, `val` or `test`: the run's own split, with its targets.
+            targets: Also read the targets of `inputs` (to score them).
+
+        Raises:
+            DataError: Inputs that do not fit the run (the message names the file, array,
+                column or row), or both or neither of `inputs` and `split`.
+        """
+        if (inputs is None) == (split is None):
+            raise SeqtrainError("give either INPUT (a file of new inputs) or --split, not "
+                                f"{'both' if split else 'neither'}")
+        if split is not None:
+            if split not in SPLITS:
+                raise SeqtrainError(f"--split got {split!r}; expected train, val or test")
+            part = getattr(self.dataset(), split)
+        elif isinstance(inputs, (str, os.PathLike)):
+            path = Path(inputs)
+            if not path.is_file():
+                raise DataError(f"input {path} does not exist"
+                                + (" (it is a folder)" if path.is_dir() else ""))
+            part = read_inputs(self.config.data, path, self.preprocessing, targets)
+        else:
+            with tempfile.TemporaryDirectory(prefix=".seqtrain-inputs.") as folder:
+                path = self._as_file(inputs, Path(folder))
+                part = read_inputs(self.config.data, path, self.preprocessing, targets)
+        self._check_length(part)
+        return part
+
+    def predict(self, inputs: Any = None, *, split: str | None = None,
+                batch_size: int | None = None) -> Predictions:
+        """Predictions for `inputs` (or the run's `split`, with true values); see `prepare`.
+
+        Returns:
+            `Predictions`: `.arrays()`, `.rows()`, `.metrics()` (with a split), `.write(path)`.
+        """
+        part = self.prepare(inputs, split)
+        outputs = self.predict_arrays(part.x, batch_size)
+        return Predictions(self.preprocessing, outputs, part, with_true=split is not None)
+
+    def predict_arrays(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """The model's raw outputs for prepared inputs `x` (see `prepare`)."""
+        batch_size = batch_size or PREDICT_BATCH_SIZE
+        if batch_size < 1:
+            raise SeqtrainError(f"--batch-size got {batch_size}; expected 1 or more")
+        return self.model.predict(x, batch_size=batch_size, verbose=0)
+
+    def _check_length(self, part: Split) -> None:
+        """An unrolled model reads exactly its training length."""
+        steps = self.preprocessing["model_input"]["timesteps_in_training"]
+        if self.config.model.unroll and part.x.shape[1] != steps:
+            raise DataError(f"the inputs have {part.x.shape[1]} steps; this run's model is "
+                            f"unrolled (model.unroll: true) and reads exactly {steps}")
+
+    def _as_file(self, inputs: Any, folder: Path) -> Path:
+        """In-memory inputs written as the file the task's reader takes."""
+        import numpy as np
+
+        source = self.preprocessing["input"].get("source")
+        if isinstance(inputs, np.ndarray):
+            inputs = {getattr(self.config.data, "x", "x"): inputs}
+        if source == "csv" and isinstance(inputs, dict):  # columns
+            lengths = {len(v) for v in inputs.values()}
+            if len(lengths) != 1:
+                raise DataError(f"the input columns have different lengths: {sorted(lengths)}")
+            names = list(inputs)
+            inputs = [dict(zip(names, values, strict=True))
+                      for values in zip(*inputs.values(), strict=True)]
+        if source == "csv" and isinstance(inputs, list):
+            if not inputs or not all(isinstance(row, dict) for row in inputs):
+                raise DataError("the input rows must be a non-empty list of dicts, one per row")
+            path = folder / "inputs.csv"
+            names = list(dict.fromkeys(key for row in inputs for key in row))
+            with open(path, "w", newline="", encoding="utf-8") as file:
+                writer = csv.DictWriter(file, fieldnames=names)
+                writer.writeheader()
+                writer.writerows(inputs)
+            return path
+        if source != "csv" and isinstance(inputs, dict):
+            path = folder / "inputs.npz"
+            try:
+                np.savez(path, **{name: np.asarray(value) for name, value in inputs.items()})
+            except (TypeError, ValueError) as err:
+                raise DataError(f"the input arrays cannot be stored as an .npz: {err}") from None
+            return path
+        wanted = ("a CSV path, a list of rows (dicts) or a dict of columns" if source == "csv"
+                  else "an .npz path, a NumPy array or a dict of arrays")
+        raise DataError(f"inputs of type {type(inputs).__name__} are not readable here; this "
+                        f"run reads {wanted}")
