@@ -35,7 +35,7 @@ def profile_epoch(cell: str, epochs: int, samples: int, logdir: Path) -> list[fl
     import tensorflow as tf
 
     from seqtrain import callbacks
-    from seqtrain.train import run_experiment
+    from seqtrain.experiment import run_experiment
 
     config = throughput.reference_config(cell, samples, epochs)
     begin, end = callbacks.EpochLog.on_epoch_begin, callbacks.ResumableState.on_epoch_end

@@ -1,6 +1,6 @@
 """Prediction speed: `seqtrain predict`'s phases against plain Keras `model.predict`.
 
-    python benchmarks/predict.py [--sequences 100000] [--repeats 5]
+    python benchmarks/predict.py [--sequences 100000] [--repeats 5] [--out FILE]
 
 The reference shape of `benchmarks/throughput.py` (`shifted_digit`, 50 steps of 10 one-hot
 classes, LSTM 128, a per-step softmax) is trained for one short epoch (the weights do not
@@ -16,7 +16,8 @@ Target: seqtrain's model phase at least 0.9x plain Keras's speed (keras / seqtra
 Reported apart: reading the input file (seqtrain's reader), writing the predictions as
 .npz (all sequences) and as .csv (one row per step, timed on a 5,000-sequence slice), and
 the whole command's start (`seqtrain predict` on a one-sequence file, a fresh process,
-TensorFlow's import included). Results: benchmarks/results/predict.json and stdout.
+TensorFlow's import included). Results: `--out` (default benchmarks/results/predict.json)
+and stdout.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sequences", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
+                        "predict.json")
     args = parser.parse_args()
 
     import numpy as np
@@ -107,7 +110,8 @@ def main() -> None:
                 outputs = result
     predictions = Predictions(trained.preprocessing, outputs, part)
     npz_seconds, _ = timed(lambda: predictions.write(folder / "out.npz"))
-    head = Predictions(trained.preprocessing, outputs[:CSV_SLICE], part.take(slice(CSV_SLICE)))
+    sliced = min(CSV_SLICE, args.sequences)
+    head = Predictions(trained.preprocessing, outputs[:sliced], part.take(slice(sliced)))
     csv_seconds, _ = timed(lambda: head.write_csv(io.StringIO()))
 
     started = time.perf_counter()
@@ -126,13 +130,12 @@ def main() -> None:
         "ratio_to_keras_32": median["keras_32"] / median["seqtrain"],
         "read_seconds": read_seconds,
         "write_npz_seconds": npz_seconds,
-        "write_csv_seconds_per_1000_sequences": csv_seconds / CSV_SLICE * 1000,
+        "write_csv_seconds_per_1000_sequences": csv_seconds / sliced * 1000,
         "command_one_sequence_seconds": command_seconds,
         "every_time": times,
     }
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "predict.json").write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{args.sequences:,} sequences, batch {PREDICT_BATCH_SIZE}, medians of "
           f"{args.repeats}:")
     for name in variants:

@@ -126,7 +126,7 @@ def run_seqtrain(config: ExperimentConfig, folder: Path) -> dict:
     (`ResumableState`), its checkpoint writes included.
     """
     from seqtrain import callbacks
-    from seqtrain.train import run_experiment
+    from seqtrain.experiment import run_experiment
 
     phases = EpochPhases()
     hooks = [(callbacks.EpochLog, "on_epoch_begin", "begin"),  # its first callback with a clock

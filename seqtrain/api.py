@@ -14,6 +14,7 @@ no TensorFlow; it starts when a model is first built or loaded.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -65,13 +66,13 @@ def train(config: str | os.PathLike | dict[str, Any], overrides: list[str] | tup
     from seqtrain.config import load_config, validate_config
 
     overrides = list(overrides)
-    if isinstance(config, dict):
-        experiment = validate_config(dict(config), {}, overrides, source="<dict>")
+    if isinstance(config, dict):  # a deep copy: overrides must not change the caller's dict
+        experiment = validate_config(copy.deepcopy(config), {}, overrides, source="<dict>")
         experiment = experiment.model_copy(
             update={"data": experiment.data.resolve_paths(Path.cwd())})
     else:
         experiment = load_config(config, overrides)
-    from seqtrain.train import run_experiment
+    from seqtrain.experiment import run_experiment
 
     finished, summary = run_experiment(
         experiment, runs_dir=Path(runs_dir) if runs_dir else None,

@@ -1,6 +1,6 @@
 """Keras callbacks that write the run directory, keep it resumable, and show progress.
 
-Imported by `train.py` only, after `runtime.prepare()` has set up the environment, so
+Imported by `experiment.py` only, after `runtime.prepare()` has set up the environment, so
 importing Keras at module level here is safe.
 """
 

@@ -118,7 +118,7 @@ def run(
         # --name is `--set name=...` with the value kept a string, whatever it looks like.
         overrides = (set_ or []) + ([f"name={json.dumps(name)}"] if name is not None else [])
         experiment = load_config(config, overrides)
-        from seqtrain.train import run_experiment
+        from seqtrain.experiment import run_experiment
 
         console = _stderr()
         finished, summary = run_experiment(
@@ -140,7 +140,7 @@ def resume(
 ) -> None:
     """Continue RUN_DIR where it stopped (interrupted, killed, failed), or extend it."""
     with _user_errors():
-        from seqtrain.train import resume_experiment
+        from seqtrain.experiment import resume_experiment
 
         console = _stderr()
         finished, summary, trained = resume_experiment(
@@ -199,7 +199,7 @@ def eval(  # noqa: A001 (the command's name is the user's word)
     run_dir: RunDirArg,
     inputs: Annotated[Optional[Path], typer.Argument(
         help="Score every window or sequence of this file instead (the form `predict` reads, "
-        "with targets); writes eval-<hash>.json.", show_default=False, metavar="[INPUT]")]
+        "with targets); writes eval-<hash>.json.", show_default=False, metavar="INPUT")]
     = None,
     checkpoint: Annotated[str, typer.Option(
         "--checkpoint", help="Which checkpoint: best or last.")] = "best",
@@ -230,18 +230,18 @@ def predict(
     run_dir: RunDirArg,
     inputs: Annotated[Optional[Path], typer.Argument(
         help="New inputs, in the form the run's task reads: an .npz (the run's array names) "
-        "or a CSV (the run's columns).", show_default=False, metavar="[INPUT]")] = None,
+        "or a CSV (the run's columns).", show_default=False, metavar="INPUT")] = None,
     split: Annotated[Optional[str], typer.Option(
         "--split", help="Predict the run's own split instead (train, val or test), with the "
         "true values beside.", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Write to this file: .csv, .jsonl or .npz.  [default: CSV on "
-        "stdout]", show_default=False)] = None,
+        "--output", "-o", help="Write to this file: .csv, .jsonl or .npz (default: CSV on "
+        "stdout).", show_default=False)] = None,
     checkpoint: Annotated[str, typer.Option(
         "--checkpoint", help="Which checkpoint: best or last.")] = "best",
     device: Annotated[str, typer.Option("--device", help="auto | cpu | gpu | gpu:N.")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", help="Sequences per call of the model.  [default: 1024]",
+        "--batch-size", help="Sequences per call of the model (default: 1024).",
         show_default=False)] = None,
     json_: Annotated[bool, typer.Option(
         "--json", help="JSON lines on stdout instead of CSV; with -o, a JSON report instead of "

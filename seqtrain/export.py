@@ -15,9 +15,12 @@ the Keras model with onnxruntime before it is kept.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import inspect
 import os
 import shutil
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,6 +66,9 @@ def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A
     trained = TrainedRun(path, checkpoint, device="cpu")
     preprocessing = trained.preprocessing
     model = trained.model
+    if format == "onnx" and _keras_version() < (3, 8):
+        raise SeqtrainError("--format onnx needs Keras 3.8 or newer (its ONNX export): "
+                            f"{ONNX_EXTRA}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.",
@@ -71,12 +77,12 @@ def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A
         raise SeqtrainError(f"cannot create {output}: {err.strerror or err}") from None
     try:
         if format == "saved_model":
-            model.export(building, format="tf_saved_model", verbose=False)
+            _export(model, building, "tf_saved_model")
             signature = _saved_model_signature(building)
         else:
             x = sample_inputs(preprocessing, model.input_shape)
             expected = model.predict(x, verbose=0)  # also what Keras's exporter asks first
-            model.export(building / "model.onnx", format="onnx", verbose=False)
+            _export(model, building / "model.onnx", "onnx")
             signature = _checked_onnx(building / "model.onnx", x, expected)
         exported = {"format": format, **signature, "run_dir": str(trained.path.resolve()),
                     "checkpoint": checkpoint, "seqtrain_version": __version__,
@@ -88,6 +94,22 @@ def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A
         shutil.rmtree(building, ignore_errors=True)
         raise
     return exported
+
+
+def _export(model, path: Path, format: str) -> None:  # noqa: A002
+    """`model.export`, its messages kept off stdout (which carries only results)."""
+    if "verbose" in inspect.signature(model.export).parameters:
+        model.export(path, format=format, verbose=False)
+        return
+    with contextlib.redirect_stdout(sys.stderr):  # Keras before 3.5 has no `verbose`
+        model.export(path, format=format)
+
+
+def _keras_version() -> tuple[int, int]:
+    import keras
+
+    major, minor = keras.__version__.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _saved_model_signature(folder: Path) -> dict[str, Any]:

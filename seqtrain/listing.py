@@ -36,6 +36,8 @@ COLUMNS: dict[str, str] = {
     "best_val_loss": "s:best.val_loss",
     "best_val_accuracy": "s:best.val_accuracy",
     "test_accuracy": "s:test.accuracy",
+    "test_mse": "s:test.mse",
+    "test_mae": "s:test.mae",
     "wall_seconds": "s:wall_seconds",
     "samples_per_second": "s:samples_per_second",
 }

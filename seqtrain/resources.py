@@ -90,8 +90,15 @@ def check_data(config: ExperimentConfig) -> None:
     available = available_bytes()
     if available is None:
         return
-    # `model_copy` skips validation: the probe's tiny splits may be empty, which is fine.
-    probe = build_dataset(params.model_copy(update={"num_samples": _PROBE_SAMPLES}), config.seed)
+    # `model_copy` skips validation: a probe's split may be empty, and its baseline NaN.
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        probe = build_dataset(params.model_copy(update={"num_samples": _PROBE_SAMPLES}),
+                              config.seed)
     per_sample = _nbytes(probe) / _PROBE_SAMPLES
     needed = int(per_sample * params.num_samples * 2)
     if needed > available:

@@ -251,6 +251,7 @@ class Sweep:
             "best_val_loss": record.get("best_val_loss"),
             "best_val_accuracy": record.get("best_val_accuracy"),
             "test_accuracy": record.get("test_accuracy"),
+            "test_mse": record.get("test_mse"),
             "seconds": round(time.monotonic() - started, 2),
             "shard": self.shard_spec,
             "executor": self.executor.name,
@@ -284,6 +285,10 @@ def append_line(path: Path, record: dict[str, Any]) -> None:
             os.close(fd)  # releases the lock
 
 
+# What the comparison table shows of each grid point; regression's in the target's units.
+COMPARED = ("best_val_loss", "best_val_accuracy", "test_accuracy", "test_mse", "test_mae")
+
+
 def compare(plan: SweepPlan) -> list[dict[str, Any]]:
     """One row per grid point: mean and standard deviation across seeds.
 
@@ -300,7 +305,7 @@ def compare(plan: SweepPlan) -> list[dict[str, Any]]:
     rows = []
     for group, records in groups.items():
         row: dict[str, Any] = {"trial": " ".join(group) or "(base config)", "runs": len(records)}
-        for column in ("best_val_loss", "best_val_accuracy", "test_accuracy"):
+        for column in COMPARED:
             values = [r.get(column) for r in records if r.get(column) is not None]
             row[column] = _mean(values)
             row[f"{column}_std"] = _std(values)
@@ -320,16 +325,19 @@ def _std(values: list[float]) -> float | None:
 
 
 def comparison_table(rows: list[dict[str, Any]]):
+    """The sweep's results; columns no trial has (accuracy of a regression) left out."""
     from rich.table import Table
 
+    columns = [c for c in COMPARED if any(row[c] is not None for row in rows)] or list(
+        COMPARED[:1])
     table = Table(title="sweep results (mean ± std across seeds)", title_justify="left")
     table.add_column("trial")
     table.add_column("runs", justify="right")
-    for column in ("best_val_loss", "best_val_accuracy", "test_accuracy"):
+    for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         cells = []
-        for column in ("best_val_loss", "best_val_accuracy", "test_accuracy"):
+        for column in columns:
             mean, std = row[column], row[f"{column}_std"]
             cells.append("-" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std
                                                                    is not None else ""))

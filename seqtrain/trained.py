@@ -126,8 +126,8 @@ class TrainedRun:
         elif isinstance(inputs, (str, os.PathLike)):
             path = Path(inputs)
             if not path.is_file():
-                raise DataError(f"input {path} does not exist"
-                                + (" (it is a folder)" if path.is_dir() else ""))
+                raise DataError(f"input {path} is a folder, not a file" if path.is_dir()
+                                else f"input {path} does not exist")
             part = read_inputs(self.config.data, path, self.preprocessing, targets)
         else:
             with tempfile.TemporaryDirectory(prefix=".seqtrain-inputs.") as folder:

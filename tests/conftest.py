@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from seqtrain.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+NPZ = ROOT / "examples" / "sequences.npz"
 
 TINY = {
     "name": "tiny",
@@ -77,3 +79,45 @@ def pytest_runtest_setup(item):
     """Tests marked `gpu` skip, rather than fail, where TensorFlow sees no GPU."""
     if item.get_closest_marker("gpu") and gpu_count() == 0:
         pytest.skip("needs a GPU visible to TensorFlow")
+
+
+# --- trained runs shared by the predict, export and API tests (never modified) ----------
+
+def series_csv(path: Path, rows: int = 360) -> Path:
+    """An hourly series that grows out of its training range, with a daily cycle."""
+    rng = np.random.default_rng(4)
+    t = np.arange(rows)
+    temperature = 15 + 5 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, rows)
+    load = 100 + 0.3 * t + 8 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, rows)
+    start = np.datetime64("2026-03-01T00:00")
+    lines = ["time,load,temperature"] + [
+        f"{start + np.timedelta64(int(h), 'h')},{load[h]:.3f},{temperature[h]:.3f}" for h in t]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def npz_run(tmp_path_factory) -> Path:
+    """The shipped npz example (ragged, masked, missing values carried forward), 2 epochs."""
+    folder = tmp_path_factory.mktemp("npz")
+    result = invoke("run", ROOT / "configs" / "npz_example.yaml", "--run-dir", folder / "run",
+                    "--quiet", "--set", "train.epochs=2", "--set", "device=cpu")
+    assert result.exit_code == 0, result.stderr
+    return folder / "run"
+
+
+@pytest.fixture(scope="session")
+def series_run(tmp_path_factory) -> Path:
+    """A csv_series forecast with window normalization: a GRU, 3 steps ahead."""
+    folder = tmp_path_factory.mktemp("series")
+    series_csv(folder / "load.csv")
+    config = write_config(folder, {
+        "name": "load", "seed": 3, "device": "cpu",
+        "data": {"task": "csv_series", "path": "load.csv", "columns": ["load", "temperature"],
+                 "target": "load", "date_column": "time", "sequence_length": 12, "horizon": 3,
+                 "normalization": "window"},
+        "model": {"cell": "gru", "units": 8},
+        "train": {"epochs": 3, "batch_size": 32, "learning_rate": 0.01}})
+    result = invoke("run", config, "--run-dir", folder / "run", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    return folder / "run"

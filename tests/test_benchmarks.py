@@ -69,3 +69,14 @@ def test_epoch_profile_splits_an_epoch_by_thread_and_operation(tmp_path):
     assert report["operation_ms"]["recurrent"] > 0 and report["operation_ms"]["outside"] > 0
     assert "recurrent MatMul" in dict(report["top_operations_ms"])  # the loops' products
     assert "while one compute thread was busy" in stdout
+
+
+@pytest.mark.slow
+def test_predict_reports_the_model_phase_against_keras_and_the_files_apart(tmp_path):
+    report, stdout = run_benchmark("predict.py", tmp_path / "predict.json", "--sequences",
+                                   "2000", "--repeats", "1")
+    assert set(report["model_seconds"]) == {"seqtrain", "keras", "keras_32"}
+    assert report["ratio_to_keras"] > 0 and report["read_seconds"] > 0
+    assert report["write_npz_seconds"] > 0 and report["write_csv_seconds_per_1000_sequences"] > 0
+    assert report["command_one_sequence_seconds"] > 0
+    assert "seqtrain / keras speed" in stdout

@@ -156,7 +156,7 @@ def test_saves_after_the_first_build_no_throwaway_keras_objects(model, tmp_path,
 
 
 def _fit_with_validation(warm: bool, batches: int, steps_per_execution: int = 2):
-    """A tiny fit with validation, as `train.py` runs it.
+    """A tiny fit with validation, as `experiment.py` runs it.
 
     Returns:
         The history, and the thread that traced each training step and each test step.

@@ -19,7 +19,8 @@ def test_help_and_validate_never_import_tensorflow(tmp_path: Path):
         from typer.testing import CliRunner
         from seqtrain.cli import app
         runner = CliRunner()
-        for args in (["--help"], ["run", "--help"], ["eval", "--help"],
+        for args in (["--help"], ["run", "--help"], ["eval", "--help"], ["predict", "--help"],
+                     ["export", "--help"], ["predict", {str(tmp_path)!r}, "--split", "test"],
                      ["validate", {str(CONFIGS / "shifted_digit_lstm.yaml")!r}],
                      ["validate", {str(tmp_path / "missing.yaml")!r}]):
             runner.invoke(app, args)

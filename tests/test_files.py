@@ -180,6 +180,28 @@ def test_the_shipped_npz_example_trains_beyond_its_baseline(tmp_path):
     assert summary["test"]["accuracy"] > summary["baseline"]["accuracy"] + 0.1
 
 
+def test_regression_targets_are_learnt_standardised_and_reported_in_their_units(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(120, 6, 2)).astype(np.float32)
+    y = (1000 + 50 * x[:, :, 0].sum(axis=1)).astype(np.float32)  # a target around 1000
+    npz(tmp_path, x=x, y=y)
+    data = load(tmp_path, path="data.npz")
+    assert data.spec.output_offset[0] == pytest.approx(data.train.y.mean(), rel=1e-6)
+    assert data.spec.output_scale[0] == pytest.approx(data.train.y.std(), rel=1e-6)
+    result = invoke("run", config_for(tmp_path, {"path": "data.npz"}), "--run-dir",
+                    tmp_path / "run", "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    test, baseline = summary["test"], summary["baseline"]
+    # loss: the standardised target's squared error; mse and mae: the target's own units.
+    variance = data.spec.output_scale[0] ** 2
+    assert test["loss"] == pytest.approx(test["mse"] / variance, rel=1e-4)
+    assert baseline["mse"] == pytest.approx(baseline["loss"] * variance, rel=1e-6)
+    assert baseline["mse"] > 1000 and test["mae"] > 1  # units of ~50 per step, not of ~1
+    none = load(tmp_path, path="data.npz", normalization="none")
+    assert none.spec.output_scale == ()
+
+
 def test_data_errors_are_data_errors(tmp_path):
     with pytest.raises(DataError):
         load(tmp_path, path="missing.npz")

@@ -132,3 +132,32 @@ def test_ragged_sequences_grouped_by_id_are_padded_masked_and_ordered(tmp_path):
         "columns": ["a"], "target": "faulty"}}, name="bad.yaml")
     result = invoke("run", bad, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and "no column 'serial'" in result.stderr
+
+
+def test_the_shipped_series_example_beats_persistence_twice_over_with_window_normalization(
+        tmp_path):
+    from tests.conftest import ROOT
+
+    result = invoke("run", ROOT / "configs" / "csv_series_example.yaml", "--run-dir",
+                    tmp_path / "run", "--quiet", "--json", "--set", "train.epochs=3",
+                    "--set", "device=cpu")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["baseline"]["description"].startswith("persistence")
+    assert summary["test"]["mse"] <= 0.5 * summary["baseline"]["mse"], summary["test"]
+
+
+def test_window_normalization_makes_windows_relative_to_their_last_row(tmp_path):
+    series_csv(tmp_path)
+    data = build_dataset(load_config(config_for(tmp_path, normalization="window")).data, seed=1)
+    t = np.arange(120)
+    temp = np.sin(t / 5.0) * 10 + 20
+    np.testing.assert_array_equal(data.train.x[:, -1], 0.0)  # the last row is the origin
+    assert data.train.level[0] == pytest.approx(temp[7], abs=1e-5)
+    np.testing.assert_allclose(data.train.y[0], temp[8:10] - temp[7], atol=1e-5)  # changes
+    scale = data.preprocessing["input"]["scale"][0]
+    assert scale == pytest.approx(np.diff(temp[:72]).std(), rel=1e-4)
+    np.testing.assert_allclose(data.train.x[0, 0, 0], (temp[0] - temp[7]) / scale, rtol=1e-5)
+    assert data.preprocessing["output"]["add_level"] == "temp"
+    none = build_dataset(load_config(config_for(tmp_path, normalization="none")).data, seed=1)
+    assert none.spec.output_scale == () and none.train.x[0, 0, 0] == pytest.approx(temp[0])

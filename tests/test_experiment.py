@@ -233,7 +233,7 @@ def test_a_diverging_run_stops_keeps_its_files_and_exits_1(tiny_config: Path, tm
 
 
 def test_the_rich_display_draws_bars_and_a_results_table(tiny_config: Path, tmp_path: Path):
-    from seqtrain.train import run_experiment
+    from seqtrain.experiment import run_experiment
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120)
