@@ -9,6 +9,10 @@ __version__ = "0.2.0"
 __all__ = ["__version__", "load", "train"]
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), "load", "train"])
+
+
 def __getattr__(name: str):
     # The API module is imported on first use: `import seqtrain` stays instant for the CLI.
     if name in ("load", "train"):

@@ -39,6 +39,11 @@ def storage_errors(what: Path) -> Iterator[None]:
         raise StorageError(f"cannot write {what}: {err.strerror or err}") from err
 
 
+def permissions(mode: int = 0o666) -> int:
+    """`mode` less this process's umask: what a plain `open` or `mkdir` would give."""
+    return mode & ~_UMASK
+
+
 def temporary_path(path: Path, suffix: str = ".tmp") -> Path:
     """A new, empty, uniquely named file beside `path` (0666 less the umask)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)

@@ -48,7 +48,9 @@ class EpochLog(keras.callbacks.Callback):
         if not path.exists():
             return []
         with open(path, newline="") as file:
-            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+            # An empty cell: a column a later session added (a run from an older release).
+            rows = [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                    for row in csv.DictReader(file)]
         return [row for row in rows if row["epoch"] <= epochs]
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -207,7 +207,8 @@ def eval(  # noqa: A001 (the command's name is the user's word)
         "--set", help="Evaluate on other data: data.key=value (e.g. data.sequence_length=200). "
         "Writes eval-<hash>.json.", show_default=False, metavar="data.KEY=VALUE")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | gpu | gpu:N.")] = "auto",
-    json_: Annotated[bool, typer.Option("--json", help="Print eval.json on stdout.")] = False,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Print the result (eval.json, or eval-<hash>.json) on stdout.")] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Re-evaluate RUN_DIR's checkpoint on its test split (or INPUT); writes eval.json."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from seqtrain import __version__, atomic, runtime
 from seqtrain.config import ExperimentConfig, load_config
 from seqtrain.data import Split, build_dataset
-from seqtrain.errors import ConfigError, RunDirError
+from seqtrain.errors import ConfigError, DataError, RunDirError
 from seqtrain.report import ordered_metrics
 from seqtrain.rundir import RunDir, open_run_dir, read_json, stored_preprocessing
 
@@ -110,6 +110,11 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
     if outside:
         raise ConfigError("--set", [f"eval takes only data.* overrides (the model is fixed by "
                                     f"the run), got: {', '.join(outside)}"])
+    fixed = [o for o in overrides if o.strip().split("=")[0].strip() == "data.normalization"]
+    if fixed:
+        raise ConfigError("--set", [f"{fixed[0]}: the model was trained on the run's own "
+                                    "normalization and statistics (preprocessing.json); eval "
+                                    "applies those"])
     if overrides and inputs is not None:
         raise ConfigError("--set", ["give INPUT or --set data.*=..., not both: INPUT is read "
                                     "with the run's own data settings"])
@@ -125,7 +130,16 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
     if inputs is not None:  # read and checked before TensorFlow starts
         from seqtrain.trained import TrainedRun
 
-        part = TrainedRun(path, checkpoint, device).prepare(inputs, targets=True)
+        try:
+            part = TrainedRun(path, checkpoint, device).prepare(inputs, targets=True)
+        except DataError as err:
+            if "has no column" in str(err) or "has no array" in str(err):
+                raise DataError(f"{err}\n(eval scores a file against its targets; "
+                                "`seqtrain predict` takes files without them)") from None
+            raise
+        if part.sample_weight is not None and not part.sample_weight.any():
+            raise DataError(f"{inputs}: no step of it has a target to score (each sequence "
+                            "is too short for the task's targets)")
     from seqtrain import loops
 
     devices = runtime.select_device(device, config.runtime.intra_op_threads,

@@ -140,7 +140,8 @@ def resume_experiment(
                 "with a lower train.learning_rate or a train.clipnorm"
             )
         for stale in run.path.rglob(".*.tmp*"):
-            stale.unlink()  # left by a killed process; the lock says none is writing now
+            if stale.is_file():  # left by a killed process; the lock says none is writing now
+                stale.unlink()
         started_at = _now()
         devices = runtime.devices_for(config)
         runtime.seed_everything(config.seed, config.runtime.deterministic)
@@ -208,6 +209,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     """Build the model, restore `state` if any, fit, and record the outcome."""
     from seqtrain import callbacks as cb
     from seqtrain import loops, pipeline
+    from seqtrain.data.preprocessing import is_legacy
     from seqtrain.evaluate import evaluate_split, load_checkpoint
     from seqtrain.models import build_model, compile_model
     from seqtrain.signals import StopRequest, TrainingInterrupted
@@ -219,7 +221,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         model = loops.install(build_model(config.model, dataset.spec, name=config.name,
                                           precision=config.precision), session.devices)
         compile_model(model, train, dataset.spec, dataset.train.num_batches(train.batch_size),
-                      config.precision)
+                      config.precision, legacy_metrics=is_legacy(dataset.preprocessing))
         if state is not None:
             if state.step:  # first: evaluating advances the dropout seeds, restored next
                 build_metrics(model, dataset.val)

@@ -1,6 +1,7 @@
 """`seqtrain export`: a run's model for serving without seqtrain, as a SavedModel or ONNX.
 
-    DIR/                     a new folder, created whole or not at all; never overwritten
+    DIR/                     a new folder, claimed first (empty), then replaced whole by the
+                             finished export; never overwritten, removed if the export fails
       saved_model.pb, variables/, ...   --format saved_model: a TensorFlow SavedModel whose
                                         `serving_default` signature TF Serving calls
       model.onnx                        --format onnx (the `seqtrain[onnx]` extra)
@@ -69,11 +70,17 @@ def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A
     if format == "onnx" and _keras_version() < (3, 8):
         raise SeqtrainError("--format onnx needs Keras 3.8 or newer (its ONNX export): "
                             f"{ONNX_EXTRA}")
+    parents = [p for p in reversed(output.absolute().parents) if not p.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
+        output.mkdir()  # claims the name: of two exports to one folder, one fails here
         building = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.",
-                                         suffix=".tmp"))
+                                         suffix=".export"))
+    except FileExistsError:
+        raise SeqtrainError(f"-o {output} already exists; seqtrain never overwrites an "
+                            "export: choose a new folder") from None
     except OSError as err:
+        _remove_empty([output, *reversed(parents)])
         raise SeqtrainError(f"cannot create {output}: {err.strerror or err}") from None
     try:
         if format == "saved_model":
@@ -88,12 +95,23 @@ def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A
                     "checkpoint": checkpoint, "seqtrain_version": __version__,
                     "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         atomic.write_json(building / "preprocessing.json", {**preprocessing, "export": exported})
-        os.rename(building, output)  # the folder appears whole, or not at all
+        os.chmod(building, atomic.permissions(0o777))  # mkdtemp makes it owner-only
+        os.rename(building, output)  # replaces the empty folder claimed above, whole
         atomic.fsync_dir(output.parent)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
+        _remove_empty([output, *reversed(parents)])
         raise
     return exported
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove what this export created (the claimed folder, new parents), if still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _export(model, path: Path, format: str) -> None:  # noqa: A002

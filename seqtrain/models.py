@@ -76,7 +76,8 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain",
 
 
 def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
-                  steps_per_epoch: int = 1, precision: str = "float32") -> None:
+                  steps_per_epoch: int = 1, precision: str = "float32",
+                  legacy_metrics: bool = False) -> None:
     """Compile with the configured optimizer and the task's loss and metric.
 
     Classification: cross-entropy and accuracy; regression: mean squared error and mean
@@ -85,10 +86,12 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
     all steps, and the metric is a weighted one. A regression model that rescales its
     output (`TaskSpec.output_scale`) reports `mse` and `mae` in the target's units, and a
     loss divided by the target's variance: the mean squared error of the standardised
-    target, whose gradients do not depend on the target's units. A cosine schedule decays over
-    `steps_per_epoch * config.epochs` steps to `config.min_learning_rate`. Under
+    target, whose gradients do not depend on the target's units. A cosine schedule decays
+    over `steps_per_epoch * config.epochs` steps to `config.min_learning_rate`. Under
     mixed_float16 the optimizer scales the loss (`LossScaleOptimizer`), so that small
-    float16 gradients do not underflow to zero.
+    float16 gradients do not underflow to zero. `legacy_metrics` compiles a regression
+    model as runs made before `preprocessing.json` were (`mae` alone), so that their saved
+    metric states and `metrics.csv` columns still fit when they resume.
     """
     import keras
 
@@ -110,8 +113,9 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
         metrics = [keras.metrics.SparseCategoricalAccuracy(name=spec.metric)]
     else:
         loss = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
-        metrics = [keras.metrics.MeanAbsoluteError(name=spec.metric),
-                   keras.metrics.MeanSquaredError(name="mse")]
+        metrics = [keras.metrics.MeanAbsoluteError(name=spec.metric)]
+        if not legacy_metrics:
+            metrics.append(keras.metrics.MeanSquaredError(name="mse"))
         if spec.output_scale:
             loss_weights = 1.0 / loss_divisor(spec.output_scale)
     model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights,

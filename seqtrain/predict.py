@@ -11,8 +11,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seqtrain.errors import SeqtrainError
 from seqtrain.predictions import Predictions, output_format
 from seqtrain.trained import TrainedRun
+
+
+def check_output(output: Path, run_dir: Path, inputs: Path | None) -> None:
+    """Refuse an output file that cannot be written, or would overwrite what it must not.
+
+    Raises:
+        SeqtrainError: An unknown extension, a missing folder, a path inside the run
+            directory, or the input file itself.
+    """
+    if output.is_dir():
+        raise SeqtrainError(f"-o {output} is a folder; give a file name such as "
+                            f"{output / 'predictions.csv'}")
+    output_format(output)
+    if not output.parent.is_dir():
+        raise SeqtrainError(f"-o {output}: the folder {output.parent} does not exist")
+    target = output.resolve()
+    if target.is_relative_to(run_dir.resolve()):
+        raise SeqtrainError(f"-o {output} is inside the run directory {run_dir}, whose files "
+                            "seqtrain keeps; write the predictions elsewhere")
+    if inputs is not None and target == Path(inputs).resolve():
+        raise SeqtrainError(f"-o {output} is the input file; write the predictions elsewhere")
 
 
 def predict_run(path: Path, inputs: Path | None = None, *, split: str | None = None,
@@ -37,9 +59,11 @@ def predict_run(path: Path, inputs: Path | None = None, *, split: str | None = N
         SeqtrainError: A run, input, split, checkpoint or output the command cannot use.
     """
     started = time.perf_counter()
-    if output is not None:
-        output_format(output)
+    if batch_size is not None and batch_size < 1:
+        raise SeqtrainError(f"--batch-size got {batch_size}; expected 1 or more")
     trained = TrainedRun(path, checkpoint, device)
+    if output is not None:
+        check_output(Path(output), trained.path, inputs)
     part = trained.prepare(inputs, split)
     read = time.perf_counter()
     trained.model  # noqa: B018 (TensorFlow starts and the checkpoint loads: timed apart)
@@ -56,7 +80,7 @@ def predict_run(path: Path, inputs: Path | None = None, *, split: str | None = N
         "best_epoch": summary.get("best_epoch") if checkpoint == "best" else None,
         "input": None if inputs is None else str(Path(inputs).resolve()),
         "split": split,
-        "num_sequences": len(part),
+        "num_samples": len(part),
         "output": None if output is None else str(output),
         "warnings": trained.warnings() if split is not None else [],
         "seconds": {"read": round(read - started, 4), "load": round(loaded - read, 4),

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import math
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 FORMATS = (".csv", ".jsonl", ".npz")
+# The arrays of an .npz of predictions, beside the key (which is renamed if it clashes).
+ARRAY_NAMES = ("step", "predicted", "probabilities", "prediction", "true", "sample_weight",
+               "valid")
 _EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in its cross-entropy
 
 
@@ -65,6 +69,10 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.outputs)
+
+    def __repr__(self) -> str:
+        return (f"Predictions({len(self)} sequences, {self.kind}, columns "
+                f"{self.columns()[:6]}{'...' if len(self.columns()) > 6 else ''})")
 
     @property
     def kind(self) -> str:
@@ -109,12 +117,18 @@ class Predictions:
         return y
 
     def steps(self) -> np.ndarray:
-        """(N, T) booleans: the steps that are not padding (per-step tasks)."""
+        """(N, T) booleans: each sequence's steps up to its last observed one (per-step tasks).
+
+        The padding after a sequence's end has no row; a masked missing step inside it
+        does (the model carries its state, and its output, over such a step).
+        """
         import numpy as np
 
         x = self.split.x
         if x.ndim == 3 and "padding_value" in self.preprocessing["model_input"]:
-            return ~(x == PAD).all(axis=-1)
+            observed = ~(x == PAD).all(axis=-1)
+            last = x.shape[1] - 1 - np.argmax(observed[:, ::-1], axis=1)
+            return np.arange(x.shape[1])[None, :] <= last[:, None]
         return np.ones(x.shape[:2], dtype=bool)
 
     def weights(self) -> np.ndarray:
@@ -130,7 +144,10 @@ class Predictions:
         """The predictions as arrays shaped like the model's outputs (what `.npz` holds)."""
         import numpy as np
 
-        found: dict[str, np.ndarray] = {self.key_name: self.keys}
+        key = self.key_name
+        if key in ARRAY_NAMES:  # a column of the user's named like one of ours
+            key = f"key_{key}"
+        found: dict[str, np.ndarray] = {key: self.keys}
         if self.kind == "classification":
             found["predicted"] = self.outputs.argmax(axis=-1)
             found["probabilities"] = self.outputs
@@ -216,19 +233,24 @@ class Predictions:
 
     # --- files ------------------------------------------------------------------------------
 
-    def write(self, path: Path) -> None:
+    def write(self, path: str | Path) -> None:
         """Write to `path` atomically, in the format of its extension (see `FORMATS`).
 
         Raises:
             SeqtrainError: An unknown extension.
             StorageError: The file cannot be written.
         """
+        path = Path(path)
         suffix = output_format(path)
         if suffix == ".npz":
             import numpy as np
 
             buffer = io.BytesIO()
-            np.savez(buffer, **self.arrays())
+            with zipfile.ZipFile(buffer, "w") as archive:  # as np.savez, any array name
+                for name, array in self.arrays().items():
+                    with archive.open(f"{name}.npy", "w") as file:
+                        np.lib.format.write_array(file, np.asanyarray(array),
+                                                  allow_pickle=False)
             atomic.write_bytes(path, buffer.getvalue())
             return
         text = io.StringIO()

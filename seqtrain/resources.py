@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from seqtrain.data import Dataset, TaskSpec
 
 GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
-_PROBE_SAMPLES = 100
 
 
 def available_bytes() -> int | None:
@@ -41,13 +40,16 @@ def available_bytes() -> int | None:
                 found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    try:  # cgroup v2: a container's own limit, less what it uses
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            found.append(max(int(limit) - used, 0))
-    except (OSError, ValueError):
-        pass
+    for limit_file, usage_file in (("memory.max", "memory.current"),  # cgroup v2
+                                   ("memory/memory.limit_in_bytes",     # cgroup v1
+                                    "memory/memory.usage_in_bytes")):
+        try:  # a container's own limit, less what it uses
+            limit = Path("/sys/fs/cgroup", limit_file).read_text().strip()
+            if limit != "max" and int(limit) < 2**60:  # v1 writes a huge number for none
+                used = int(Path("/sys/fs/cgroup", usage_file).read_text())
+                found.append(max(int(limit) - used, 0))
+        except (OSError, ValueError):
+            pass
     return min(found) if found else None
 
 
@@ -75,38 +77,31 @@ def model_bytes(config: ExperimentConfig, spec: TaskSpec) -> int:
 
 
 def check_data(config: ExperimentConfig) -> None:
-    """Refuse a generated data set too large for memory, from a small probe of it.
+    """Refuse a generated data set too large for memory, from its sizes alone.
 
-    File tasks are checked once loaded (`check_model`): their size is the file's.
+    Per step: the float32 features, the targets and weights (4 bytes each), and as much
+    again while they are generated and copied into the input pipeline. File tasks are
+    checked once loaded (`check_model`): their size is the file's.
 
     Raises:
         ResourceError: The estimate exceeds the memory available.
     """
-    from seqtrain.data.registry import GeneratedTaskParams, build_dataset
+    from seqtrain.data.registry import GeneratedTaskParams
 
     params = config.data
-    if not isinstance(params, GeneratedTaskParams) or params.num_samples <= _PROBE_SAMPLES:
-        return
+    shape = params.sequence_shape() if isinstance(params, GeneratedTaskParams) else None
     available = available_bytes()
-    if available is None:
+    if shape is None or available is None:
         return
-    # `model_copy` skips validation: a probe's split may be empty, and its baseline NaN.
-    import warnings
-
-    import numpy as np
-
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        probe = build_dataset(params.model_copy(update={"num_samples": _PROBE_SAMPLES}),
-                              config.seed)
-    per_sample = _nbytes(probe) / _PROBE_SAMPLES
-    needed = int(per_sample * params.num_samples * 2)
+    steps, features = shape
+    per_sample = steps * (features + 2) * 4 * 2
+    needed = per_sample * params.num_samples
     if needed > available:
         raise ResourceError(
-            f"data.num_samples: {params.num_samples} sequences need about {_size(needed)} of "
-            f"memory ({_size(per_sample)} each, while generated and once more in the input "
-            f"pipeline); this machine has {_size(available)} available. Lower "
-            "data.num_samples (or sequence_length)")
+            f"data: {params.num_samples:,} sequences of {steps:,} steps need about "
+            f"{_size(needed)} of memory ({_size(per_sample)} each, while generated and "
+            f"once more in the input pipeline); this machine has {_size(available)} "
+            "available. Lower data.num_samples or the sequence length")
 
 
 def check_model(config: ExperimentConfig, dataset: Dataset) -> None:
@@ -119,7 +114,7 @@ def check_model(config: ExperimentConfig, dataset: Dataset) -> None:
     if available is None:
         return
     model = model_bytes(config, dataset.spec)
-    data = _nbytes(dataset) * 2
+    data = _nbytes(dataset)  # loaded already; what is left to come is the pipeline's copy
     if model + data > available:
         params = parameter_count(config, dataset.spec)
         raise ResourceError(

@@ -252,6 +252,7 @@ class Sweep:
             "best_val_accuracy": record.get("best_val_accuracy"),
             "test_accuracy": record.get("test_accuracy"),
             "test_mse": record.get("test_mse"),
+            "test_mae": record.get("test_mae"),
             "seconds": round(time.monotonic() - started, 2),
             "shard": self.shard_spec,
             "executor": self.executor.name,

@@ -116,9 +116,11 @@ class TrainedRun:
             DataError: Inputs that do not fit the run (the message names the file, array,
                 column or row), or both or neither of `inputs` and `split`.
         """
-        if (inputs is None) == (split is None):
-            raise SeqtrainError("give either INPUT (a file of new inputs) or --split, not "
-                                f"{'both' if split else 'neither'}")
+        if inputs is not None and split is not None:
+            raise SeqtrainError("give INPUT (a file of new inputs) or a split, not both")
+        if inputs is None and split is None:
+            raise SeqtrainError("give INPUT (a file of new inputs) or a split (train, val or "
+                                "test) to predict")
         if split is not None:
             if split not in SPLITS:
                 raise SeqtrainError(f"--split got {split!r}; expected train, val or test")
@@ -132,7 +134,10 @@ class TrainedRun:
         else:
             with tempfile.TemporaryDirectory(prefix=".seqtrain-inputs.") as folder:
                 path = self._as_file(inputs, Path(folder))
-                part = read_inputs(self.config.data, path, self.preprocessing, targets)
+                try:
+                    part = read_inputs(self.config.data, path, self.preprocessing, targets)
+                except DataError as err:  # the temporary file means nothing to the caller
+                    raise DataError(str(err).replace(str(path), "the inputs given")) from None
         self._check_length(part)
         return part
 
@@ -149,7 +154,7 @@ class TrainedRun:
 
     def predict_arrays(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """The model's raw outputs for prepared inputs `x` (see `prepare`)."""
-        batch_size = batch_size or PREDICT_BATCH_SIZE
+        batch_size = PREDICT_BATCH_SIZE if batch_size is None else batch_size
         if batch_size < 1:
             raise SeqtrainError(f"--batch-size got {batch_size}; expected 1 or more")
         return self.model.predict(x, batch_size=batch_size, verbose=0)
@@ -167,6 +172,9 @@ class TrainedRun:
 
         source = self.preprocessing["input"].get("source")
         if isinstance(inputs, np.ndarray):
+            if source == "csv":
+                raise DataError("this run reads a CSV table: give its rows (a list of dicts) "
+                                "or its columns (a dict of lists), not an array")
             inputs = {getattr(self.config.data, "x", "x"): inputs}
         if source == "csv" and isinstance(inputs, dict):  # columns
             lengths = {len(v) for v in inputs.values()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from seqtrain import atomic
 from tests.conftest import NPZ, invoke
 
 # A client that knows only TensorFlow, NumPy and preprocessing.json: `import keras` and
@@ -136,8 +139,20 @@ def test_onnx_matches_predict(npz_run, series_run, tmp_path):
         np.testing.assert_allclose(found, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_an_export_appears_whole_and_leaves_no_temporary_folder(npz_run, tmp_path):
-    assert invoke("export", npz_run, "-o", tmp_path / "served", "--quiet").exit_code == 0
-    names = sorted(p.name for p in (tmp_path / "served").iterdir())
+def test_an_export_appears_whole_readable_by_others_and_leaves_no_temporary_folder(
+        npz_run, tmp_path):
+    assert invoke("export", npz_run, "-o", tmp_path / "new" / "served", "--quiet").exit_code == 0
+    served = tmp_path / "new" / "served"
+    names = sorted(p.name for p in served.iterdir())
     assert "preprocessing.json" in names and "saved_model.pb" in names
-    assert os.listdir(tmp_path) == ["served"]
+    assert os.listdir(tmp_path / "new") == ["served"]
+    assert stat.S_IMODE(served.stat().st_mode) == atomic.permissions(0o777)  # as mkdir makes
+
+
+def test_a_run_resumes_past_an_interrupted_exports_leftovers(npz_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(npz_run, run)
+    (run / ".model.x1y2.export").mkdir()  # an export into the run, killed half way
+    (run / ".model.a1b2.tmp").mkdir()  # a folder that looks like a temporary file
+    result = invoke("resume", run)
+    assert result.exit_code == 0 and "nothing to resume" in result.stderr, result.stderr

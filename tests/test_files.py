@@ -147,7 +147,7 @@ BROKEN = [
     ("x of a wrong shape", bad_arrays(x=X[:, 0], y=Y), {}, ["'x' has shape (60, 3)"]),
     ("NaN in inputs", bad_arrays(x=np.where(np.arange(6)[:, None] == 2, np.nan, X), y=Y), {},
      ["'x' has NaN", "sequence 0, step 2", "data.missing"]),
-    ("NaN in targets", bad_arrays(x=X, y=np.full(60, np.nan)), {}, ["'y' must be numbers"]),
+    ("NaN in targets", bad_arrays(x=X, y=np.full(60, np.nan)), {}, ["'y' must be finite numbers"]),
     ("per-step steps differ", bad_arrays(x=X, y=np.zeros((60, 4), np.int64)),
      {"targets": "per_step"}, ["have 4 steps but 'x' has 6"]),
     ("too few samples", bad_arrays(x=X[:2], y=Y[:2]), {}, ["every split needs at least 1"]),
@@ -200,6 +200,33 @@ def test_regression_targets_are_learnt_standardised_and_reported_in_their_units(
     assert baseline["mse"] > 1000 and test["mae"] > 1  # units of ~50 per step, not of ~1
     none = load(tmp_path, path="data.npz", normalization="none")
     assert none.spec.output_scale == ()
+    # Several target columns share one scale, so the loss stays the standardised MSE.
+    npz(tmp_path, "two.npz", x=x, y=np.stack([y, y / 10], axis=1))
+    two = load(tmp_path, path="two.npz")
+    assert two.spec.output_scale[0] == two.spec.output_scale[1]
+    assert two.spec.output_offset[1] == pytest.approx(two.spec.output_offset[0] / 10, rel=1e-6)
+
+
+def test_a_regression_run_from_before_preprocessing_json_resumes_as_it_was(tmp_path):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(80, 5, 2)).astype(np.float32)
+    npz(tmp_path, x=x, y=x.sum(axis=(1, 2)))
+    config = config_for(tmp_path, {"path": "data.npz", "normalization": "none"}, epochs=1)
+    assert invoke("run", config, "--run-dir", tmp_path / "run", "--quiet").exit_code == 0
+    run = tmp_path / "run"
+    (run / "preprocessing.json").unlink()  # what an older release left: no mse either
+    with open(run / "metrics.csv", newline="") as file:
+        rows = [{k: v for k, v in row.items() if "mse" not in k} for row in csv.DictReader(file)]
+    with open(run / "metrics.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for epochs in (2, 3):
+        result = invoke("resume", run, "--set", f"train.epochs={epochs}", "--quiet")
+        assert result.exit_code == 0, result.stderr
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert header == "epoch,loss,mae,val_loss,val_mae,learning_rate,epoch_seconds"
+    assert json.loads((run / "summary.json").read_text())["epochs_run"] == 3
 
 
 def test_data_errors_are_data_errors(tmp_path):

@@ -36,7 +36,7 @@ def test_metrics_from_predict_split_test_equal_evals(which, request, tmp_path):
     for name, value in evaluated.items():
         assert report["metrics"][name] == pytest.approx(value, rel=1e-5), name
     arrays = np.load(tmp_path / "test.npz")
-    assert "true" in arrays and len(arrays["true"]) == report["num_sequences"]
+    assert "true" in arrays and len(arrays["true"]) == report["num_samples"]
 
 
 def test_file_predictions_equal_model_predict_on_the_arrays_seqtrain_builds(npz_run, tmp_path):
@@ -114,6 +114,12 @@ def test_eval_scores_every_window_of_a_new_file(series_run, tmp_path):
     assert result["input"]["sha256"] and set(result["metrics"]) == {"loss", "mae", "mse"}
     result = invoke("eval", series_run, tmp_path / "later.csv", "--set", "data.horizon=2")
     assert result.exit_code == 2 and "not both" in result.stderr
+    result = invoke("eval", series_run, "--set", "data.normalization=standard")
+    assert result.exit_code == 2 and "trained on the run's own normalization" in result.stderr
+    (tmp_path / "unlabelled.csv").write_text("time,temperature\n2026-01-01T00:00,1.0\n")
+    result = invoke("eval", series_run, tmp_path / "unlabelled.csv")
+    assert result.exit_code == 2 and "`seqtrain predict` takes files without them" in \
+        result.stderr
 
 
 def bad_series(folder: Path) -> dict[str, Path]:
@@ -123,6 +129,8 @@ def bad_series(folder: Path) -> dict[str, Path]:
         "not a number": good[:4] + [good[4].replace(good[4].split(",")[1], "n/a")] + good[5:],
         "too short": good[:4],
         "an empty cell": good[:6] + [good[6].replace(good[6].split(",")[2], "")] + good[7:],
+        "an infinite cell": good[:8] + [good[8].replace(good[8].split(",")[1], "inf")]
+        + good[9:],
     }
     for name, lines in files.items():
         (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
@@ -134,6 +142,7 @@ SERIES_PROBLEMS = [
     ("not a number", ["line 5, column 'load'", "'n/a' is not a number"]),
     ("too short", ["has 3 rows; a window needs 12"]),
     ("an empty cell", ["line 7, column 'temperature' is empty", "data.missing"]),
+    ("an infinite cell", ["line 9, column 'load'", "'inf' is not a finite number"]),
 ]
 
 
@@ -157,6 +166,9 @@ def test_arrays_that_do_not_fit_the_run_are_exit_2_naming_the_array(npz_run, tmp
         "tokens.npz": ({"x": rng.integers(0, 4, (3, 5))}, "reads (N, T, 2) numbers"),
         "lengths.npz": ({"x": rng.normal(size=(3, 5, 2)), "lengths": np.array([1, 9, 2])},
                         "lengths must be 3 integers in [1, 5]"),
+        "no_lengths.npz": ({"x": rng.normal(size=(3, 5, 2)), "lengths": np.array([])},
+                           "lengths must be 3 integers in [1, 5]"),
+        "infinite.npz": ({"x": np.full((3, 5, 2), np.inf)}, "has an infinite value"),
     }
     for name, (arrays, words) in cases.items():
         np.savez(tmp_path / name, **arrays)
@@ -173,8 +185,12 @@ def test_arrays_that_do_not_fit_the_run_are_exit_2_naming_the_array(npz_run, tmp
 
 
 @pytest.mark.parametrize("args,words", [
-    ((), "give either INPUT"),
+    ((), "give INPUT (a file of new inputs) or a split"),
     (("--split", "test", "INPUT"), "not both"),
+    (("--split", "test", "--batch-size", "0"), "--batch-size got 0"),
+    (("--split", "test", "-o", "RUN/metrics.csv"), "inside the run directory"),
+    (("--split", "test", "-o", "no/such/folder/p.csv"), "does not exist"),
+    (("--split", "test", "-o", "TMP"), "is a folder"),
     (("--split", "holdout"), "expected train, val or test"),
     (("missing.npz",), "missing.npz does not exist"),
     (("--split", "test", "-o", "out.parquet"), "write .csv, .jsonl or .npz"),
@@ -182,10 +198,13 @@ def test_arrays_that_do_not_fit_the_run_are_exit_2_naming_the_array(npz_run, tmp
     (("--split", "test", "--device", "tpu"), "expected auto, cpu"),
 ])
 def test_bad_flags_are_exit_2_and_write_nothing(args, words, npz_run, tmp_path):
-    args = [str(NPZ) if a == "INPUT" else a for a in args]
-    result = invoke("predict", npz_run, *args)
+    names = {"INPUT": str(NPZ), "RUN/metrics.csv": str(npz_run / "metrics.csv"),
+             "TMP": str(tmp_path)}
+    before = (npz_run / "metrics.csv").read_bytes()
+    result = invoke("predict", npz_run, *[names.get(a, a) for a in args])
     assert result.exit_code == 2 and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (Path.cwd() / "out.parquet").exists()
+    assert (npz_run / "metrics.csv").read_bytes() == before and not list(tmp_path.iterdir())
 
 
 def test_digits_predict_from_their_raw_form_and_an_unrolled_model_keeps_its_length(tmp_path):

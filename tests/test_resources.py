@@ -12,8 +12,9 @@ from tests.conftest import TINY, invoke
 
 @pytest.mark.parametrize("override,words", [
     ("model.units=100000000000", ["parameters", "Lower model.units"]),
-    ("data.num_samples=10000000000", ["data.num_samples: 10000000000 sequences need about",
+    ("data.num_samples=10000000000", ["10,000,000,000 sequences of 6 steps need about",
                                       "TiB"]),
+    ("data.sequence_length=10000000000", ["of 10,000,000,000 steps need about"]),
 ])
 def test_a_run_that_cannot_fit_is_exit_2_naming_the_estimate(override, words, tiny_config,
                                                              tmp_path):

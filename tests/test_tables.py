@@ -161,3 +161,20 @@ def test_window_normalization_makes_windows_relative_to_their_last_row(tmp_path)
     assert data.preprocessing["output"]["add_level"] == "temp"
     none = build_dataset(load_config(config_for(tmp_path, normalization="none")).data, seed=1)
     assert none.spec.output_scale == () and none.train.x[0, 0, 0] == pytest.approx(temp[0])
+
+
+def test_spreadsheet_habits_are_read_and_bad_cells_are_named_by_line_and_column(tmp_path):
+    path = series_csv(tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # Excel's byte-order mark
+    assert len(build_dataset(load_config(config_for(tmp_path)).data, seed=1).train) == 63
+    sequences_csv(tmp_path)
+    lines = (tmp_path / "machines.csv").read_text().splitlines()
+    lines[3] = ",".join(cell if i != 2 else "" for i, cell in enumerate(lines[3].split(",")))
+    (tmp_path / "machines.csv").write_text("\n".join(lines) + "\n")
+    config = write_config(tmp_path, {
+        "name": "ragged", "data": {"task": "csv_sequences", "path": "machines.csv",
+                                   "id_column": "machine", "columns": ["a", "b"],
+                                   "target": "faulty"}}, name="ragged.yaml")
+    result = invoke("run", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "line 4, column 'a' is empty or NaN" in result.stderr
+    assert not (tmp_path / "runs").exists()

@@ -35,6 +35,9 @@ class ParityParams(GeneratedTaskParams):
         "end."
     )
 
+    def sequence_shape(self) -> tuple[int, int]:
+        return self.sequence_length, 1
+
 
 @register_task("parity", ParityParams)
 def parity(params: ParityParams, seed: int) -> Dataset:

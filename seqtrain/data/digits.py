@@ -70,6 +70,9 @@ class ShiftedDigitParams(GeneratedTaskParams):
     def vocabulary_size(self) -> int:
         return self.num_classes if self.encoding == "onehot" else 0
 
+    def sequence_shape(self) -> tuple[int, int]:
+        return self.sequence_length, self.vocabulary_size() or 1
+
     @field_validator("sequence_length")
     @classmethod
     def _seed_layout_is_length_one(cls, value: int, info: ValidationInfo) -> int:

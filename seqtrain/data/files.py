@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from seqtrain.data.preprocessing import stored_target_statistics, target_statistics
+from seqtrain.data.preprocessing import (
+    missing_step,
+    stored_target_statistics,
+    target_statistics,
+)
 from seqtrain.data.registry import (
     PAD,
     Dataset,
@@ -122,7 +126,7 @@ def npz(params: NpzParams, seed: int, preprocessing: dict | None = None) -> Data
                           "or (N, T, F) numbers" + (f", and the true lengths {params.lengths!r}"
                                                     " (steps after them are padding)"
                                                     if params.lengths else ""),
-                          f"NaN inputs: {params.missing}"]}
+                          missing_step("NaN inputs", params.missing)]}
     output = {}
     if kind == "regression":
         width = spec.output_dim
@@ -240,15 +244,23 @@ def prepare_split(params, kind: str, vocabulary: int, x_name: str, y_name: str,
         lengths = np.asarray(lengths)
         if (lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer)
                 or lengths.min() < 1 or lengths.max() > steps):
+            found = (f", range {lengths.min()}..{lengths.max()}" if lengths.size
+                     and np.issubdtype(lengths.dtype, np.number) else "")
             raise DataError(f"{path}: lengths must be {n} integers in [1, {steps}]; got "
-                            f"shape {lengths.shape}, range {lengths.min()}..{lengths.max()}")
+                            f"shape {lengths.shape}, dtype {lengths.dtype}{found}")
         valid &= np.arange(steps)[None, :] < lengths[:, None]
+    infinite = np.isinf(x).any(axis=-1) & valid
+    if infinite.any():
+        row, step = map(int, np.argwhere(infinite)[0])
+        raise DataError(f"{where} has an infinite value (first in sequence {row}, step {step});"
+                        " inputs must be finite numbers (NaN for missing)")
     nan = np.isnan(x).any(axis=-1) & valid
     if nan.any():
         if params.missing == "error":
             row, step = map(int, np.argwhere(nan)[0])
             raise DataError(f"{where} has NaN (first in sequence {row}, step {step}); clean it, "
-                            "or set data.missing to mask, zero or ffill")
+                            "or set data.missing to mask, zero or ffill (a trained run keeps "
+                            "the policy it was trained with)")
         if params.missing == "zero":
             x = np.nan_to_num(x, nan=0.0)
         elif params.missing == "ffill":
@@ -268,8 +280,8 @@ def _prepared_targets(params, kind: str, path, x_name: str, y_name: str, y: np.n
 
     if len(y) != n:
         raise DataError(f"{path}: {y_name!r} has {len(y)} rows but {x_name!r} has {n}")
-    if not np.issubdtype(y.dtype, np.number) or np.isnan(y.astype(np.float64)).any():
-        raise DataError(f"{path}: array {y_name!r} must be numbers without NaN")
+    if not np.issubdtype(y.dtype, np.number) or not np.isfinite(y.astype(np.float64)).all():
+        raise DataError(f"{path}: array {y_name!r} must be finite numbers (no NaN or inf)")
     if per_step is None and params.targets == "auto":
         per_step = y.ndim == 3 or (y.ndim == 2 and (kind == "classification"
                                                     or y.shape[1] == steps))
@@ -310,10 +322,11 @@ def forward_fill(x: np.ndarray) -> np.ndarray:
 def baseline_for(kind: str, spec: TaskSpec, train: Split, test: Split):
     import numpy as np
 
-    if kind == "classification":
-        counts = np.bincount(train.y.ravel(), minlength=spec.num_classes).astype(np.float64)
+    weights = None if train.sample_weight is None else train.sample_weight.ravel()
+    if kind == "classification":  # padded steps (weight 0) are no class
+        counts = np.bincount(train.y.ravel(), weights=weights, minlength=spec.num_classes)
         frequencies = counts / counts.sum()
         guess = np.broadcast_to(frequencies, test.y.shape + (spec.num_classes,))
         return classification_baseline("the training class frequencies", guess, test)
-    mean = train.y.reshape(-1, train.y.shape[-1]).mean(axis=0)
+    mean = np.average(train.y.reshape(-1, train.y.shape[-1]), axis=0, weights=weights)
     return regression_baseline("the training mean", mean, test, spec.output_scale)

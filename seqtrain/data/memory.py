@@ -37,6 +37,9 @@ class AddingParams(GeneratedTaskParams):
         100, description="Steps per sequence (at least 2); one marker falls in each half."
     )
 
+    def sequence_shape(self) -> tuple[int, int]:
+        return self.sequence_length, 2
+
 
 @register_task("adding", AddingParams)
 def adding(params: AddingParams, seed: int) -> Dataset:
@@ -81,9 +84,10 @@ def read_adding(params: AddingParams, path: Path, preprocessing: dict,
         raise DataError(f"{path}: array 'x' has shape {x.shape} and dtype {x.dtype}; expected "
                         "(N, T, 2) numbers: the values and the 0/1 markers")
     x = x.astype(np.float32)
-    if np.isnan(x).any():
-        row, step, _ = map(int, np.argwhere(np.isnan(x))[0])
-        raise DataError(f"{path}: array 'x' has NaN (first in sequence {row}, step {step})")
+    if not np.isfinite(x).all():
+        row, step, _ = map(int, np.argwhere(~np.isfinite(x))[0])
+        raise DataError(f"{path}: array 'x' has NaN or inf (first in sequence {row}, step "
+                        f"{step}); this task reads finite numbers")
     y = (x[..., 0] * x[..., 1]).sum(axis=1, keepdims=True).astype(np.float32)
     return Split(x, y, None)
 
@@ -100,6 +104,9 @@ class CopyMemoryParams(GeneratedTaskParams):
 
     def vocabulary_size(self) -> int:
         return self.alphabet + 2  # blank, the symbols, the delimiter
+
+    def sequence_shape(self) -> tuple[int, int]:
+        return self.delay + 2 * self.num_symbols, self.vocabulary_size()
 
 
 @register_task("copy_memory", CopyMemoryParams)

@@ -67,14 +67,19 @@ def complete(params: TaskParams, dataset: Dataset, token_inputs: bool) -> dict[s
 
 def target_statistics(y: np.ndarray, sample_weight: np.ndarray | None = None
                       ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and standard deviation of each target column over the weighted training targets.
+    """Each target column's mean, and one standard deviation pooled over the columns.
+
+    One scale for every column keeps the loss exactly the mean squared error of the
+    standardised target (see `models.compile_model`): a scale per column would weigh each
+    column's error by its own variance. Columns are the horizons of one forecast target,
+    or an npz file's target columns (give those similar units).
 
     Args:
         y: Targets (N, K) or, per step, (N, T, K).
         sample_weight: None, or (N, T) for per-step targets: steps of weight 0 are left out.
 
     Returns:
-        (offset, scale): one value per column; a constant column gets scale 1.
+        (offset, scale): one value per column; a constant target gets scale 1.
     """
     import numpy as np
 
@@ -82,9 +87,10 @@ def target_statistics(y: np.ndarray, sample_weight: np.ndarray | None = None
     if sample_weight is not None:
         values = values[sample_weight.reshape(-1) > 0]
     mean = values.mean(axis=0)
-    std = values.std(axis=0)
-    std = np.where(std > 1e-12 * np.maximum(1.0, abs(mean)), std, 1.0)
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    std = float(np.sqrt(((values - mean) ** 2).mean()))
+    if not std > 1e-12 * max(1.0, float(abs(mean).max())):
+        std = 1.0
+    return tuple(float(v) for v in mean), (std,) * len(mean)
 
 
 def stored_target_statistics(preprocessing: dict | None
@@ -96,6 +102,11 @@ def stored_target_statistics(preprocessing: dict | None
     if "offset" not in output:
         return None
     return tuple(output["offset"]), tuple(output["scale"])
+
+
+def is_legacy(preprocessing: dict | None) -> bool:
+    """Whether `preprocessing` describes a run made before `preprocessing.json` existed."""
+    return bool(preprocessing) and preprocessing.get("format", FORMAT) == 0
 
 
 def legacy(task: str, normalization: dict | None) -> dict[str, Any]:
@@ -110,6 +121,20 @@ def legacy(task: str, normalization: dict | None) -> dict[str, Any]:
                   "std": normalization["std"]}
     return {"format": 0, "task": task, "input": inputs,
             "output": {"offset": [], "scale": [], "add_level": None}}
+
+
+MISSING_WORDS = {
+    "error": "refused (the input must have none)",
+    "zero": "replaced by 0",
+    "ffill": "replaced by the value of the step (row) before in the same feature; a gap at "
+             "the first step becomes 0",
+    "mask": "the step is masked: all its features get the padding value",
+}
+
+
+def missing_step(what: str, policy: str) -> str:
+    """A `steps` line: what happens to missing values under `policy`."""
+    return f"{what}: {MISSING_WORDS[policy]}"
 
 
 def describe_steps(document: dict[str, Any]) -> list[str]:

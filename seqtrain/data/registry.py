@@ -94,6 +94,10 @@ class GeneratedTaskParams(TaskParams):
 
     num_samples: PositiveInt = Field(10000, description="Number of sequences generated.")
 
+    def sequence_shape(self) -> tuple[int, int] | None:
+        """(steps, features) of each generated sequence, for memory estimates; None: unknown."""
+        return None
+
     @model_validator(mode="after")
     def _every_split_gets_samples(self):
         split = self.split
@@ -292,8 +296,8 @@ def regression_baseline(description: str, predicted: np.ndarray, split: Split,
 def loss_divisor(scale: tuple[float, ...]) -> float:
     """What the mean squared error in the target's units is divided by in the loss.
 
-    With one target (or one target at several horizons) this makes the loss exactly the
-    mean squared error of the standardised target; with several it is their mean variance.
+    The target's scale is one number for all its columns (`target_statistics`), so this
+    makes the loss exactly the mean squared error of the standardised target.
     """
     return float(sum(s * s for s in scale) / len(scale)) if scale else 1.0
 
@@ -424,7 +428,7 @@ def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False,
     Returns:
         The dataset; its `preprocessing` complete (see `seqtrain.data.preprocessing`).
     """
-    from seqtrain.data.preprocessing import complete
+    from seqtrain.data.preprocessing import complete, is_legacy
 
     build = get_task(params.task).build
     extra = {}
@@ -433,7 +437,10 @@ def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False,
     dataset = build(params, seed, **extra)
     if token_inputs:
         dataset = with_token_inputs(dataset)
-    return replace(dataset, preprocessing=complete(params, dataset, token_inputs))
+    document = complete(params, dataset, token_inputs)
+    if is_legacy(preprocessing):  # a run from before preprocessing.json: compiled as it was
+        document["format"] = 0
+    return replace(dataset, preprocessing=document)
 
 
 def read_inputs(params: TaskParams, path: Path, preprocessing: dict,

@@ -33,6 +33,9 @@ class SineParams(GeneratedTaskParams):
     noise: Float = Field(0.05, ge=0.0, description="Standard deviation of the added noise.")
     num_samples: PositiveInt = Field(5000, description="Number of windows generated.")
 
+    def sequence_shape(self) -> tuple[int, int]:
+        return self.sequence_length + self.horizon, 1
+
 
 @register_task("sine", SineParams)
 def sine(params: SineParams, seed: int) -> Dataset:
@@ -77,11 +80,17 @@ def read_sine(params: SineParams, path: Path, preprocessing: dict,
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
         raise DataError(f"{path}: array 'x' has shape {x.shape} and dtype {x.dtype}; expected "
                         "(N, T) numbers")
+    if not np.isfinite(x).all():
+        row, step = map(int, np.argwhere(~np.isfinite(x))[0])
+        raise DataError(f"{path}: array 'x' has NaN or inf (first in sequence {row}, step "
+                        f"{step}); this task reads finite numbers")
     y = None
     if targets:
         y = npz_array(arrays, "y", path)
-        if y.shape != (len(x), params.horizon) or not np.issubdtype(y.dtype, np.number):
+        if (y.shape != (len(x), params.horizon) or not np.issubdtype(y.dtype, np.number)
+                or not np.isfinite(y).all()):
             raise DataError(f"{path}: array 'y' has shape {y.shape}; expected ({len(x)}, "
-                            f"{params.horizon}): the {params.horizon} values after each window")
+                            f"{params.horizon}) finite numbers: the {params.horizon} values "
+                            "after each window")
         y = y.astype(np.float32)
     return Split(x.astype(np.float32)[..., None], y, None)

@@ -37,7 +37,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from seqtrain.data.files import TARGET_NORMALIZATION_DESCRIPTION, with_target_statistics
-from seqtrain.data.preprocessing import stored_target_statistics, target_statistics
+from seqtrain.data.preprocessing import (
+    missing_step,
+    stored_target_statistics,
+    target_statistics,
+)
 from seqtrain.data.registry import (
     Dataset,
     FileTaskParams,
@@ -103,16 +107,12 @@ def read_table(params: CsvSeriesParams, path: Path | None = None,
     for index, row in enumerate(rows):
         for column, name in enumerate(names):
             text = (row[name] or "").strip()
-            try:
-                values[index, column] = float(text) if text else np.nan
-            except ValueError:
-                raise DataError(f"{path}, line {lines[index]}, column {name!r}: {text!r} is not "
-                                "a number") from None
+            values[index, column] = _finite(text, path, lines[index], name) if text else np.nan
     if np.isnan(values).any():
         if params.missing == "error":
             row, column = map(int, np.argwhere(np.isnan(values))[0])
             raise DataError(f"{path}, line {lines[row]}, column {names[column]!r} is empty or "
-                            "NaN; set data.missing to zero or ffill")
+                            f"NaN; {MISSING_HINT}")
         if params.missing == "zero":
             values = np.nan_to_num(values, nan=0.0)
         else:
@@ -121,6 +121,25 @@ def read_table(params: CsvSeriesParams, path: Path | None = None,
             values = forward_fill(values[None])[0]  # the table is one long sequence
     features = values[:, :len(params.columns)]
     return features, (values[:, -1] if with_target else None), keys
+
+
+MISSING_HINT = ("set data.missing to zero or ffill (a trained run keeps the policy it was "
+                "trained with: clean the file)")
+
+
+def _finite(text: str, path: Path, line: int, column: str) -> float:
+    """A cell's number, or a DataError naming its line and column (NaN passes: missing)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a "
+                        "number") from None
+    if math.isinf(value):
+        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a finite "
+                        "number")
+    return value
 
 
 def _sort_key(text: str):
@@ -237,7 +256,7 @@ def csv_series(params: CsvSeriesParams, seed: int, preprocessing: dict | None = 
             + f"take the columns {list(params.columns)} as features"
             + (f" and {params.target!r} for the level" if window
                and params.target not in params.columns else ""),
-            f"empty or NaN cells: {params.missing}",
+            missing_step("empty or NaN cells", params.missing),
             f"cut a window of the last {params.sequence_length} rows at every row from row "
             f"{params.sequence_length} on: that row is the forecast origin"],
     }
@@ -316,6 +335,10 @@ def group_sequences(params: CsvSequencesParams, path: Path, with_target: bool
     for n, members in enumerate(groups.values()):
         for t, (line, row) in enumerate(members):
             x[n, t] = [_number(row, c, path, line, missing_ok=True) for c in params.columns]
+            if params.missing == "error" and np.isnan(x[n, t]).any():
+                column = params.columns[int(np.argmax(np.isnan(x[n, t])))]
+                raise DataError(f"{path}, line {line}, column {column!r} is empty or NaN; "
+                                f"{MISSING_HINT}")
             if with_target:
                 targets[n, t] = _number(row, params.target, path, line)
     return x, targets, lengths, np.array(list(groups))
@@ -355,7 +378,7 @@ def csv_sequences(params: CsvSequencesParams, seed: int,
                           + (f", ordered by {params.order_column!r}" if params.order_column
                              else ", in file order")
                           + f"; the columns {list(params.columns)} are its features",
-                          f"empty or NaN feature cells: {params.missing}"]}
+                          missing_step("empty or NaN feature cells", params.missing)]}
     output = {"key": params.id_column}
     if kind == "regression":
         output["names"] = [params.target]
@@ -393,7 +416,7 @@ def read_sequences(params: CsvSequencesParams, path: Path, preprocessing: dict,
             unseen = values.astype(np.int64) >= len(output["classes"])
             if (unseen & (np.arange(values.shape[1]) < lengths[:, None])).any():
                 n = int(np.argwhere(unseen)[0][0])
-                raise DataError(f"{path}, column {params.target!r}: sequence {ids[n]!r} has "
+                raise DataError(f"{path}, column {params.target!r}: sequence {str(ids[n])!r} has "
                                 f"a class not seen in training; this run's classes are 0 to "
                                 f"{len(output['classes']) - 1}")
         y = _sequence_targets(params, kind, values, lengths)
@@ -407,7 +430,8 @@ def _rows(path: Path, needed: list[str]) -> list[dict]:
         raise DataError(f"data.path: {path} does not exist (relative paths start at the "
                         "config file's folder)")
     try:
-        with open(path, newline="", encoding="utf-8") as file:
+        # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as file:
             rows = list(csv.DictReader(file))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path} is not a readable CSV file ({err})") from None
@@ -427,8 +451,4 @@ def _number(row: dict, column: str, path: Path, line: int, missing_ok: bool = Fa
             return float("nan")
         raise DataError(f"{path}, line {line}: an empty {column!r} cell; targets cannot be "
                         "missing")
-    try:
-        return float(text)
-    except ValueError:
-        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a "
-                        "number") from None
+    return _finite(text, path, line, column)
