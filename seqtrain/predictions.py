@@ -266,9 +266,14 @@ class Predictions:
                              for v in row])
 
     def write_jsonl(self, file: IO[str]) -> None:
-        """The table as JSON lines, one object per row; NaN as null."""
+        """The table as JSON lines, one object per row; floats as the CSV has them, NaN null."""
         columns = self.columns()
         for row in self.rows():
-            record = {c: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            record = {c: (_short(v) if isinstance(v, float) else v)
                       for c, v in zip(columns, row, strict=True)}
             file.write(json.dumps(record) + "\n")
+
+
+def _short(value: float) -> float | None:
+    """7 significant digits, as in the CSV: a float32's digits, without float64's noise."""
+    return float(f"{value:.7g}") if math.isfinite(value) else None

@@ -123,7 +123,8 @@ class TrainedRun:
                                 "test) to predict")
         if split is not None:
             if split not in SPLITS:
-                raise SeqtrainError(f"--split got {split!r}; expected train, val or test")
+                raise SeqtrainError(f"split (--split) got {split!r}; expected train, val or "
+                                    "test")
             part = getattr(self.dataset(), split)
         elif isinstance(inputs, (str, os.PathLike)):
             path = Path(inputs)
@@ -156,7 +157,8 @@ class TrainedRun:
         """The model's raw outputs for prepared inputs `x` (see `prepare`)."""
         batch_size = PREDICT_BATCH_SIZE if batch_size is None else batch_size
         if batch_size < 1:
-            raise SeqtrainError(f"--batch-size got {batch_size}; expected 1 or more")
+            raise SeqtrainError(f"batch size (--batch-size) got {batch_size}; expected 1 or "
+                                "more")
         return self.model.predict(x, batch_size=batch_size, verbose=0)
 
     def _check_length(self, part: Split) -> None:
