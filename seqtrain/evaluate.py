@@ -20,6 +20,26 @@ if TYPE_CHECKING:
 CHECKPOINTS = ("best", "last")
 
 
+def check_checkpoint_name(checkpoint: str) -> None:
+    """Raises RunDirError unless `checkpoint` is best or last."""
+    if checkpoint not in CHECKPOINTS:
+        raise RunDirError(f"--checkpoint got {checkpoint!r}; expected best or last")
+
+
+def checkpoint_file(run: RunDir, checkpoint: str) -> Path:
+    """The run's `best` or `last` checkpoint file.
+
+    Raises:
+        RunDirError: Another name, or a checkpoint the run never saved.
+    """
+    check_checkpoint_name(checkpoint)
+    path = run.checkpoint(checkpoint)
+    if not path.is_file():
+        raise RunDirError(f"checkpoint {path} is missing: the run stopped before it saved one"
+                          + ("; try --checkpoint last" if checkpoint == "best" else ""))
+    return path
+
+
 def load_checkpoint(path: Path) -> keras.Model:
     """Load a `.keras` checkpoint with `safe_mode=True` (no arbitrary code from the file).
 
@@ -101,8 +121,7 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
         ConfigError: An override that is not `data.*`, or data the model cannot read.
         DataError: An input file that does not fit the run or holds no targets.
     """
-    if checkpoint not in CHECKPOINTS:
-        raise RunDirError(f"--checkpoint got {checkpoint!r}; expected best or last")
+    check_checkpoint_name(checkpoint)
     run = open_run_dir(path)
     config = read_run_config(run)
     overrides = list(overrides)
@@ -120,12 +139,7 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
                                     "with the run's own data settings"])
     if overrides:
         config = load_config(run.config, overrides)
-    checkpoint_path = run.checkpoint(checkpoint)
-    if not checkpoint_path.is_file():
-        raise RunDirError(
-            f"checkpoint {checkpoint_path} is missing: the run stopped before it saved one"
-            + ("; try --checkpoint last" if checkpoint == "best" else "")
-        )
+    checkpoint_path = checkpoint_file(run, checkpoint)
     part = None
     if inputs is not None:  # read and checked before TensorFlow starts
         from seqtrain.trained import TrainedRun

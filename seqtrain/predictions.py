@@ -19,12 +19,12 @@ import json
 import math
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from seqtrain import atomic
-from seqtrain.data.registry import PAD, Split, loss_divisor
+from seqtrain.data.registry import PAD, Split, classification_baseline, regression_baseline
 from seqtrain.errors import SeqtrainError
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ FORMATS = (".csv", ".jsonl", ".npz")
 # The arrays of an .npz of predictions, beside the key (which is renamed if it clashes).
 ARRAY_NAMES = ("step", "predicted", "probabilities", "prediction", "true", "sample_weight",
                "valid")
-_EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in its cross-entropy
 
 
 def output_format(path: Path) -> str:
@@ -217,19 +216,13 @@ class Predictions:
         true = self.true_values()
         if true is None:
             raise ValueError("no true values: predict a run's own split for metrics")
-        weights = self.weights()
-        total = float(weights.sum())
+        # Computed as the baselines are, in float64.
+        scored = Split(self.split.x, true, self.split.sample_weight)
         if self.kind == "classification":
-            picked = np.take_along_axis(self.outputs, true[..., None].astype(np.int64), -1)[..., 0]
-            picked = np.clip(picked.astype(np.float64), _EPSILON, 1 - _EPSILON)
-            correct = self.outputs.argmax(axis=-1) == true
-            return {"loss": float(-(weights * np.log(picked)).sum() / total),
-                    "accuracy": float((weights * correct).sum() / total)}
-        error = self.values().astype(np.float64) - true.astype(np.float64)
-        mse = float((weights * (error**2).mean(axis=-1)).sum() / total)
-        mae = float((weights * abs(error).mean(axis=-1)).sum() / total)
+            return classification_baseline("", self.outputs.astype(np.float64), scored).metrics
         scale = tuple(self.preprocessing["output"].get("scale") or ())
-        return {"loss": mse / loss_divisor(scale), "mae": mae, "mse": mse}
+        return regression_baseline("", self.values().astype(np.float64),
+                                   replace(scored, y=true.astype(np.float64)), scale).metrics
 
     # --- files ------------------------------------------------------------------------------
 

@@ -19,8 +19,14 @@ from seqtrain import runtime
 from seqtrain.config import ExperimentConfig
 from seqtrain.data import Split, build_dataset
 from seqtrain.data.registry import read_inputs
-from seqtrain.errors import DataError, RunDirError, SeqtrainError
-from seqtrain.evaluate import CHECKPOINTS, changed_files, load_checkpoint, read_run_config
+from seqtrain.errors import DataError, SeqtrainError
+from seqtrain.evaluate import (
+    changed_files,
+    check_checkpoint_name,
+    checkpoint_file,
+    load_checkpoint,
+    read_run_config,
+)
 from seqtrain.predictions import Predictions
 from seqtrain.rundir import RunDir, open_run_dir, read_json
 
@@ -47,17 +53,12 @@ class TrainedRun:
     """
 
     def __init__(self, path: str | os.PathLike, checkpoint: str = "best", device: str = "auto"):
-        if checkpoint not in CHECKPOINTS:
-            raise RunDirError(f"--checkpoint got {checkpoint!r}; expected best or last")
+        check_checkpoint_name(checkpoint)
         self.run: RunDir = open_run_dir(Path(path))
         self.config: ExperimentConfig = read_run_config(self.run)
         self.checkpoint = checkpoint
         self.device = device
-        self.checkpoint_path = self.run.checkpoint(checkpoint)
-        if not self.checkpoint_path.is_file():
-            raise RunDirError(
-                f"checkpoint {self.checkpoint_path} is missing: the run stopped before it saved "
-                "one" + ("; try --checkpoint last" if checkpoint == "best" else ""))
+        self.checkpoint_path = checkpoint_file(self.run, checkpoint)
 
     def __repr__(self) -> str:
         return f"TrainedRun({str(self.path)!r}, checkpoint={self.checkpoint!r})"

@@ -34,6 +34,7 @@ from seqtrain.data.registry import (
     TaskSpec,
     classification_baseline,
     cut,
+    integer_array,
     load_npz,
     npz_array,
     register_reader,
@@ -136,16 +137,16 @@ def npz(params: NpzParams, seed: int, preprocessing: dict | None = None) -> Data
                    preprocessing={"input": inputs, "output": output})
 
 
-def with_target_statistics(params, spec: TaskSpec, train: Split,
-                           preprocessing: dict | None) -> TaskSpec:
-    """`spec` with the regression target's standardisation, unless `normalization: none`.
+def with_target_statistics(params, spec: TaskSpec, train: Split, preprocessing: dict | None,
+                           normalization: str | None = None) -> TaskSpec:
+    """`spec` with the regression target's standardisation, unless normalization is `none`.
 
     The statistics come from the run's stored `preprocessing` when it has them, else from
-    the training split.
+    the training split. `normalization` overrides `params.normalization` (a stored mode).
     """
     from dataclasses import replace
 
-    if spec.kind != "regression" or params.normalization == "none":
+    if spec.kind != "regression" or (normalization or params.normalization) == "none":
         return spec
     stored = stored_target_statistics(preprocessing)
     offset, scale = stored if stored is not None else target_statistics(train.y,
@@ -166,14 +167,8 @@ def read_npz(params: NpzParams, path: Path, preprocessing: dict, targets: bool =
     x = npz_array(arrays, params.x, path)
     inputs, output = preprocessing["input"], preprocessing["output"]
     vocabulary = inputs.get("vocabulary", 0)
-    if vocabulary:
-        if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
-            raise DataError(f"{path}: array {params.x!r} has shape {x.shape} and dtype "
-                            f"{x.dtype}; this run reads (N, T) integer tokens")
-        if x.size and x.max() >= vocabulary:
-            where = tuple(int(i) for i in np.argwhere(x >= vocabulary)[0])
-            raise DataError(f"{path}: array {params.x!r} holds token {int(x[where])} at "
-                            f"{where}; this run's tokens are 0 to {vocabulary - 1}")
+    if vocabulary:  # the run's vocabulary, never the file's
+        integer_array(arrays, params.x, path, 2, vocabulary, "tokens")
     else:
         features = preprocessing["model_input"]["features"]
         if x.ndim != 3 or not np.issubdtype(x.dtype, np.number) or x.shape[2] != features:

@@ -304,15 +304,18 @@ def loss_divisor(scale: tuple[float, ...]) -> float:
 
 def classification_baseline(description: str, probabilities: np.ndarray,
                             split: Split) -> Baseline:
-    """Cross-entropy and accuracy of fixed class `probabilities` (…, C) on the targets."""
+    """Cross-entropy and accuracy of class `probabilities` (…, C) on the split's targets.
+
+    Probabilities are clipped to [1e-7, 1 - 1e-7] as Keras's cross-entropy clips them.
+    """
     import numpy as np
 
-    picked = np.take_along_axis(probabilities, split.y[..., None], axis=-1)[..., 0]
+    picked = np.take_along_axis(probabilities, split.y[..., None].astype(np.int64), -1)[..., 0]
     correct = probabilities.argmax(-1) == split.y
     weights = np.ones(split.y.shape) if split.sample_weight is None else split.sample_weight
     total = float(weights.sum())
     return Baseline(description, {
-        "loss": float(-(weights * np.log(np.maximum(picked, 1e-7))).sum() / total),
+        "loss": float(-(weights * np.log(np.clip(picked, 1e-7, 1 - 1e-7))).sum() / total),
         "accuracy": float((weights * correct).sum() / total)})
 
 

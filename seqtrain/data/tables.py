@@ -37,11 +37,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from seqtrain.data.files import TARGET_NORMALIZATION_DESCRIPTION, with_target_statistics
-from seqtrain.data.preprocessing import (
-    missing_step,
-    stored_target_statistics,
-    target_statistics,
-)
+from seqtrain.data.preprocessing import missing_step
 from seqtrain.data.registry import (
     Dataset,
     FileTaskParams,
@@ -231,11 +227,8 @@ def csv_series(params: CsvSeriesParams, seed: int, preprocessing: dict | None = 
                         for rows in parts)
     spec = TaskSpec(timesteps=params.sequence_length, features=len(params.columns),
                     per_step=False, kind="regression", output_dim=params.horizon)
-    if statistics["normalization"] != "none":
-        stored_output = stored_target_statistics(preprocessing)
-        offset, scale = stored_output if stored_output is not None else target_statistics(
-            train.y)
-        spec = replace(spec, output_offset=offset, output_scale=scale)
+    spec = with_target_statistics(params, spec, train, preprocessing,
+                                  statistics["normalization"])
     window = statistics["normalization"] == "window"
     if window or params.target in params.columns:
         last = target[parts[2]][params.sequence_length - 1:][:len(test)]
