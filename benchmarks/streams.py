@@ -7,7 +7,7 @@ For each shape (cell:units:batch) of the reference task (`throughput.py`: 50 ste
 one-hot features, per-step softmax), seqtrain's own training path (A) runs with
 `runtime.streams: 1` and with one stream per core, each run a fresh process (TensorFlow's
 threads are fixed per process), alternating, `--repeats` times. Reported: the per-step
-recurrent product (batch x units x gates * units multiply-adds, as `streams.resolve`
+recurrent product (batch x units x gates * units multiply-adds, as `seqtrain.tuning.resolve`
 counts it), what `auto` picks, sequences per second (medians) and the speed-up. Results:
 benchmarks/results/streams.json and stdout.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput  # noqa: E402  (sets the environment up, puts the repo on the path)
 
-from seqtrain import streams  # noqa: E402
+from seqtrain import tuning  # noqa: E402
 
 SHAPES = ("lstm:64:64,lstm:64:128,lstm:128:64,lstm:128:128,gru:128:128,lstm:192:128,"
           "gru:256:128,lstm:256:128")
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=throughput.ROOT / "benchmarks" / "results" /
                         "streams.json")
     args = parser.parse_args()
-    cores = streams.usable_cores()
+    cores = tuning.usable_cores()
     rows = []
     for shape in args.shapes.split(","):
         cell, units, batch = shape.split(":")
@@ -51,8 +51,8 @@ def main() -> None:
                 rates[count].append(run["rate"])
         whole, split = (statistics.median(rates[count]) for count in (1, cores))
         rows.append({"cell": cell, "units": int(units), "batch_size": int(batch),
-                     "step_product": streams.step_product(config),
-                     "auto": streams.resolve(config, cores), "streams": cores,
+                     "step_product": tuning.step_product(config),
+                     "auto": tuning.resolve(config, cores).streams, "streams": cores,
                      "sequences_per_second": {"1": whole, str(cores): split},
                      "repeats": {str(k): v for k, v in rates.items()}, "speed_up": split / whole})
         print(f"{shape}: {whole:.0f} against {split:.0f} seq/s", file=sys.stderr)

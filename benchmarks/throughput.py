@@ -184,10 +184,11 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
               devices=None, keep: Path | None = None) -> dict:
     """B (`same_as` None): the Keras docs' way. B_same: seqtrain's settings, plain Keras.
 
-    B_same runs the recurrent layer as seqtrain sets it up on `devices` (its step, batch
-    streams): what is left between A and B_same is the tool's own work. With `keep` (a
-    folder), B_keep: B_same that also saves what A saves every epoch, with Keras's own
-    callbacks (the best model, a backup to resume from, the epoch log).
+    B_same runs the recurrent layer as seqtrain's speed layer sets it up (`devices`: the
+    `seqtrain.tuning.Tuning` in force: its step, batch streams): what is left between A and
+    B_same is the tool's own work. With `keep` (a folder), B_keep: B_same that also saves
+    what A saves every epoch, with Keras's own callbacks (the best model, a backup to
+    resume from, the epoch log).
     """
     import keras
 
@@ -213,9 +214,9 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
             options.autotune.enabled = False
             return data.prefetch(2).with_options(options)
 
-        from seqtrain import loops
+        from seqtrain import tuning
 
-        loops.install(model, devices)
+        tuning.install(model, devices)
         model.compile(
             optimizer=keras.optimizers.Adam(same_as.train.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
@@ -317,18 +318,18 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
     applied): device, threads, batch streams, recurrent step, seeds and op determinism. B
     and D keep TensorFlow's defaults, C is torch.
     """
-    from seqtrain import runtime, streams
+    from seqtrain import runtime, tuning
     from seqtrain.data import build_dataset
 
     config = reference_config(cell, samples, epochs, **(changes or {}))
     if variant in ("A", "B_same", *PAIRS):
-        devices = runtime.devices_for(config)
-        settings = {"threads": devices.threads, "streams": devices.streams,
+        found, devices = tuning.select(config)
+        settings = {"threads": found.threads, "streams": devices.streams,
                     "recurrent_loop": devices.recurrent_loop}
     elif variant in ("B", "D"):
         settings = {"threads": runtime.select_device("cpu").threads, "streams": 1}
     else:
-        settings = {"torch_threads": streams.usable_cores()}
+        settings = {"torch_threads": tuning.usable_cores()}
 
     def run(name: str) -> dict | None:
         if name == "A":  # builds its own data, as `seqtrain run` does
@@ -348,7 +349,7 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
     if variant in PAIRS:
         return {"pair": {name: run(name) for name in variant.split("+")}, **settings}
     if variant == "D":
-        from seqtrain.plan import GATES
+        from seqtrain.models import GATES
 
         features = build_dataset(config.data, config.seed, False).train.x.shape[-1]
         return {"gflops": matmul_gflops(128, features + 128, GATES[cell] * 128), **settings}

@@ -6,7 +6,8 @@ renamed over the target, and the folder is fsynced so the rename survives a powe
 Fault injection, for tests only: `SEQTRAIN_FAULT=<kind>:<text>:<n>` in the environment
 makes the n-th commit of a file whose name contains <text> fail, right before its rename:
 the exact moment a crash would be most harmful. <kind> is `kill` (the process SIGKILLs
-itself) or `enospc` (the write fails as on a full disk).
+itself), `term` (it sends itself SIGTERM, as a sweep forwards one, and goes on) or `enospc`
+(the write fails as on a full disk).
 """
 
 from __future__ import annotations
@@ -44,9 +45,19 @@ def permissions(mode: int = 0o666) -> int:
     return mode & ~_UMASK
 
 
-def temporary_path(path: Path, suffix: str = ".tmp") -> Path:
+# Every temporary file or folder seqtrain makes starts with this: `.tmp-<name>.XXXX<suffix>`.
+# A process killed mid-write leaves one behind; `remove_temporaries` finds them all by it.
+TEMP_PREFIX = ".tmp-"
+
+
+def temporary_prefix(path: Path) -> str:
+    """The name prefix of `path`'s temporary files and folders."""
+    return f"{TEMP_PREFIX}{path.name}."
+
+
+def temporary_path(path: Path, suffix: str = "") -> Path:
     """A new, empty, uniquely named file beside `path` (0666 less the umask)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=suffix)
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
     os.close(fd)
     return Path(tmp)
@@ -83,6 +94,9 @@ def _inject_fault(path: Path) -> None:
         return
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "term":
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
@@ -127,6 +141,22 @@ def link(source: Path, path: Path) -> None:
 
             shutil.copyfile(source, tmp)
         commit(tmp, path)
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files and folders killed writers left in or under `folder`.
+
+    Only while no process can be writing there (the run's lock is held). Returns them.
+    """
+    import shutil
+
+    found = sorted(folder.rglob(f"{TEMP_PREFIX}*"))
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
 
 
 def fsync_dir(path: Path) -> None:

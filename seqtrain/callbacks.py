@@ -7,16 +7,14 @@ importing Keras at module level here is safe.
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import math
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -130,13 +128,16 @@ class ResumableState(keras.callbacks.Callback):
         train_seconds: Training time of earlier sessions.
         counters: Callbacks with `name` and `state()` (early stopping, plateau) whose
             counters are part of the state.
+        on_save: Called after each state is saved (the summary is brought up to date).
     """
 
     def __init__(self, run: RunDir, best: BestCheckpoint, stop: StopRequest, epochs: int,
                  checkpoint_every: int = 1, backup_every_steps: int | None = None,
                  step_offset: int = 0, metric_states: list | None = None,
-                 train_seconds: float = 0.0, counters: list | None = None):
+                 train_seconds: float = 0.0, counters: list | None = None,
+                 on_save: Callable[[], None] | None = None):
         super().__init__()
+        self.on_save = on_save
         self.run, self.best, self.stop, self.epochs = run, best, stop, epochs
         self.counters = list(counters or [])
         self.checkpoint_every, self.backup_every_steps = checkpoint_every, backup_every_steps
@@ -196,6 +197,8 @@ class ResumableState(keras.callbacks.Callback):
         just_saved = step == 0 and self.best.best_epoch == epoch
         save_state(self.run, self.model, self.last_state,
                    self.run.checkpoint("best") if just_saved else None)
+        if self.on_save is not None:
+            self.on_save()
 
 
 class _Resumable:
@@ -269,75 +272,6 @@ class DivergenceGuard(keras.callbacks.TerminateOnNaN):
             self.model.stop_training = True
 
 
-class WarmValidation(keras.callbacks.Callback):
-    """Traces Keras's validation function while the first training call runs.
-
-    Keras traces the training step into a graph at the first training call, which then
-    spends a while in TensorFlow alone (building the graph's executor: 0.3 s for the
-    default experiment) before the steps run; the test step (validation) is traced at the
-    first validation, after the first epoch's training. Here, as the first epoch begins, the
-    training function is traced for the training data's element spec (what Keras's first
-    call would do, and then finds done), and a thread traces the test function for the
-    validation data's element spec while the first training call runs without Python. The
-    thread also calls the test function once on an empty dataset: that builds its executor
-    and runs no step, so the metrics (the training ones too) stay untouched. Validation
-    waits for the thread. For the default experiment the first validation took 0.04 s
-    instead of 0.33 s. Where Keras's internals are not as expected, nothing is done and
-    Keras traces as usual (and reports any error from there).
-
-    Args:
-        training_spec: The element spec of the training dataset given to `fit`.
-        validation: The validation dataset given to `fit`.
-    """
-
-    def __init__(self, training_spec, validation: tf.data.Dataset):
-        super().__init__()
-        self.training_spec, self.validation = training_spec, validation
-        self._thread: threading.Thread | None = None
-        self._tried = False
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # Not in on_train_begin: the first epoch's time (`EpochLog`) includes the tracing.
-        if self._tried:  # later epochs, and a second `fit` (a resumed run), find both traced
-            return
-        self._tried = True
-        self.model.make_test_function()
-        train, test = (_multi_step_function(self.model.train_function),
-                       _multi_step_function(self.model.test_function))
-        if train is None or test is None:
-            return
-        train.get_concrete_function(tf.data.IteratorSpec(self.training_spec))
-        self._thread = threading.Thread(target=self._warm, args=(test,), daemon=True,
-                                        name="seqtrain-warm-validation")
-        self._thread.start()
-
-    def _warm(self, function) -> None:
-        try:
-            function.get_concrete_function(tf.data.IteratorSpec(self.validation.element_spec))
-            if self.model.steps_per_execution > 1:  # one step reads a batch unconditionally
-                function(iter(self.validation.take(0)))
-        except Exception:  # validation traces it again, and raises the error there
-            pass
-
-    def on_test_begin(self, logs=None):
-        self.join()
-
-    def join(self) -> None:
-        """Wait for the thread, if one runs (also before leaving `fit` on an error)."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-
-def _multi_step_function(function):
-    """The `tf.function` behind Keras's `model.train_function` or `test_function`, or None."""
-    try:  # keras 3.x, TensorFlow backend: a closure over `multi_step_on_iterator`
-        inner = inspect.getclosurevars(function).nonlocals["multi_step_on_iterator"]
-    except (KeyError, TypeError):
-        return None
-    return inner if hasattr(inner, "get_concrete_function") else None  # not run_eagerly
-
-
 def format_logs(logs: dict, digits: int = 4) -> str:
     """`loss 0.1234  accuracy 0.9876  val_loss ...` for a progress line."""
     return "  ".join(f"{k} {float(logs[k]):.{digits}f}" for k in ordered_metrics(logs))
@@ -350,23 +284,32 @@ def epoch_line(epoch: int, epochs: int, logs: dict) -> str:
 
 
 class PlainProgress(keras.callbacks.Callback):
-    """One line per epoch: for logs, CI and shell loops where stderr is not a terminal."""
+    """One line per epoch: for logs, CI and shell loops where stderr is not a terminal.
 
-    def __init__(self, console: Console):
+    Args:
+        console: Where the lines go.
+        epochs: The run's epochs (a resumed run's `fit` may cover only some of them).
+        steps: Batches per epoch.
+        first_step: Batches of the first epoch trained before (a mid-epoch resume).
+    """
+
+    def __init__(self, console: Console, epochs: int, steps: int, first_step: int = 0):
         super().__init__()
-        self.console = console
+        self.console, self.epochs = console, epochs
+        self.steps, self.step_offset = steps, first_step
 
     def on_epoch_end(self, epoch, logs=None):
-        self.console.print(epoch_line(epoch, self.params["epochs"], logs or {}),
+        self.step_offset = 0
+        self.console.print(epoch_line(epoch, self.epochs, logs or {}),
                            markup=False, highlight=False, soft_wrap=True)
 
 
-class RichProgress(keras.callbacks.Callback):
+class RichProgress(PlainProgress):
     """Epoch and batch bars with live metrics, redrawn at most 10 times a second."""
 
-    def __init__(self, console: Console, refresh_seconds: float = 0.1):
-        super().__init__()
-        self.console = console
+    def __init__(self, console: Console, epochs: int, steps: int, first_step: int = 0,
+                 refresh_seconds: float = 0.1):
+        super().__init__(console, epochs, steps, first_step)
         self.refresh_seconds = refresh_seconds
         self.progress: Progress | None = None
         self._last_update = 0.0
@@ -378,24 +321,27 @@ class RichProgress(keras.callbacks.Callback):
             console=self.console, refresh_per_second=10,
         )
         self.progress.start()
-        self._epochs = self.progress.add_task("epoch", total=self.params["epochs"], metrics="")
-        self._batches = self.progress.add_task("batch", total=self.params.get("steps"), metrics="")
+        self._epochs = self.progress.add_task("epoch", total=self.epochs, metrics="")
+        self._batches = self.progress.add_task("batch", total=self.steps, metrics="")
 
     def on_epoch_begin(self, epoch, logs=None):
         self.progress.update(self._epochs, completed=epoch)
-        self.progress.reset(self._batches, total=self.params.get("steps"), metrics="")
+        self.progress.reset(self._batches, total=self.steps, completed=self.step_offset,
+                            metrics="")
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.monotonic()
         if now - self._last_update >= self.refresh_seconds:
             self._last_update = now
-            self.progress.update(self._batches, completed=batch + 1, metrics=self._fit(logs))
+            self.progress.update(self._batches, completed=self.step_offset + batch + 1,
+                                 metrics=self._fit(logs))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        self.progress.update(self._batches, completed=self.params.get("steps"))
+        self.progress.update(self._batches, completed=self.steps)
         self.progress.update(self._epochs, completed=epoch + 1, metrics=self._fit(logs))
-        self.progress.console.print(epoch_line(epoch, self.params["epochs"], logs),
+        self.step_offset = 0
+        self.progress.console.print(epoch_line(epoch, self.epochs, logs),
                                     markup=False, highlight=False, soft_wrap=True)
 
     def on_train_end(self, logs=None):

@@ -180,13 +180,20 @@ class TrainConfig(Section):
 
 
 class RuntimeConfig(Section):
-    """How TensorFlow is set up."""
+    """How TensorFlow is set up, and seqtrain's CPU speed layer (`seqtrain.tuning`)."""
 
+    cpu_tuning: Literal["auto", "off"] = Field(
+        "auto", description="auto: on a CPU, train with seqtrain's speed layer (streams, "
+        "recurrent_loop, thread choices, warm_validation; the same results to float32 "
+        "rounding) while the installed Keras and TensorFlow are versions it is tested with; "
+        "off: plain Keras with TensorFlow's own threads."
+    )
     intra_op_threads: PositiveInt | None = Field(
         None, description="Threads inside one operation (a matrix product) on the CPU; null: "
-        "1 while the recurrent step's product is at most 24 Mi multiply-adds or streams are "
-        "used (too small to split well), else TensorFlow's choice (all cores); on a GPU and "
-        "under distribution: mirrored, TensorFlow's choice."
+        "with cpu_tuning auto on up to 2 cores (where it was measured), 1 while the recurrent "
+        "step's product is at most 24 Mi multiply-adds or streams are used (too small to "
+        "split well), else TensorFlow's choice (all cores); on a GPU and under distribution: "
+        "mirrored, TensorFlow's choice."
     )
     inter_op_threads: PositiveInt | None = Field(
         None, description="Operations run at once on the CPU; null lets TensorFlow choose."
@@ -200,15 +207,16 @@ class RuntimeConfig(Section):
     streams: Union[Literal["auto"], PositiveInt] = Field(
         "auto", description="On a CPU, split each batch into this many parts that run "
         "through the model at once, each recurrent loop on one thread (intra_op_threads "
-        "defaults to 1 then); auto: one per core while the per-step product batch_size x "
-        "units x gates*units is 2 to 24 Mi multiply-adds, else 1. A GPU runs 1."
+        "defaults to 1 then); auto: on up to 2 cores (where it was measured), one per core "
+        "while the per-step product batch_size x units x gates*units is 2 to 24 Mi "
+        "multiply-adds, else 1. A GPU runs 1."
     )
     recurrent_loop: Literal["auto", "keras"] = Field(
         "auto", description="On a CPU, auto runs the recurrent layers with seqtrain's step: "
         "Keras's cell arithmetic, with the gradient of the recurrent product taken against "
         "a transposed copy of the kernel and, in training, an LSTM's or GRU's input, bias and "
-        "state in one product (1.1x to 1.3x faster training; float32, and LSTM or GRU without "
-        "recurrent_dropout); keras runs Keras's own. A GPU runs Keras's (cuDNN)."
+        "state in one product (float32, and LSTM or GRU without recurrent_dropout); keras "
+        "runs Keras's own. A GPU runs Keras's (cuDNN)."
     )
     deterministic: bool = Field(
         True,
@@ -217,9 +225,8 @@ class RuntimeConfig(Section):
     )
     warm_validation: bool = Field(
         True, description="Trace the validation step in a background thread while the first "
-        "training call runs, instead of at the first validation (about 0.2 s off the first "
-        "epoch of the default experiment; the same graphs and results). Ignored under "
-        "distribution: mirrored."
+        "training call runs, instead of at the first validation (the same graphs and "
+        "results, a shorter first epoch). Ignored under distribution: mirrored."
     )
 
     @field_validator("streams", mode="before")
@@ -281,6 +288,15 @@ class ExperimentConfig(Section):
         if value not in DISTRIBUTIONS:
             raise ValueError(f"got {value!r}; expected none or mirrored")
         return value
+
+    @model_validator(mode="after")
+    def _tuning_fits_its_switch(self) -> ExperimentConfig:
+        runtime = self.runtime
+        if runtime.cpu_tuning == "off" and runtime.streams not in ("auto", 1):
+            raise ValueError(f"runtime.streams: {runtime.streams} needs the speed layer that "
+                             "runtime.cpu_tuning: off turns off; use auto or 1, or "
+                             "cpu_tuning: auto")
+        return self
 
     @model_validator(mode="after")
     def _devices_fit_distribution(self) -> ExperimentConfig:

@@ -8,59 +8,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seqtrain import __version__, atomic, runtime
-from seqtrain.config import ExperimentConfig, load_config
+from seqtrain.checkpoints import check_checkpoint_name, checkpoint_file, load_checkpoint
+from seqtrain.config import load_config
 from seqtrain.data import Split, build_dataset
 from seqtrain.errors import ConfigError, DataError, RunDirError
 from seqtrain.report import ordered_metrics
-from seqtrain.rundir import RunDir, open_run_dir, read_json, stored_preprocessing
+from seqtrain.rundir import (
+    changed_files,
+    open_run_dir,
+    read_json,
+    read_run_config,
+    stored_preprocessing,
+)
 
 if TYPE_CHECKING:
     import keras
-
-CHECKPOINTS = ("best", "last")
-
-
-def check_checkpoint_name(checkpoint: str) -> None:
-    """Raises RunDirError unless `checkpoint` is best or last."""
-    if checkpoint not in CHECKPOINTS:
-        raise RunDirError(f"--checkpoint got {checkpoint!r}; expected best or last")
-
-
-def checkpoint_file(run: RunDir, checkpoint: str) -> Path:
-    """The run's `best` or `last` checkpoint file.
-
-    Raises:
-        RunDirError: Another name, or a checkpoint the run never saved.
-    """
-    check_checkpoint_name(checkpoint)
-    path = run.checkpoint(checkpoint)
-    if not path.is_file():
-        raise RunDirError(f"checkpoint {path} is missing: the run stopped before it saved one"
-                          + ("; try --checkpoint last" if checkpoint == "best" else ""))
-    return path
-
-
-def load_checkpoint(path: Path) -> keras.Model:
-    """Load a `.keras` checkpoint with `safe_mode=True` (no arbitrary code from the file).
-
-    Raises:
-        RunDirError: The file is missing or cannot be loaded.
-    """
-    import keras
-
-    if not path.is_file():
-        raise RunDirError(f"checkpoint {path} is missing")
-    from seqtrain.state import check_archive
-
-    check_archive(path)
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as err:  # any failure to read the file is a bad file, not a bug
-        raise RunDirError(
-            f"checkpoint {path} cannot be loaded ({type(err).__name__}: {err}); "
-            "it is damaged or not a Keras model"
-        ) from None
-
 
 def evaluate_split(model: keras.Model, split: Split, batch_size: int) -> dict[str, float]:
     """The model's loss and metrics on one split, with its sample weights."""
@@ -69,34 +31,6 @@ def evaluate_split(model: keras.Model, split: Split, batch_size: int) -> dict[st
     results = model.evaluate(evaluation_dataset(split, batch_size), verbose=0,
                              return_dict=True)
     return {name: float(results[name]) for name in ordered_metrics(results)}
-
-
-def read_run_config(run: RunDir) -> ExperimentConfig:
-    """The resolved config a run was trained with.
-
-    Raises:
-        RunDirError: It no longer validates (edited by hand, or from another version).
-    """
-    try:
-        return load_config(run.config)
-    except ConfigError as err:
-        raise RunDirError(
-            f"run directory {run.path} has a config that no longer loads:\n{err}"
-        ) from None
-
-
-def changed_files(run: RunDir, config: ExperimentConfig) -> list[str]:
-    """Data files that differ from the ones the run was trained on."""
-    from seqtrain.data.registry import fingerprints
-
-    try:
-        recorded = {f["path"]: f for f in read_json(run.env).get("data_files", [])}
-    except RunDirError:
-        return []
-    return [f"{now['path']} changed since training (SHA-256 {was['sha256'][:12]}... then, "
-            f"{now['sha256'][:12]}... now): the metrics are not on the data the run saw"
-            for now in fingerprints(config.data)
-            if (was := recorded.get(now["path"])) and was["sha256"] != now["sha256"]]
 
 
 def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
@@ -154,15 +88,18 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
         if part.sample_weight is not None and not part.sample_weight.any():
             raise DataError(f"{inputs}: no step of it has a target to score (each sequence "
                             "is too short for the task's targets)")
-    from seqtrain import loops
+    from seqtrain import tuning
 
-    devices = runtime.select_device(device, config.runtime.intra_op_threads,
-                                    config.runtime.inter_op_threads, **loops.settings(config))
+    try:  # as the run resolved its speed layer: the computation it trained with
+        recorded = read_json(run.summary).get("speed_settings")
+    except RunDirError:
+        recorded = None
+    _, chosen = tuning.select(config, device=device, recorded=recorded)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     if part is None:
         part = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
                              stored_preprocessing(run, config.data.task)).test
-    model = loops.install(load_checkpoint(checkpoint_path), devices)
+    model = tuning.install(load_checkpoint(checkpoint_path), chosen)
     expected = tuple(model.input_shape[2:])
     if tuple(part.x.shape[2:]) != expected:
         raise ConfigError("--set", [

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from rich.console import Console
 
-from seqtrain import __version__, atomic, resources, runtime
+from seqtrain import __version__, atomic, resources, runtime, tuning
 from seqtrain.config import ExperimentConfig, dump_config, load_config, monitor_mode
 from seqtrain.data import Dataset, build_dataset
 from seqtrain.data.registry import fingerprints
@@ -35,6 +35,7 @@ from seqtrain.rundir import (
     run_stem,
     stored_preprocessing,
 )
+from seqtrain.signals import StopRequest, TrainingInterrupted
 
 Display = Literal["rich", "plain", "quiet"]
 
@@ -45,6 +46,8 @@ class _Session:
 
     config: ExperimentConfig
     devices: runtime.Devices
+    tuning: tuning.Tuning
+    stop: StopRequest
     run: RunDir
     dataset: Dataset
     summary: dict[str, Any]
@@ -82,24 +85,43 @@ def run_experiment(
             could not be written (`StorageError`, exit 1).
     """
     started_at = _now()
-    devices = runtime.devices_for(config)
+    devices, chosen = tuning.select(config)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     resources.check_data(config)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     check_monitor(config, dataset)
     resources.check_model(config, dataset)
     overrides = list(overrides)
-    run = create_run_dir(run_stem(config.name, overrides), runs_dir=runs_dir, exact=exact_dir)
-    with RunLock(run):
-        atomic.write_text(run.config, dump_config(config))
-        atomic.write_text(run.overrides, f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
-        atomic.write_json(run.env, {**_environment(devices, started_at, command),
-                                    "data_files": fingerprints(config.data)})
-        atomic.write_json(run.preprocessing, dataset.preprocessing)
-        summary = _new_summary(config, run, started_at, dataset, devices.used)
-        session = _Session(config, devices, run, dataset, summary, display,
-                           console or Console(stderr=True))
-        return run, _train(session)
+    # From here on a signal only asks to stop: the run directory, once it exists, is set
+    # up whole (summary.json last), so it can be resumed whatever happens next.
+    with StopRequest() as stop:
+        if stop.requested:
+            raise TrainingInterrupted(stop.signum)
+        run = create_run_dir(run_stem(config.name, overrides), runs_dir=runs_dir,
+                             exact=exact_dir)
+        with RunLock(run):
+            summary = _set_up(run, config, dataset, devices, chosen, started_at, command,
+                              f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
+            session = _Session(config, devices, chosen, stop, run, dataset, summary, display,
+                               console or Console(stderr=True))
+            return run, _train(session)
+
+
+def _set_up(run: RunDir, config: ExperimentConfig, dataset: Dataset, devices: runtime.Devices,
+            chosen: tuning.Tuning, started_at: str, command: str,
+            overrides_text: str) -> dict[str, Any]:
+    """Write a new run's files, `summary.json` last: once it exists the run can be resumed.
+
+    Until then `resume` sets the run up again from its `config.yaml` (`resume_experiment`).
+    """
+    atomic.write_text(run.config, dump_config(config))
+    atomic.write_text(run.overrides, overrides_text)
+    atomic.write_json(run.env, {**_environment(devices, started_at, command),
+                                "data_files": fingerprints(config.data)})
+    atomic.write_json(run.preprocessing, dataset.preprocessing)
+    summary = _new_summary(config, run, started_at, dataset, devices.used, chosen)
+    atomic.write_json(run.summary, summary)
+    return summary
 
 
 def resume_experiment(
@@ -130,7 +152,11 @@ def resume_experiment(
     """
     run = open_run_dir(path)
     config = _resume_config(run, list(overrides))
-    with RunLock(run):
+    console = console or Console(stderr=True)
+    with StopRequest() as stop, RunLock(run):
+        atomic.remove_temporaries(run.path)  # a killed writer's; the lock says none writes now
+        if not run.summary.exists():  # killed while it was being set up: set it up again
+            return run, _restart(run, config, stop, command, display, console), True
         summary = read_json(run.summary)
         if summary.get("stopped_early"):
             return run, summary, False
@@ -139,11 +165,9 @@ def resume_experiment(
                 f"run {run.path} diverged; resuming it would diverge again. Start a new run "
                 "with a lower train.learning_rate or a train.clipnorm"
             )
-        for stale in run.path.rglob(".*.tmp*"):
-            if stale.is_file():  # left by a killed process; the lock says none is writing now
-                stale.unlink()
         started_at = _now()
-        devices = runtime.devices_for(config)
+        # As the run resolved them, not as this machine would: the same computation.
+        devices, chosen = tuning.select(config, recorded=summary.get("speed_settings"))
         runtime.seed_everything(config.seed, config.runtime.deterministic)
         from seqtrain.state import describe, load_state
 
@@ -165,14 +189,35 @@ def resume_experiment(
         env = read_json(run.env)
         env.setdefault("resumes", []).append(_environment(devices, started_at, command))
         atomic.write_json(run.env, env)
+        where = describe(state) if state else "from the start"
         summary.update(status="running", error=None, signal=None, epochs=config.train.epochs,
                        session_started_at=started_at, devices=devices.used,
                        config=config.model_dump(mode="json"))
-        summary.setdefault("resumes", []).append(
-            {"at": started_at, "from": describe(state) if state else "the start"})
-        session = _Session(config, devices, run, dataset, summary, display,
-                           console or Console(stderr=True))
+        summary.setdefault("resumes", []).append({"at": started_at, "from": where})
+        if display != "quiet":
+            console.print(f"resuming {run.path} {where}, of {config.train.epochs} epochs",
+                          markup=False, highlight=False, soft_wrap=True)
+        session = _Session(config, devices, chosen, stop, run, dataset, summary, display,
+                           console)
         return run, _train(session, state), True
+
+
+def _restart(run: RunDir, config: ExperimentConfig, stop: StopRequest, command: str,
+             display: Display, console: Console) -> dict[str, Any]:
+    """Train a run that was killed before its set-up ended, from the start, in its folder."""
+    started_at = _now()
+    devices, chosen = tuning.select(config)
+    runtime.seed_everything(config.seed, config.runtime.deterministic)
+    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
+    recorded = run.overrides.read_text(encoding="utf-8") if run.overrides.exists() else ""
+    summary = _set_up(run, config, dataset, devices, chosen, started_at, command,
+                      recorded + f"# {command}\n")
+    if display != "quiet":
+        console.print(f"resuming {run.path} from the start (it stopped while being set up), "
+                      f"of {config.train.epochs} epochs", markup=False, highlight=False,
+                      soft_wrap=True)
+    return _train(_Session(config, devices, chosen, stop, run, dataset, summary, display,
+                           console))
 
 
 def check_monitor(config: ExperimentConfig, dataset: Dataset) -> None:
@@ -208,18 +253,19 @@ def _resume_config(run: RunDir, overrides: list[str]) -> ExperimentConfig:
 def _train(session: _Session, state=None) -> dict[str, Any]:
     """Build the model, restore `state` if any, fit, and record the outcome."""
     from seqtrain import callbacks as cb
-    from seqtrain import loops, pipeline
+    from seqtrain import pipeline
+    from seqtrain.checkpoints import load_checkpoint
     from seqtrain.data.preprocessing import is_legacy
-    from seqtrain.evaluate import evaluate_split, load_checkpoint
+    from seqtrain.evaluate import evaluate_split
     from seqtrain.models import build_model, compile_model
-    from seqtrain.signals import StopRequest, TrainingInterrupted
     from seqtrain.state import build_metrics, restore
 
     config, run, dataset, summary = session.config, session.run, session.dataset, session.summary
-    train = config.train
+    train, chosen, stop = config.train, session.tuning, session.stop
+    tuning.prepare_process(chosen)
     with runtime.scope(config.distribution, session.devices):
-        model = loops.install(build_model(config.model, dataset.spec, name=config.name,
-                                          precision=config.precision), session.devices)
+        model = tuning.install(build_model(config.model, dataset.spec, name=config.name,
+                                           precision=config.precision), chosen)
         compile_model(model, train, dataset.spec, dataset.train.num_batches(train.batch_size),
                       config.precision, legacy_metrics=is_legacy(dataset.preprocessing))
         if state is not None:
@@ -227,21 +273,12 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
                 build_metrics(model, dataset.val)
             restore(model, run, state)
     summary["num_params"] = model.count_params()
-    warm_validation = config.runtime.warm_validation and config.distribution == "none"
-    # What sets the speed, as used (Keras may turn jit_compile off), beside samples_per_second.
-    summary["speed_settings"] = {
-        "batch_size": train.batch_size, "steps_per_execution": train.steps_per_execution,
-        "jit_compile": bool(model.jit_compile), "unroll": config.model.unroll,
-        "precision": config.precision, "distribution": config.distribution,
-        "threads": session.devices.threads, "streams": session.devices.streams,
-        "recurrent_loop": session.devices.recurrent_loop, "warm_validation": warm_validation,
-        "input": f"tf.data, {pipeline.PREFETCH_BATCHES} batches prefetched, autotune off"}
+    summary["speed_settings"] = _speed_settings(config, chosen, session.devices, model)
     atomic.write_json(run.summary, summary)
     if state is None:
         from seqtrain.plan import gist, make_plan
 
-        plan = make_plan(config, dataset, summary["devices"], summary["num_params"],
-                         session.devices.streams, session.devices.recurrent_loop)
+        plan = make_plan(config, dataset, summary["devices"], summary["num_params"], chosen)
         atomic.write_json(run.path / "plan.json", plan)
         if session.display != "quiet":
             session.console.print(gist(plan), markup=False, highlight=False, soft_wrap=True)
@@ -259,26 +296,38 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             monitor=monitor, mode=mode, patience=train.early_stopping.patience,
             min_delta=train.early_stopping.min_delta, state=counters.get("early_stopping")))
     if train.lr_schedule == "reduce_on_plateau":
+        # min_delta 0: an improvement is what `best` counts as one, so the epoch that saves
+        # best.keras never also cuts the rate (the state of that epoch copies best.keras).
         extra.append(cb.ReduceLROnPlateau(
-            monitor=monitor, mode=mode, factor=train.plateau_factor,
+            monitor=monitor, mode=mode, min_delta=0.0, factor=train.plateau_factor,
             patience=train.plateau_patience, min_lr=train.min_learning_rate,
             state=counters.get("reduce_on_plateau")))
-    stop = StopRequest()
+    wall_before = summary.get("wall_seconds") or 0.0
+
+    def record_progress() -> None:  # at each saved state: `ls` sees epochs as they end
+        _record_results(summary, epoch_log, best, resumable, "running", wall_before)
+        summary["ended_at"] = None
+        atomic.write_json(run.summary, summary)
+
     resumable = cb.ResumableState(
         run, best, stop, train.epochs, train.checkpoint_every, train.backup_every_steps,
         step_offset=state.step if state else 0,
         metric_states=state.metric_states if state and state.step else None,
         train_seconds=state.train_seconds if state else 0.0, counters=extra,
+        on_save=record_progress,
     )
     guard = cb.DivergenceGuard()
     progress = {"rich": cb.RichProgress, "plain": cb.PlainProgress}.get(session.display)
-    progress = progress(session.console) if progress else None
+    progress = progress(session.console, train.epochs, dataset.train.num_batches(
+        train.batch_size), state.step if state else 0) if progress else None
     callbacks = [order, epoch_log, guard, best, *extra, resumable, *([progress] if progress
                                                                       else [])]
     validation = pipeline.evaluation_dataset(dataset.val, train.batch_size)
     warm = None
-    if warm_validation:  # last: the first epoch's clock (`epoch_log`) starts before it
-        warm = cb.WarmValidation(pipeline.training_spec(dataset.train), validation)
+    if chosen.warm_validation:  # last: the first epoch's clock (`epoch_log`) starts before it
+        from seqtrain.tuning.warm import WarmValidation
+
+        warm = WarmValidation(pipeline.training_spec(dataset.train), validation)
         callbacks.append(warm)
 
     def fit(first_epoch: int, last_epoch: int, skip_batches: int = 0) -> None:
@@ -290,13 +339,14 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
 
     status, signum = "completed", None
     try:
-        with stop:
-            first = state.epoch if state else 0
-            if state is not None and state.step:
-                fit(first, first + 1, skip_batches=state.step)  # finish the stopped epoch
-                first += 1
-            if first < train.epochs and not guard.diverged_at and not _stopped_early(extra):
-                fit(first, train.epochs)
+        if stop.requested:  # a signal while the run was set up: stop before training
+            raise TrainingInterrupted(stop.signum)
+        first = state.epoch if state else 0
+        if state is not None and state.step:
+            fit(first, first + 1, skip_batches=state.step)  # finish the stopped epoch
+            first += 1
+        if first < train.epochs and not guard.diverged_at and not _stopped_early(extra):
+            fit(first, train.epochs)
         status = "diverged" if guard.diverged_at else "completed"
         if _stopped_early(extra):
             summary["stopped_early"] = _stopped_early(extra)
@@ -305,7 +355,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     except KeyboardInterrupt:  # a second signal: stopped at once, last state intact
         status, signum = "interrupted", 2
     except BaseException as err:
-        _record_results(summary, epoch_log, best, resumable, "failed")
+        _record_results(summary, epoch_log, best, resumable, "failed", wall_before)
         summary["error"] = f"{type(err).__name__}: {err}"
         try:
             atomic.write_json(run.summary, summary)
@@ -313,11 +363,13 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             pass  # the disk that failed the run may not take the summary either
         raise
     finally:
+        # Training is over: a signal now interrupts at once, as it did before the run.
+        stop.release()
         if warm is not None:
             warm.join()  # an error or interrupt can leave fit during the first epoch
         if isinstance(progress, cb.RichProgress):
             progress.close()  # also after an interrupt, which skips on_train_end
-    _record_results(summary, epoch_log, best, resumable, status)
+    _record_results(summary, epoch_log, best, resumable, status, wall_before)
     summary["signal"] = {2: "SIGINT", 15: "SIGTERM"}.get(signum)
     if guard.diverged_at:
         summary["error"] = (
@@ -337,8 +389,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             # model's test step is traced already (a load and a trace cost 0.4 s).
             best_model = model
         else:
-            best_model = loops.install(load_checkpoint(run.checkpoint("best")),
-                                       session.devices)
+            best_model = tuning.install(load_checkpoint(run.checkpoint("best")), chosen)
         summary["test"] = evaluate_split(best_model, dataset.test, train.batch_size)
         atomic.write_json(run.summary, summary)
     return summary
@@ -353,7 +404,7 @@ def _stopped_early(callbacks) -> int | None:
 
 
 def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset: Dataset,
-                 devices: list[str]) -> dict[str, Any]:
+                 devices: list[str], chosen: tuning.Tuning) -> dict[str, Any]:
     """`summary.json` of a run that has just started: every key, results still empty."""
     spec, baseline = dataset.spec, dataset.baseline
     return {
@@ -382,6 +433,9 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset
         "train_seconds": None,
         "samples_per_second": None,
         "devices": devices,
+        # The speed layer's choices, reused by resume and eval (the rest once the model is
+        # built: `_speed_settings`).
+        "speed_settings": chosen.settings(),
         "resume_point": None,
         "signal": None,
         "error": None,
@@ -390,8 +444,29 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset
     }
 
 
-def _record_results(summary: dict[str, Any], epoch_log, best, resumable, status: str) -> None:
-    """Fill the summary's results from what the callbacks recorded."""
+def _speed_settings(config: ExperimentConfig, chosen: tuning.Tuning,
+                    devices: runtime.Devices, model) -> dict[str, Any]:
+    """What sets the speed, as used (Keras may turn jit_compile off).
+
+    Recorded beside samples_per_second; the tuning's part is what resume and eval reuse.
+    """
+    from seqtrain import pipeline
+
+    train = config.train
+    return {**chosen.settings(), "batch_size": train.batch_size,
+            "steps_per_execution": train.steps_per_execution,
+            "jit_compile": bool(model.jit_compile), "unroll": config.model.unroll,
+            "precision": config.precision, "distribution": config.distribution,
+            "threads": devices.threads,
+            "input": f"tf.data, {pipeline.PREFETCH_BATCHES} batches prefetched, autotune off"}
+
+
+def _record_results(summary: dict[str, Any], epoch_log, best, resumable, status: str,
+                    wall_before: float) -> None:
+    """Fill the summary's results from what the callbacks recorded.
+
+    `wall_before` is the wall time of the sessions before this one.
+    """
     rows = epoch_log.rows
 
     def metrics(row: dict[str, float]) -> dict[str, float]:
@@ -408,7 +483,7 @@ def _record_results(summary: dict[str, Any], epoch_log, best, resumable, status:
         best_epoch=best.best_epoch,
         best=metrics(best.best_logs) if best.best_logs else {},
         final=metrics(rows[-1]) if rows else {},
-        wall_seconds=round((summary.get("wall_seconds") or 0.0) + session, 3),
+        wall_seconds=round(wall_before + session, 3),
         train_seconds=round(train_seconds, 3),
         samples_per_second=(
             round(summary["num_train_samples"] * len(rows) / train_seconds, 1) if rows else None

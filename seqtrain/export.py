@@ -16,12 +16,9 @@ the Keras model with onnxruntime before it is kept.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import inspect
 import os
 import shutil
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,15 +64,12 @@ def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A
     trained = TrainedRun(path, checkpoint, device="cpu")
     preprocessing = trained.preprocessing
     model = trained.model
-    if format == "onnx" and _keras_version() < (3, 8):
-        raise SeqtrainError("--format onnx needs Keras 3.8 or newer (its ONNX export): "
-                            f"{ONNX_EXTRA}")
     parents = [p for p in reversed(output.absolute().parents) if not p.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.mkdir()  # claims the name: of two exports to one folder, one fails here
-        building = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.",
-                                         suffix=".export"))
+        building = Path(tempfile.mkdtemp(dir=output.parent,
+                                         prefix=atomic.temporary_prefix(output)))
     except FileExistsError:
         raise SeqtrainError(f"-o {output} already exists; seqtrain never overwrites an "
                             "export: choose a new folder") from None
@@ -116,18 +110,7 @@ def _remove_empty(folders: list[Path]) -> None:
 
 def _export(model, path: Path, format: str) -> None:  # noqa: A002
     """`model.export`, its messages kept off stdout (which carries only results)."""
-    if "verbose" in inspect.signature(model.export).parameters:
-        model.export(path, format=format, verbose=False)
-        return
-    with contextlib.redirect_stdout(sys.stderr):  # Keras before 3.5 has no `verbose`
-        model.export(path, format=format)
-
-
-def _keras_version() -> tuple[int, int]:
-    import keras
-
-    major, minor = keras.__version__.split(".")[:2]
-    return int(major), int(minor)
+    model.export(path, format=format, verbose=False)
 
 
 def _saved_model_signature(folder: Path) -> dict[str, Any]:

@@ -54,10 +54,13 @@ class RunRecord:
 
     @property
     def status(self) -> str:
-        if self.problem:
+        if self.problem == "no summary.json" and self.config:
+            status = "running"  # being set up (summary.json comes last), or killed doing it
+        elif self.problem:
             return f"broken: {self.problem}"
-        status = self.summary.get("status", "unknown")
-        if status == "running" and not _locked(self.path / "run.lock"):
+        else:
+            status = self.summary.get("status", "unknown")
+        if status == "running" and not is_locked(self.path / "run.lock"):
             return "killed"  # nobody holds the lock: the process died without a word
         return status
 
@@ -90,7 +93,8 @@ def _dig(tree: Any, dotted: str) -> Any:
     return tree
 
 
-def _locked(lock: Path) -> bool:
+def is_locked(lock: Path) -> bool:
+    """Whether a live process holds `lock` (a run's `run.lock`)."""
     try:
         fd = os.open(lock, os.O_RDONLY)
     except OSError:
@@ -229,8 +233,8 @@ _LEFT = ("run", "name", "status", "cell")
 def to_table(records: list[RunRecord]) -> str:
     """Aligned plain-text columns, like `column -t`.
 
-    Fast for hundreds of runs (a rich table took 0.7 s for 500), and easy to `grep`,
-    `sort -k` or read in a terminal.
+    Fast for hundreds of runs (a rich table is not), and easy to `grep`, `sort -k` or read
+    in a terminal.
     """
     cells = [list(COLUMNS)] + [[_shown(v) for v in r.row().values()] for r in records]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]

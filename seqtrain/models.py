@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from seqtrain.config import ModelConfig, TrainConfig
 from seqtrain.data import TaskSpec
-from seqtrain.data.registry import PAD, loss_divisor
+from seqtrain.data.preprocessing import PAD
+from seqtrain.data.registry import loss_divisor
 
 if TYPE_CHECKING:
     import keras
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 # Config names -> Keras class names, looked up lazily (configs store names, never classes).
 CELL_LAYERS = {"simple_rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 OPTIMIZER_CLASSES = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop", "adamw": "AdamW"}
+# Gates per cell: the recurrent kernel of a layer of `units` is units x (GATES * units).
+GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
 
 
 def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain",
@@ -127,3 +130,16 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
     # The second trace cost the default experiment's first epoch 0.5 to 0.8 s.
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
+
+
+def recurrent_layers(model: keras.Model) -> list:
+    """The `keras.layers.RNN` layers of `model`, those inside `Bidirectional` too."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Bidirectional):
+            found += [layer.forward_layer, layer.backward_layer]
+        elif isinstance(layer, keras.layers.RNN):
+            found.append(layer)
+    return found

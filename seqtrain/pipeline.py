@@ -8,8 +8,8 @@ so any epoch can be regenerated exactly, and a resume can skip the batches alrea
 Every dataset here runs with tf.data's autotuning off and a fixed prefetch buffer. With it
 on, each iterator starts a model thread that sleeps in a timed wait of up to about a second
 between optimisations, and destroying the iterator (Keras makes a new one every epoch, for
-training and for validation) blocks until that wait ends. On a 2-core CPU that idled the
-whole process for about a second in a third of all epochs (README, Benchmarks).
+training and for validation) blocks until that wait ends, idling the whole process for up
+to a second in many epochs.
 
 Imported only after `runtime.prepare()`.
 """

@@ -21,8 +21,8 @@ from typing import Any
 
 from seqtrain.config import ExperimentConfig
 from seqtrain.data import Dataset
-
-GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
+from seqtrain.models import GATES
+from seqtrain.tuning import OFF, Tuning
 
 
 @dataclass
@@ -82,12 +82,10 @@ def layer_plans(config: ExperimentConfig, dataset: Dataset) -> list[LayerPlan]:
 
 
 def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
-              num_params: int, streams: int = 1,
-              recurrent_loop: str = "keras") -> dict[str, Any]:
+              num_params: int, tuning: Tuning = OFF) -> dict[str, Any]:
     """Everything `seqtrain plan` prints, as a JSON-ready dict (also `plan.json` of a run).
 
-    `devices`, `streams` and `recurrent_loop` are what `runtime.select_device` chose for
-    the run.
+    `devices` and `tuning` are what `seqtrain.tuning.select` chose for the run.
     """
     spec, train = dataset.spec, config.train
     layers = layer_plans(config, dataset)
@@ -112,8 +110,9 @@ def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
                      f"{train.batch_size / len(devices):g} sequences each per step"),
         "precision": config.precision,
         "steps_per_execution": train.steps_per_execution,
-        "streams": streams,
-        "recurrent_loop": recurrent_loop,
+        "cpu_tuning": tuning.cpu_tuning,
+        "streams": tuning.streams,
+        "recurrent_loop": tuning.recurrent_loop,
         "cudnn": {"on_gpu": on_gpu, "eligible": all(layer.cudnn for layer in layers),
                   "will_run": on_gpu and all(layer.cudnn for layer in layers)},
     }
@@ -180,24 +179,22 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
         SeqtrainError: A device that is not there, data that cannot be loaded, or a run
             that cannot fit in memory.
     """
-    from seqtrain import resources, runtime
+    from seqtrain import resources, runtime, tuning
     from seqtrain.data import build_dataset
 
-    devices = runtime.devices_for(config)
+    devices, chosen = tuning.select(config)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     resources.check_data(config)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     resources.check_model(config, dataset)
-    from seqtrain.loops import install
     from seqtrain.models import build_model, compile_model
 
     with runtime.scope(config.distribution, devices):
-        model = install(build_model(config.model, dataset.spec, name=config.name,
-                                    precision=config.precision), devices)
+        model = tuning.install(build_model(config.model, dataset.spec, name=config.name,
+                                           precision=config.precision), chosen)
         compile_model(model, config.train, dataset.spec,
                       dataset.train.num_batches(config.train.batch_size), config.precision)
-    plan = make_plan(config, dataset, devices.used, model.count_params(), devices.streams,
-                     devices.recurrent_loop)
+    plan = make_plan(config, dataset, devices.used, model.count_params(), chosen)
     plan["model"] = [{"layer": layer.name, "type": type(layer).__name__,
                       "output": [d if d is not None else None for d in layer.output.shape],
                       "params": layer.count_params()} for layer in model.layers]

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from seqtrain import atomic
-from seqtrain.data.registry import PAD, Split, classification_baseline, regression_baseline
+from seqtrain.data.preprocessing import PAD
+from seqtrain.data.registry import Split, classification_baseline, regression_baseline
 from seqtrain.errors import SeqtrainError
 
 if TYPE_CHECKING:

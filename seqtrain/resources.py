@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seqtrain.errors import ResourceError
+from seqtrain.models import GATES
 
 if TYPE_CHECKING:
     from seqtrain.config import ExperimentConfig
     from seqtrain.data import Dataset, TaskSpec
-
-GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
 
 
 def available_bytes() -> int | None:

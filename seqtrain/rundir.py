@@ -28,9 +28,12 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqtrain.errors import RunDirError
+
+if TYPE_CHECKING:
+    from seqtrain.config import ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,37 @@ def stored_preprocessing(run: RunDir, task: str) -> dict:
     from seqtrain.data.preprocessing import legacy
 
     return legacy(task, read_json(run.normalization) if run.normalization.exists() else None)
+
+
+def read_run_config(run: RunDir) -> ExperimentConfig:
+    """The resolved config a run was trained with.
+
+    Raises:
+        RunDirError: It no longer validates (edited by hand, or from another version).
+    """
+    from seqtrain.config import load_config
+    from seqtrain.errors import ConfigError
+
+    try:
+        return load_config(run.config)
+    except ConfigError as err:
+        raise RunDirError(
+            f"run directory {run.path} has a config that no longer loads:\n{err}"
+        ) from None
+
+
+def changed_files(run: RunDir, config: ExperimentConfig) -> list[str]:
+    """Data files that differ from the ones the run was trained on."""
+    from seqtrain.data.registry import fingerprints
+
+    try:
+        recorded = {f["path"]: f for f in read_json(run.env).get("data_files", [])}
+    except RunDirError:
+        return []
+    return [f"{now['path']} changed since training (SHA-256 {was['sha256'][:12]}... then, "
+            f"{now['sha256'][:12]}... now): the metrics are not on the data the run saw"
+            for now in fingerprints(config.data)
+            if (was := recorded.get(now["path"])) and was["sha256"] != now["sha256"]]
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -14,12 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from seqtrain.errors import DeviceError
-
-if TYPE_CHECKING:
-    from seqtrain.config import ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -30,8 +26,6 @@ class Devices:
     used: list[str]
     details: list[dict] = field(default_factory=list)
     threads: dict = field(default_factory=dict)
-    streams: int = 1
-    recurrent_loop: str = "keras"
 
     @property
     def is_gpu(self) -> bool:
@@ -52,23 +46,22 @@ def prepare(device: str) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
 
-def start_tensorflow(device: str) -> float:
+def start_tensorflow(device: str, freeze_imports: bool = False) -> float:
     """Import TensorFlow and Keras set up for `device`, start-up noise filtered; the seconds.
 
-    Python's cyclic garbage collector is paused while they import, and the half a million
-    objects they create are then frozen (`gc.freeze`): the collector would otherwise walk
-    all of them again in every full collection, five times during the import (0.4 s) and
-    again while the first training step is traced (0.1 to 0.2 s, in the first epoch). The
-    import leaves about 3,700 objects of cyclic garbage, which stay. Measured here: the
-    import took 2.4 to 2.6 s instead of 3.1 s, and a full collection afterwards 0 ms
-    instead of 123 to 143 ms (README, Benchmarks).
+    With `freeze_imports` (part of the CPU speed layer, `seqtrain.tuning`), Python's cyclic
+    garbage collector is paused while they import, and the half a million objects they
+    create are then frozen (`gc.freeze`): the collector would otherwise walk all of them
+    again in every full collection, several times during the import and again while the
+    first training step is traced. The import leaves some cyclic garbage, which stays.
     """
     import time
 
     prepare(device)
     started = time.perf_counter()
     if "tensorflow" not in sys.modules or "keras" not in sys.modules:
-        with _native_noise_filtered(), _collector_paused():
+        paused = _collector_paused() if freeze_imports else nullcontext()
+        with _native_noise_filtered(), paused:
             import keras  # noqa: F401
             import tensorflow  # noqa: F401
     return time.perf_counter() - started
@@ -89,8 +82,8 @@ def _collector_paused() -> Iterator[None]:
 
 def select_device(device: str, intra_op_threads: int | None = None,
                   inter_op_threads: int | None = None, *, all_gpus: bool = False,
-                  cpu_devices: int = 1, streams: int = 1,
-                  recurrent_loop: str = "keras", one_thread_per_op: bool = False) -> Devices:
+                  cpu_devices: int = 1, cpu_intra_op_threads: int | None = None,
+                  freeze_imports: bool = False) -> Devices:
     """Make exactly the requested devices visible to TensorFlow, and set its CPU threads.
 
     Args:
@@ -100,12 +93,10 @@ def select_device(device: str, intra_op_threads: int | None = None,
         inter_op_threads: Operations at once; None lets TensorFlow choose.
         all_gpus: `auto` and `gpu` take every GPU, not the first (distribution: mirrored).
         cpu_devices: Split the CPU into this many logical devices when no GPU is used.
-        streams: Batch streams (`seqtrain.streams`) if the CPU is used; they run one thread
-            per operation unless `intra_op_threads` says otherwise. A GPU runs one.
-        recurrent_loop: `seqtrain` or `keras` (`seqtrain.loops`) if the CPU is used; a GPU
-            runs Keras's.
-        one_thread_per_op: One thread per operation if the CPU is used, unless
-            `intra_op_threads` says otherwise (`seqtrain.streams.one_thread_per_operation`).
+        cpu_intra_op_threads: Threads inside one operation if the CPU is used and
+            `intra_op_threads` is None (the speed layer's choice, `seqtrain.tuning`).
+        freeze_imports: Pause and freeze the garbage collector while TensorFlow imports
+            (`start_tensorflow`).
 
     Returns:
         The device names TensorFlow will train on: one, or the replicas of a strategy.
@@ -113,7 +104,7 @@ def select_device(device: str, intra_op_threads: int | None = None,
     Raises:
         DeviceError: A GPU was requested that TensorFlow does not see.
     """
-    start_tensorflow(device)
+    start_tensorflow(device, freeze_imports)
     import tensorflow as tf
 
     with _native_noise_filtered():
@@ -134,10 +125,8 @@ def select_device(device: str, intra_op_threads: int | None = None,
                 "`python -c \"import tensorflow as tf; print(tf.config.list_physical_devices())\"`"
             )
         chosen = [gpus[i] for i in dict.fromkeys(indices)]
-    if chosen:
-        streams, recurrent_loop, one_thread_per_op = 1, "keras", False
-    if (streams > 1 or one_thread_per_op) and intra_op_threads is None:
-        intra_op_threads = 1  # products too small to split; streams: one thread each
+    if intra_op_threads is None and not chosen:
+        intra_op_threads = cpu_intra_op_threads
     try:  # only before TensorFlow's runtime starts; a process that ran ops keeps its own
         if intra_op_threads:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
@@ -167,8 +156,7 @@ def select_device(device: str, intra_op_threads: int | None = None,
     ]
     threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
-    return Devices(requested=device, used=used, details=details, threads=threads,
-                   streams=streams, recurrent_loop=recurrent_loop)
+    return Devices(requested=device, used=used, details=details, threads=threads)
 
 
 # Lines TensorFlow's native code prints on every start of a CPU-only machine, before (or
@@ -198,22 +186,6 @@ def _native_noise_filtered() -> Iterator[None]:
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
-
-
-def devices_for(config: ExperimentConfig) -> Devices:
-    """Select the devices `config` asks for (see `select_device`) and check its precision.
-
-    Raises:
-        DeviceError: A GPU that is not there, or mixed_float16 without a GPU.
-    """
-    from seqtrain import loops
-
-    runtime = config.runtime
-    devices = select_device(config.device, runtime.intra_op_threads, runtime.inter_op_threads,
-                            all_gpus=config.distribution == "mirrored",
-                            cpu_devices=runtime.cpu_devices, **loops.settings(config))
-    check_precision(config.precision, devices)
-    return devices
 
 
 def scope(distribution: str, devices: Devices) -> AbstractContextManager:

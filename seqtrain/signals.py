@@ -40,6 +40,10 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Put the previous handlers back (again a no-op): signals act as before."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()

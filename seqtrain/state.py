@@ -19,7 +19,6 @@ Imported only after `runtime.prepare()`.
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import keras
 import numpy as np
 
 from seqtrain import atomic
+from seqtrain.checkpoints import check_archive
 from seqtrain.data import Split
 from seqtrain.errors import RunDirError
 from seqtrain.report import describe_point
@@ -75,40 +75,10 @@ def metric_variables(model: keras.Model) -> list:
 
 def save_model(model: keras.Model, path: Path) -> None:
     """`model.save` (weights and optimizer) to `path`, atomically."""
-    _cache_saving_skipsets()
     with atomic.storage_errors(path):
         tmp = atomic.temporary_path(path, suffix=".keras")  # Keras insists on the suffix
         model.save(tmp, overwrite=True)
         atomic.commit(tmp, path)
-
-
-# The kinds of object Keras' saver walks in a compiled Sequential model.
-_SAVED_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
-
-
-def _cache_saving_skipsets() -> None:
-    """Make Keras' saver find the attribute lists it caches.
-
-    For each kind of object it saves, Keras 3 lists the attributes of a fresh base instance
-    to skip (`saving_lib.get_attr_skipset`). It caches the list under
-    `saving_attr_skipset_<kind>` but looks it up under `saving_attr_skiplist_<kind>`, so
-    every save builds throwaway layers, metrics and an optimizer (with TensorFlow
-    variables) again: 15 of the 28 ms a save of the reference LSTM takes. Storing the same
-    lists under the key it reads halves the save; the file is the same. Harmless once
-    Keras reads the key it writes; skipped if its internals move.
-    """
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.saving.saving_lib import get_attr_skipset
-    except ImportError:
-        return
-    for kind in _SAVED_KINDS:
-        key = f"saving_attr_skiplist_{kind}"
-        if global_state.get_global_attribute(key) is None:
-            try:
-                global_state.set_global_attribute(key, get_attr_skipset(kind))
-            except ValueError:  # a kind this Keras does not know: it never looks it up
-                pass
 
 
 def save_state(run: RunDir, model: keras.Model, state: TrainingState,
@@ -117,8 +87,7 @@ def save_state(run: RunDir, model: keras.Model, state: TrainingState,
 
     `state.model_file` and `state.seed_states` are filled in here. `saved_as` is a file
     the model was saved to at this very point (the best checkpoint of this epoch): the
-    state copies its bytes instead of serialising the model again (a save costs 14 ms for
-    the reference LSTM, a copy about 1).
+    state copies its bytes instead of serialising the model again (a copy is cheaper).
     """
     state.model_file = f"state-e{state.epoch:04d}-s{state.step:06d}.keras"
     state.seed_states = [np.asarray(v.numpy()).tolist() for v in seed_variables(model)]
@@ -151,24 +120,6 @@ def load_state(run: RunDir) -> TrainingState | None:
                           "be resumed")
     check_archive(path)
     return state
-
-
-def check_archive(path: Path) -> None:
-    """Check a .keras file's zip structure and checksums without loading it.
-
-    Raises:
-        RunDirError: The file is truncated, overwritten or not a Keras archive.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            broken = archive.testzip()
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise RunDirError(f"checkpoint {path} is damaged ({err}); it is not a complete "
-                          "Keras archive") from None
-    if broken or not {"config.json", "model.weights.h5"} <= names:
-        raise RunDirError(f"checkpoint {path} is damaged ({broken or 'entries missing'}); it "
-                          "is not a complete Keras archive")
 
 
 def restore(model: keras.Model, run: RunDir, state: TrainingState) -> None:

@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -27,7 +28,7 @@ from typing import Any
 from seqtrain import atomic
 from seqtrain.config import load_config
 from seqtrain.errors import ConfigError, SeqtrainError
-from seqtrain.listing import RunRecord, read_run
+from seqtrain.listing import RunRecord, is_locked, read_run
 from seqtrain.rundir import run_stem
 
 
@@ -158,16 +159,22 @@ def plan_sweep(config: Path, grids: list[str], sets: list[str], seeds: int,
 
 
 def trial_state(run_dir: Path) -> str:
-    """`new`, or the run's status as `seqtrain ls` reads it (`killed` when nobody holds it)."""
+    """`new`, `abandoned`, or the run's status as `seqtrain ls` reads it.
+
+    `abandoned`: a folder its run was killed in before it wrote its config, which nobody
+    holds (`killed` for a run that got further).
+    """
     if not run_dir.exists():
         return "new"
+    if not (run_dir / "config.yaml").exists() and not is_locked(run_dir / "run.lock"):
+        return "abandoned"
     return read_run(run_dir).status
 
 
 def trial_action(plan: SweepPlan, trial: Trial, retry_failed: bool) -> str:
     """What running the trial now means: `run`, `resume` or `skip`, from its run directory."""
     state = trial_state(plan.run_dir(trial))
-    if state == "new":
+    if state in ("new", "abandoned"):
         return "run"
     if state == "completed":
         return "skip"
@@ -230,6 +237,8 @@ class Sweep:
             # Absolute paths: a Ray task starts in a folder of its own, maybe on another node.
             target = str(run_dir.resolve())
             if action == "run":
+                if run_dir.exists():  # abandoned before its config was written: start again
+                    shutil.rmtree(run_dir)
                 args = ["run", str(self.plan.config), "--run-dir", target]
                 args += [a for o in [*self.plan.sets, *trial.overrides] for a in ("--set", o)]
             else:

@@ -16,19 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seqtrain import runtime
+from seqtrain.checkpoints import check_checkpoint_name, checkpoint_file, load_checkpoint
 from seqtrain.config import ExperimentConfig
 from seqtrain.data import Split, build_dataset
 from seqtrain.data.registry import read_inputs
 from seqtrain.errors import DataError, SeqtrainError
-from seqtrain.evaluate import (
-    changed_files,
-    check_checkpoint_name,
-    checkpoint_file,
-    load_checkpoint,
-    read_run_config,
-)
 from seqtrain.predictions import Predictions
-from seqtrain.rundir import RunDir, open_run_dir, read_json
+from seqtrain.rundir import RunDir, changed_files, open_run_dir, read_json, read_run_config
 
 if TYPE_CHECKING:
     import keras

@@ -165,10 +165,10 @@ def _fit_with_validation(warm: bool, batches: int, steps_per_execution: int = 2)
 
     import keras
 
-    from seqtrain.callbacks import WarmValidation
     from seqtrain.data import Split
     from seqtrain.models import build_model, compile_model
     from seqtrain.pipeline import EpochOrder, evaluation_dataset, training_dataset
+    from seqtrain.tuning.warm import WarmValidation
 
     keras.utils.set_random_seed(0)
     spec = TaskSpec(timesteps=5, features=3, num_classes=4, per_step=True)

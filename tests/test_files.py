@@ -12,7 +12,7 @@ import pytest
 
 from seqtrain.config import load_config
 from seqtrain.data import build_dataset
-from seqtrain.data.registry import PAD
+from seqtrain.data.preprocessing import PAD
 from seqtrain.errors import DataError
 from tests.conftest import ROOT, invoke, run_cli, write_config
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from seqtrain import loops
-from seqtrain.runtime import Devices
+from seqtrain.models import recurrent_layers
+from seqtrain.tuning import loops, streams
 from tests.conftest import TINY, invoke, write_config
 from tests.test_streams import config
-
-SEQTRAIN = Devices(requested="cpu", used=["/device:CPU:0"], recurrent_loop="seqtrain")
 
 
 def test_auto_takes_seqtrains_step_where_keras_runs_implementation_2():
@@ -37,7 +34,7 @@ def test_a_bad_recurrent_loop_is_refused(tmp_path: Path):
     assert "got 'fast'; expected one of: auto, keras" in result.stderr
 
 
-def _models(layers, streams: int = 1):
+def _models(layers, count: int = 1):
     """Two copies of `layers()`, same weights and dropout seeds: seqtrain's step, Keras's."""
     import keras
 
@@ -45,8 +42,8 @@ def _models(layers, streams: int = 1):
     theirs.set_weights(ours.get_weights())
     for mine, other in zip(ours.variables, theirs.variables, strict=True):
         other.assign(mine)  # the seed generators' states too: the same dropout masks
-    loops.install(ours, dataclasses.replace(SEQTRAIN, streams=streams))
-    installed = [layer for layer in ours._flatten_layers() if "inner_loop" in vars(layer)]
+    streams.install(loops.install(ours), count)
+    installed = [layer for layer in recurrent_layers(ours) if "inner_loop" in vars(layer)]
     return ours, theirs, installed
 
 
@@ -61,17 +58,17 @@ def _lstm_gru_simple():
             keras.layers.Dense(2, activation="softmax")]
 
 
-@pytest.mark.parametrize("streams", [1, 2])
-def test_seqtrains_step_computes_what_kerass_does(streams: int):
+@pytest.mark.parametrize("count", [1, 2])
+def test_seqtrains_step_computes_what_kerass_does(count: int):
     import keras
     import tensorflow as tf
 
-    ours, theirs, installed = _models(_lstm_gru_simple, streams)
+    ours, theirs, installed = _models(_lstm_gru_simple, count)
     assert len(installed) == 5  # both halves of the Bidirectional, 2 GRUs, the SimpleRNN
-    x = np.random.default_rng(streams).random((5, 7, 3), dtype="float32")
+    x = np.random.default_rng(count).random((5, 7, 3), dtype="float32")
     x[0, 4:] = -1.0  # padding the mask hides
     y = np.arange(5) % 2
-    if streams == 1:  # the same operations in the same order: the same bits
+    if count == 1:  # the same operations in the same order: the same bits
         np.testing.assert_array_equal(ours(x), theirs(x))
     results = []
     for model in (ours, theirs):
@@ -178,5 +175,5 @@ def test_a_model_trained_with_it_saves_and_loads_as_plain_keras(tmp_path: Path):
     path = tmp_path / "model.keras"
     ours.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    assert not any("inner_loop" in vars(layer) for layer in loaded._flatten_layers())
+    assert not any("inner_loop" in vars(layer) for layer in recurrent_layers(loaded))
     np.testing.assert_array_equal(loaded(x), ours(x))

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from seqtrain.data.registry import PAD, Split
+from seqtrain.data.preprocessing import PAD
+from seqtrain.data.registry import Split
 from seqtrain.errors import SeqtrainError
 from seqtrain.predictions import Predictions
 

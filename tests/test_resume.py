@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seqtrain.report import describe_point
 from tests.conftest import ROOT, TINY, invoke, write_config
 
 # Dropout, shuffling, several batches per epoch and a step per execution, so that every
@@ -63,7 +64,7 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["epochs_run"] == len(metrics(reference))
-    assert not [p for p in resumed.rglob(".*") if "tmp" in p.name]  # no temporaries left
+    assert not list(resumed.rglob(".*"))  # no temporary file of a killed write is left
     assert summary["test"] == json.loads((reference / "summary.json").read_text())["test"]
 
 
@@ -105,11 +106,10 @@ def resume(run_dir: Path, *args: str):
 
 @pytest.mark.parametrize("fault,stopped_at", [
     ("kill:resume.json:5", "committing a mid-epoch state: resumes from the one before"),
-    ("kill:last.keras:1", "right after epoch 1's state"),
+    ("kill:best.keras:2", "saving the best model of epoch 2 (Keras's own .keras file)"),
     # More windows, in the slow set (CI runs it too):
+    pytest.param("kill:last.keras:1", "right after epoch 1's state", marks=pytest.mark.slow),
     pytest.param("kill:metrics.csv:2", "logging epoch 2, before its state",
-                 marks=pytest.mark.slow),
-    pytest.param("kill:best.keras:2", "saving the best model of epoch 2",
                  marks=pytest.mark.slow),
     pytest.param("kill:state-e0002-s000000:1", "writing epoch 2's state model",
                  marks=pytest.mark.slow),
@@ -119,6 +119,49 @@ def test_sigkill_at_any_write_then_resume_gives_the_uninterrupted_result(
     run_dir = tmp_path / "run"
     code, _, _ = finish(start(config, run_dir, fault=fault))
     assert code == -signal.SIGKILL, stopped_at
+    assert list(run_dir.rglob(".tmp-*")), "the killed write left its temporary file"
+    # summary.json kept up with the saved states: `ls` shows the epochs on disk
+    saved = json.loads((run_dir / "checkpoints" / "resume.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resume_point"] == {"epoch": saved["epoch"], "step": saved["step"]}
+    assert summary["epochs_run"] == saved["epoch"] > 0 and summary["best_epoch"]
+    listed = invoke("ls", run_dir, "--format", "json")
+    row = json.loads(listed.stdout)[0]
+    assert row["status"] == "killed" and row["epochs"] == f"{saved['epoch']}/4", row
+    assert row["best_val_loss"] == summary["best"]["val_loss"]
+    result = resume(run_dir)
+    assert result.exit_code == 0, result.stderr
+    assert_same_run(run_dir, reference)
+
+
+@pytest.mark.parametrize("fault", [
+    "kill:config.yaml:1",  # the folder exists, nothing in it yet: `run` may start over
+    "kill:summary.json:1",  # config and data statistics written, no summary
+])
+def test_a_run_killed_while_being_set_up_is_resumed_from_the_start(fault, config, reference,
+                                                                    tmp_path):
+    run_dir = tmp_path / "run"
+    code, _, _ = finish(start(config, run_dir, fault=fault))
+    assert code == -signal.SIGKILL and run_dir.is_dir()
+    if not (run_dir / "config.yaml").exists():
+        return  # what `seqtrain sweep` retries: test_sweep covers it
+    listed = json.loads(invoke("ls", run_dir, "--format", "json").stdout)[0]
+    assert listed["status"] == "killed", listed
+    result = invoke("resume", run_dir)
+    assert result.exit_code == 0, result.stderr
+    assert "from the start" in result.stderr
+    assert_same_run(run_dir, reference)
+
+
+def test_a_signal_while_the_run_is_set_up_stops_it_resumably(config, reference, tmp_path):
+    # What a sweep's forwarded SIGTERM does when it lands between the folder's creation and
+    # its summary: the set-up ends, nothing trains, and the run resumes.
+    run_dir = tmp_path / "run"
+    code, _, err = finish(start(config, run_dir, fault="term:config.yaml:1"))
+    assert code == 143, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
+    assert f"seqtrain resume {run_dir}" in err and "nothing saved yet" in err
     result = resume(run_dir)
     assert result.exit_code == 0, result.stderr
     assert_same_run(run_dir, reference)
@@ -152,8 +195,14 @@ def test_a_signal_stops_at_a_batch_saves_state_and_resume_finishes_it(
     assert summary["signal"] == signal.Signals(signum).name
     assert f"seqtrain resume {run_dir}" in err and out.strip() == str(run_dir)
     assert len(metrics(run_dir)) == summary["epochs_run"]
-    result = resume(run_dir)
+    point = summary["resume_point"]
+    assert point["epoch"] == 1  # in epoch 2, or at its very start
+    result = invoke("resume", run_dir)
     assert result.exit_code == 0, result.stderr
+    # where it goes on from, and the epochs counted out of the run's, not this session's
+    where = describe_point(point["epoch"], point["step"])
+    assert f"resuming {run_dir} {where}, of 3 epochs" in result.stderr
+    assert "epoch 2/3" in result.stderr and "epoch 3/3" in result.stderr
     assert_same_run(run_dir, long_reference)
     assert len(json.loads((run_dir / "summary.json").read_text())["resumes"]) == 1
     assert len(json.loads((run_dir / "env.json").read_text())["resumes"]) == 1
@@ -270,3 +319,60 @@ def test_early_stopping_and_plateau_counters_survive_a_kill(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["stopped_early"] == stopped_at
     again = resume(run_dir)
     assert again.exit_code == 0 and f"stopped early at epoch {stopped_at}" in again.stderr
+
+
+PLATEAU = {**CONFIG, "train": {**CONFIG["train"], "backup_every_steps": None,
+                               "monitor": "val_loss", "lr_schedule": "reduce_on_plateau",
+                               "plateau_patience": 1}}
+
+
+@pytest.mark.parametrize("learning_rate,epochs,killed_after", [
+    # val_loss improves by less than Keras's default min_delta every epoch: best.keras and
+    # the plateau once disagreed about epoch 2, which was best and also cut the rate
+    (3e-5, 4, 2),
+    # a real plateau: epoch 3 is worse than epoch 2 and the rate is cut after it
+    pytest.param(0.5, 6, 3, marks=pytest.mark.slow),
+])
+def test_a_plateau_run_resumes_exactly_around_its_rate_cuts(learning_rate, epochs,
+                                                             killed_after, tmp_path):
+    config = write_config(tmp_path, {**PLATEAU, "train": {
+        **PLATEAU["train"], "learning_rate": learning_rate, "epochs": epochs}})
+    reference = _reference(config, tmp_path / "one-go")
+    rows = metrics(reference)
+    losses = [float(row["val_loss"]) for row in rows]
+    rates = [float(row["learning_rate"]) for row in rows]  # the rate each epoch trained at
+    for epoch in range(1, len(rows)):  # 0-based: the rate was cut after `epoch - 1`
+        if rates[epoch] < rates[epoch - 1]:
+            assert losses[epoch - 1] >= min(losses[:epoch - 1]), "a best epoch cut the rate"
+    if learning_rate == 0.5:
+        assert rates[-1] < rates[0]  # the plateau did cut
+    run_dir = tmp_path / "run"
+    code, _, _ = finish(start(config, run_dir, fault=f"kill:last.keras:{killed_after}"))
+    assert code == -signal.SIGKILL
+    result = resume(run_dir)
+    assert result.exit_code == 0, result.stderr
+    assert_same_run(run_dir, reference)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+def test_a_run_resumed_on_fewer_cores_computes_as_it_started(tmp_path):
+    # On 2 cores `auto` splits this batch in 2 streams, one thread per operation; on 1 core
+    # it would not. Resumed on 1 core, the run keeps what it resolved: the same numbers.
+    config = write_config(tmp_path, {**CONFIG, "model": {"cell": "lstm", "units": 64},
+                                     "data": {**CONFIG["data"], "num_samples": 1200},
+                                     "train": {**CONFIG["train"], "batch_size": 128,
+                                               "epochs": 2}})
+    reference = _reference(config, tmp_path / "one-go")
+    settings = json.loads((reference / "summary.json").read_text())["speed_settings"]
+    assert (settings["streams"], settings["intra_op_threads"]) == (2, 1)
+    run_dir = tmp_path / "run"
+    code, _, _ = finish(start(config, run_dir, fault="kill:resume.json:3"))
+    assert code == -signal.SIGKILL
+    one_core = subprocess.run(
+        [sys.executable, "-m", "seqtrain", "resume", str(run_dir), "--quiet"], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    assert one_core.returncode == 0, one_core.stderr
+    assert json.loads((run_dir / "env.json").read_text())["resumes"][0]["threads"][
+        "intra_op"] == 1
+    assert_same_run(run_dir, reference)

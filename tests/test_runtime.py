@@ -25,17 +25,19 @@ def test_cpu_hides_gpus_before_tensorflow_starts():
     assert out.stdout.split() == ["-1", "tensorflow", "False"]
 
 
-def test_tensorflow_starts_with_its_objects_frozen_and_the_collector_back_on():
+@pytest.mark.parametrize("freeze", [True, False])
+def test_tensorflow_starts_with_its_objects_frozen_only_when_tuned(freeze: bool):
     # A fresh process: what the import creates is frozen once (`gc.freeze`), so full
-    # collections no longer walk it; the collector itself is on again afterwards.
+    # collections no longer walk it; the collector itself is on again afterwards. Without
+    # the speed layer (cpu_tuning: off) the collector is left alone.
     script = ("import gc, sys; from seqtrain import runtime; "
-              "assert gc.get_freeze_count() == 0; runtime.start_tensorflow('cpu'); "
-              "frozen = gc.get_freeze_count(); runtime.start_tensorflow('cpu'); "
+              f"assert gc.get_freeze_count() == 0; runtime.start_tensorflow('cpu', {freeze}); "
+              f"frozen = gc.get_freeze_count(); runtime.start_tensorflow('cpu', {freeze}); "
               "print(gc.isenabled(), 'keras' in sys.modules, frozen > 100_000, "
               "gc.get_freeze_count() == frozen)")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, check=True, env={"PATH": "/usr/bin:/bin"})
-    assert out.stdout.split() == ["True", "True", "True", "True"]
+    assert out.stdout.split() == ["True", "True", str(freeze), "True"]
 
 
 def test_auto_and_cpu_train_on_the_cpu_when_no_gpu_is_seen():

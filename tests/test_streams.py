@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqtrain import streams
+from seqtrain import tuning
 from seqtrain.config import validate_config
 from seqtrain.plan import gist
+from seqtrain.tuning import streams
 from tests.conftest import ROOT, TINY, gpu_env, invoke, run_cli, write_config
 
 REFERENCE = {**TINY, "model": {"cell": "lstm", "units": 128}, "train": {"batch_size": 128}}
@@ -26,38 +27,53 @@ def config(**sections):
     return validate_config(raw, {})
 
 
+def streams_of(config, cores: int) -> int:
+    return tuning.resolve(config, cores).streams
+
+
+def one(config, cores: int) -> bool:
+    """Whether `config` trains with one thread per operation on `cores` cores."""
+    return tuning.resolve(config, cores).intra_op_threads == 1
+
+
 def test_auto_gives_one_stream_per_core_to_small_recurrent_products():
-    assert streams.resolve(config(), cores=2) == 2
-    assert streams.resolve(config(), cores=1) == 1
-    assert streams.resolve(config(model={"cell": "gru", "units": 96}), cores=4) == 4
+    assert streams_of(config(), cores=2) == 2
+    assert streams_of(config(), cores=1) == 1
     # no stream under MIN_STREAM_SEQUENCES sequences
-    assert streams.resolve(config(train={"batch_size": 40}), cores=8) == 2
-    assert streams.resolve(config(train={"batch_size": 8}), cores=2) == 1
+    assert streams_of(config(train={"batch_size": 16}), cores=2) == 1
+
+
+def test_auto_applies_its_two_core_measurements_to_two_cores_only():
+    many = config(model={"cell": "gru", "units": 96})
+    assert streams_of(many, cores=2) == 2 and one(many, cores=2)
+    assert streams_of(many, cores=4) == 1 and not one(many, cores=4)  # TensorFlow's threads
+    assert tuning.resolve(many, cores=4).recurrent_loop == "seqtrain"  # no thread question
+    # an explicit count is the user's measurement
+    assert streams_of(config(runtime={"streams": 4}), cores=8) == 4
 
 
 def test_auto_keeps_large_and_tiny_products_and_mirrored_replicas_whole():
     big = config(model={"cell": "lstm", "units": 256})
-    assert streams.step_product(big) == 128 * 256 * 4 * 256 > streams.AUTO_MAX_PRODUCT
-    assert streams.resolve(big, cores=2) == 1
+    assert tuning.step_product(big) == 128 * 256 * 4 * 256 > tuning.AUTO_MAX_PRODUCT
+    assert streams_of(big, cores=2) == 1
     tiny = config(model={"cell": "lstm", "units": 64}, train={"batch_size": 64})
-    assert streams.step_product(tiny) < streams.AUTO_MIN_PRODUCT  # the default experiment
-    assert streams.resolve(tiny, cores=2) == 1
+    assert tuning.step_product(tiny) < tuning.AUTO_MIN_PRODUCT  # the default experiment
+    assert streams_of(tiny, cores=2) == 1
     # the widest of stacked layers decides
-    assert streams.resolve(config(model={"cell": "lstm", "units": [64, 256]}), cores=2) == 1
+    assert streams_of(config(model={"cell": "lstm", "units": [64, 256]}), cores=2) == 1
     mirrored = config(distribution="mirrored", runtime={"cpu_devices": 2})
-    assert streams.resolve(mirrored, cores=2) == 1
+    assert streams_of(mirrored, cores=2) == 1
 
 
 def test_products_up_to_the_streams_bound_run_one_thread_per_operation():
-    one = streams.one_thread_per_operation
     tiny = config(model={"cell": "lstm", "units": 64}, train={"batch_size": 64})
-    assert streams.resolve(tiny, cores=2) == 1 and one(tiny, cores=2)  # the default experiment
+    assert streams_of(tiny, cores=2) == 1 and one(tiny, cores=2)  # the default experiment
     assert one(config(), cores=2) and one(config(), cores=1)  # streams, or one core's product
     big = config(model={"cell": "lstm", "units": 256})
     assert not one(big, cores=2)  # 32 Mi: TensorFlow splits it well
     assert one(config(model={"cell": "lstm", "units": 256}, runtime={"streams": 2}), cores=2)
     bound = config(model={"cell": "gru", "units": 256})
-    assert streams.step_product(bound) == streams.AUTO_MAX_PRODUCT and one(bound, cores=2)
+    assert tuning.step_product(bound) == tuning.AUTO_MAX_PRODUCT and one(bound, cores=2)
     mirrored = config(distribution="mirrored", runtime={"cpu_devices": 2})
     assert not one(mirrored, cores=2)
 
@@ -67,17 +83,18 @@ def test_one_stream_of_a_small_product_gets_one_thread_per_operation_from_tensor
     import subprocess
     import sys
 
-    script = ("import json, sys; from seqtrain import runtime; "
+    script = ("import json, sys; "
               "from seqtrain.config import validate_config; "
-              "devices = runtime.devices_for(validate_config(json.loads(sys.argv[1]), {})); "
-              "print(devices.streams, devices.threads['intra_op'])")
+              "from seqtrain import tuning; "
+              "devices, chosen = tuning.select(validate_config(json.loads(sys.argv[1]), {})); "
+              "print(chosen.streams, devices.threads['intra_op'])")
     out = subprocess.run([sys.executable, "-c", script, json.dumps(TINY)], cwd=ROOT,
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1"]
 
 
 def test_an_explicit_count_is_kept_and_checked(tmp_path: Path):
-    assert streams.resolve(config(runtime={"streams": 3}), cores=1) == 3
+    assert streams_of(config(runtime={"streams": 3}), cores=1) == 3
     for bad in (0, "many", 1.5):
         result = invoke("validate", write_config(tmp_path, {**TINY, "runtime": {"streams": bad}}))
         assert result.exit_code == 2, result.stderr

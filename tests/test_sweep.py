@@ -125,6 +125,22 @@ def test_a_sweep_with_two_jobs_then_a_rerun_skips_what_completed(tmp_path: Path)
     assert other.returncode == 2 and "holds a different sweep" in other.stderr
 
 
+def test_a_trial_killed_as_its_folder_was_made_is_run_again(tmp_path: Path):
+    # Killed before its config was written: a folder that `resume` cannot use and that no
+    # process holds. The sweep's re-run starts that trial over.
+    config = write_config(tmp_path, QUICK)
+    args = ["sweep", config, "--grid", "model.units=8", "--runs-dir", tmp_path / "runs",
+            "--name", "orphan"]
+    killed = seqtrain(*args, env={"SEQTRAIN_FAULT": "kill:config.yaml:1"})
+    trial = tmp_path / "runs" / "orphan" / "units=8"
+    assert killed.returncode != 0 and trial.is_dir() and not (trial / "config.yaml").exists()
+    again = seqtrain(*args)
+    assert again.returncode == 0, again.stderr
+    last = jsonl(tmp_path / "runs" / "orphan")[-1]
+    assert (last["action"], last["status"]) == ("run", "completed"), last
+    assert not list(trial.rglob(".*"))
+
+
 @pytest.mark.slow  # many real processes; CI runs the slow set too
 def test_one_failing_trial_does_not_stop_the_others_and_failed_ones_retry(tmp_path: Path):
     config = write_config(tmp_path, QUICK)

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from seqtrain.data.preprocessing import (
+    PAD,
     missing_step,
     stored_target_statistics,
     target_statistics,
 )
 from seqtrain.data.registry import (
-    PAD,
     Dataset,
     FileTaskParams,
     Split,

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from seqtrain.data.registry import PAD
-
 if TYPE_CHECKING:
     import numpy as np
 
     from seqtrain.data.registry import Dataset, TaskParams
 
 FORMAT = 1
+PAD = -1e9  # the value of every feature of a padded or masked step (see `TaskSpec.masked`)
 
 
 def complete(params: TaskParams, dataset: Dataset, token_inputs: bool) -> dict[str, Any]:

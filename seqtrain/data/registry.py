@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
+from seqtrain.data.preprocessing import complete, is_legacy
 from seqtrain.errors import DataError, SeqtrainError
 from seqtrain.fields import Fraction, PositiveInt, Section
 
@@ -109,9 +110,6 @@ class GeneratedTaskParams(TaskParams):
                 "every split needs at least 1: raise num_samples or the empty split's fraction"
             )
         return self
-
-
-PAD = -1e9  # the value of every feature of a padded or masked step (see `TaskSpec.masked`)
 
 
 @dataclass(frozen=True)
@@ -431,8 +429,6 @@ def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False,
     Returns:
         The dataset; its `preprocessing` complete (see `seqtrain.data.preprocessing`).
     """
-    from seqtrain.data.preprocessing import complete, is_legacy
-
     build = get_task(params.task).build
     extra = {}
     if preprocessing and "preprocessing" in inspect.signature(build).parameters:

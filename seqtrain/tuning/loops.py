@@ -2,42 +2,39 @@
 
 Each time step multiplies the state by the recurrent kernel, `h @ U`. Its gradient with
 respect to `h`, `dz @ U^T`, is what the backward pass waits on at every step, and
-TensorFlow's CPU matmul runs that transposed product at about half the speed of a plain
-one (64 x 512 by 512 x 128: 141 us against 62 us on one thread; README, Benchmarks). The
+TensorFlow's CPU matmul runs that transposed product markedly slower than a plain one. The
 step here takes that gradient as `dz @ U_t` against a copy of the kernel transposed once
 per batch.
 
 In inference it computes exactly what the Keras cell computes (implementation 2: the same
 operations in the same order, so outputs are bit-identical). In training, an LSTM or GRU
 with a bias gets its inputs with a column of ones and its bias as a kernel row
-(`_training_step`), so one product takes a step's input, bias and state. The input's
-own product (10 features by 512: small, and slow per multiply-add), its gradient's and the
-sums are gone: per step, three to five operations fewer forward and six to ten backward,
-reference LSTM 1.10x and GRU 1.10x in training speed (README, Benchmarks). The sums are
-taken in another order: the same values but for the last bits.
+(`_training_step`), so one product takes a step's input, bias and state: per step, three
+to five operations fewer forward and six to ten backward. The sums are taken in another
+order: the same values but for the last bits. `docs/performance.md` has the measurements.
 
-Installed on the layer instances' `inner_loop` (the step Keras hands to cuDNN on a GPU);
-the batch streams (`seqtrain.streams`) split the batch around the whole model, whatever
-loop is installed. The saved model stays a plain Keras model.
+Installed as the layer instances' `inner_loop` (the step Keras hands to cuDNN on a GPU),
+through `internals`; the saved model stays a plain Keras model.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from seqtrain.models import recurrent_layers
+from seqtrain.tuning import internals
+
 if TYPE_CHECKING:
     import keras
 
     from seqtrain.config import ExperimentConfig
-    from seqtrain.runtime import Devices
 
 
 def resolve(config: ExperimentConfig) -> str:
     """`seqtrain` where its step applies to `config`'s layers, else `keras`.
 
     `runtime.recurrent_loop: auto` takes seqtrain's step for float32 layers without
-    recurrent dropout (an LSTM or GRU with it runs Keras's implementation 1, per gate); a
-    GPU always runs Keras's (cuDNN where it can), which `runtime.select_device` decides.
+    recurrent dropout (an LSTM or GRU with it runs Keras's implementation 1, per gate).
     """
     if config.runtime.recurrent_loop == "keras" or config.precision != "float32":
         return "keras"
@@ -46,29 +43,12 @@ def resolve(config: ExperimentConfig) -> str:
     return "seqtrain"
 
 
-def settings(config: ExperimentConfig) -> dict:
-    """How `config`'s recurrent layers run on a CPU, as `runtime.select_device` takes it.
-
-    Its `streams`, `recurrent_loop` and whether each operation runs on one thread; on a
-    GPU, `select_device` keeps one stream, Keras's loop and TensorFlow's threads.
-    """
-    from seqtrain import streams
-
-    return {"streams": streams.resolve(config), "recurrent_loop": resolve(config),
-            "one_thread_per_op": streams.one_thread_per_operation(config)}
-
-
-def install(model: keras.Model, devices: Devices) -> keras.Model:
-    """Run `model` as `devices` chose: its recurrent layers with seqtrain's step, in streams."""
-    import keras
-
-    from seqtrain import streams
-
-    if devices.recurrent_loop == "seqtrain":
-        for layer in model._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.RNN) and _applies(layer.cell):
-                layer.inner_loop = _loop(layer)
-    return streams.install(model, devices.streams)
+def install(model: keras.Model) -> keras.Model:
+    """Run `model`'s recurrent layers with seqtrain's step, where it applies."""
+    for layer in recurrent_layers(model):
+        if _applies(layer.cell):
+            internals.set_inner_loop(layer, _loop(layer))
+    return model
 
 
 def _applies(cell) -> bool:
@@ -103,7 +83,8 @@ def _loop(layer: keras.layers.RNN):
     `_training_step` in training where it applies, else `_step`.
     """
     import tensorflow as tf
-    from keras.src import backend  # `backend.rnn`, the loop Keras itself runs
+
+    rnn = internals.rnn_loop()  # the loop Keras itself runs
 
     def loop(sequences, initial_state, mask, training=False):
         if isinstance(mask, (list, tuple)):
@@ -115,7 +96,7 @@ def _loop(layer: keras.layers.RNN):
             sequences = tf.concat([sequences, tf.ones_like(sequences[..., :1])], axis=-1)
         else:
             step = _step(layer.cell, training)
-        return backend.rnn(step, sequences, list(initial_state),
+        return rnn(step, sequences, list(initial_state),
                            go_backwards=layer.go_backwards, mask=mask, unroll=layer.unroll,
                            input_length=sequences.shape[1],
                            zero_output_for_mask=layer.zero_output_for_mask,
@@ -260,9 +241,7 @@ def _training_step(cell, batch):
     and state in one product (`_joined_product`), where Keras takes two products and two
     sums. So does a GRU for its update and reset gates (and, reset_after, its candidate's
     state part, the input's rows zero there); its candidate's input part is a product of
-    its own, and the state is updated as `hh + z * (h - hh)`. Per step in the loop, the
-    reference LSTM runs 25 operations forward and 30 backward instead of 28 and 36; the
-    GRU 25 and 31 instead of 30 and 41 (README, Benchmarks). The values are Keras's,
+    its own, and the state is updated as `hh + z * (h - hh)`. The values are Keras's,
     summed in another order: they differ in the last bits (gradients within 1e-5 of
     Keras's). Inference keeps Keras's operations (`_step`).
 
