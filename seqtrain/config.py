@@ -229,6 +229,13 @@ class RuntimeConfig(Section):
         "results, a shorter first epoch). Ignored under distribution: mirrored."
     )
 
+    @field_validator("cpu_tuning", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true).
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) \
+            else value
+
     @field_validator("streams", mode="before")
     @classmethod
     def _auto_or_count(cls, value: Any) -> Any:

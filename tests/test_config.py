@@ -35,7 +35,8 @@ def test_validate_prints_the_resolved_config_with_defaults():
     resolved = yaml.safe_load(result.stdout)
     assert resolved["model"]["cell"] == "gru"
     assert resolved["train"]["steps_per_execution"] == 16  # a default, filled in
-    assert resolved["runtime"] == {"cpu_tuning": "auto", "intra_op_threads": None, "inter_op_threads": None,
+    assert resolved["runtime"] == {"cpu_tuning": "auto", "intra_op_threads": None,
+                                   "inter_op_threads": None,
                                    "cpu_devices": 1, "streams": "auto",
                                    "recurrent_loop": "auto", "deterministic": True,
                                    "warm_validation": True}

@@ -121,3 +121,28 @@ def test_the_training_step_is_traced_once(name):
     model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert len(traced) == 1
     assert len(model.optimizer.variables) == slots and int(model.optimizer.iterations) == 12
+
+
+@pytest.mark.parametrize("cell,bidirectional", [("lstm", False), ("gru", True)])
+def test_mixed_float16_trains_on_padded_sequences_without_skipping_steps(cell, bidirectional):
+    # The padding value (-1e9) is -inf in float16, and -inf x 0 is NaN in a kernel gradient:
+    # the loss scale optimizer would then skip every step, silently. Masking stays float32
+    # and zeroes padded steps before the recurrent layers cast them.
+    from seqtrain.data.preprocessing import PAD
+
+    spec = TaskSpec(timesteps=9, features=3, num_classes=2, per_step=True, masked=True)
+    model = build_model(ModelConfig(cell=cell, units=8, bidirectional=bidirectional), spec,
+                        precision="mixed_float16")
+    compile_model(model, TrainConfig(learning_rate=0.01), spec, precision="mixed_float16")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 9, 3)).astype("float32")
+    lengths = rng.integers(2, 10, size=64)
+    steps = np.arange(9)[None, :] < lengths[:, None]
+    x[~steps] = PAD
+    y = (x[..., 0] > 0).astype("int32")
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, sample_weight=steps.astype("float32"), batch_size=16, epochs=2, verbose=0)
+    after = model.get_weights()
+    assert all(np.isfinite(w).all() for w in after)
+    assert all((b != a).any() for b, a in zip(before, after, strict=True))  # every step ran
+    assert float(model.optimizer.dynamic_scale.numpy()) == 2.0 ** 15  # never halved by a NaN
