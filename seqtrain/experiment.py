@@ -155,7 +155,7 @@ def resume_experiment(
     console = console or Console(stderr=True)
     with StopRequest() as stop, RunLock(run):
         atomic.remove_temporaries(run.path)  # a killed writer's; the lock says none writes now
-        if not run.summary.exists():  # killed while it was being set up: set it up again
+        if _set_up_unfinished(run):  # killed while it was being set up: set it up again
             return run, _restart(run, config, stop, command, display, console), True
         summary = read_json(run.summary)
         if summary.get("stopped_early"):
@@ -200,6 +200,14 @@ def resume_experiment(
         session = _Session(config, devices, chosen, stop, run, dataset, summary, display,
                            console)
         return run, _train(session, state), True
+
+
+def _set_up_unfinished(run: RunDir) -> bool:
+    """No `summary.json` and nothing trained: the run was stopped while it was set up.
+
+    A run that trained and lost its summary is damaged instead (resume refuses it).
+    """
+    return not (run.summary.exists() or run.metrics.exists() or run.checkpoints.exists())
 
 
 def _restart(run: RunDir, config: ExperimentConfig, stop: StopRequest, command: str,

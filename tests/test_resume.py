@@ -354,6 +354,7 @@ def test_a_plateau_run_resumes_exactly_around_its_rate_cuts(learning_rate, epoch
     assert_same_run(run_dir, reference)
 
 
+@pytest.mark.slow  # two runs of a larger model; CI runs the slow set too
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
 def test_a_run_resumed_on_fewer_cores_computes_as_it_started(tmp_path):
     # On 2 cores `auto` splits this batch in 2 streams, one thread per operation; on 1 core

@@ -125,6 +125,7 @@ def test_a_sweep_with_two_jobs_then_a_rerun_skips_what_completed(tmp_path: Path)
     assert other.returncode == 2 and "holds a different sweep" in other.stderr
 
 
+@pytest.mark.slow  # two sweeps; CI runs the slow set too
 def test_a_trial_killed_as_its_folder_was_made_is_run_again(tmp_path: Path):
     # Killed before its config was written: a folder that `resume` cannot use and that no
     # process holds. The sweep's re-run starts that trial over.

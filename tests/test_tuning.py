@@ -16,7 +16,7 @@ from seqtrain.tuning import internals
 from tests.conftest import ROOT, TINY, run_cli, write_config
 
 PACKAGE = ROOT / "seqtrain"
-CONFIG = {**TINY, "train": {"epochs": 2, "batch_size": 32}}
+CONFIG = {**TINY, "train": {"epochs": 1, "batch_size": 32}}
 
 
 def rows(run_dir: Path) -> list[dict[str, float]]:
