@@ -394,7 +394,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         if (status == "completed" and config.distribution == "none" and epoch_log.rows
                 and best.best_epoch == int(epoch_log.rows[-1]["epoch"])):
             # The last epoch is the best: best.keras holds these very weights, and this
-            # model's test step is traced already (a load and a trace cost 0.4 s).
+            # model's test step is traced already (a load and a second trace are saved).
             best_model = model
         else:
             best_model = tuning.install(load_checkpoint(run.checkpoint("best")), chosen)

@@ -127,7 +127,6 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
     # The optimizer's slots (Adam's moments), now: Keras creates them in the first traced
     # training step, and a tf.function that creates variables is traced twice, so every run
     # would trace its whole training step (the recurrent loops and their gradients) twice.
-    # The second trace cost the default experiment's first epoch 0.5 to 0.8 s.
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
 
