@@ -181,10 +181,10 @@ def epoch_clock(phases: EpochPhases):
 
 
 def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = None,
-              devices=None, keep: Path | None = None) -> dict:
+              in_force=None, keep: Path | None = None) -> dict:
     """B (`same_as` None): the Keras docs' way. B_same: seqtrain's settings, plain Keras.
 
-    B_same runs the recurrent layer as seqtrain's speed layer sets it up (`devices`: the
+    B_same runs the recurrent layer as seqtrain's speed layer sets it up (`in_force`: the
     `seqtrain.tuning.Tuning` in force: its step, batch streams): what is left between A and
     B_same is the tool's own work. With `keep` (a folder), B_keep: B_same that also saves
     what A saves every epoch, with Keras's own callbacks (the best model, a backup to
@@ -216,7 +216,7 @@ def run_keras(data, cell: str, epochs: int, same_as: ExperimentConfig | None = N
 
         from seqtrain import tuning
 
-        tuning.install(model, devices)
+        tuning.install(model, in_force)
         model.compile(
             optimizer=keras.optimizers.Adam(same_as.train.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
@@ -323,9 +323,9 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
 
     config = reference_config(cell, samples, epochs, **(changes or {}))
     if variant in ("A", "B_same", *PAIRS):
-        found, devices = tuning.select(config)
-        settings = {"threads": found.threads, "streams": devices.streams,
-                    "recurrent_loop": devices.recurrent_loop}
+        devices, in_force = tuning.select(config, tuning.choose(config))
+        settings = {"threads": devices.threads, "streams": in_force.streams,
+                    "recurrent_loop": in_force.recurrent_loop}
     elif variant in ("B", "D"):
         settings = {"threads": runtime.select_device("cpu").threads, "streams": 1}
     else:
@@ -343,8 +343,8 @@ def run_variant(variant: str, cell: str, samples: int, epochs: int,
         runtime.seed_everything(config.seed, config.runtime.deterministic)
         if name == "B_keep":
             with tempfile.TemporaryDirectory() as scratch:
-                return run_keras(data, cell, epochs, config, devices, keep=Path(scratch))
-        return run_keras(data, cell, epochs, config, devices)
+                return run_keras(data, cell, epochs, config, in_force, keep=Path(scratch))
+        return run_keras(data, cell, epochs, config, in_force)
 
     if variant in PAIRS:
         return {"pair": {name: run(name) for name in variant.split("+")}, **settings}

@@ -144,13 +144,15 @@ def link(source: Path, path: Path) -> None:
 
 
 def remove_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files and folders killed writers left in or under `folder`.
+    """Delete the temporary files and folders killed writers left in `folder` (not below).
 
-    Only while no process can be writing there (the run's lock is held). Returns them.
+    Also the temporary files of releases before `TEMP_PREFIX` (`.<name>.XXXX.tmp`). Only
+    while no process can be writing there (a run's lock is held). Returns what it deleted.
     """
     import shutil
 
-    found = sorted(folder.rglob(f"{TEMP_PREFIX}*"))
+    found = sorted({*folder.glob(f"{TEMP_PREFIX}*"),
+                    *(p for p in folder.glob(".*.tmp") if p.is_file())})
     for path in found:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -300,8 +300,13 @@ class PlainProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.step_offset = 0
-        self.console.print(epoch_line(epoch, self.epochs, logs or {}),
-                           markup=False, highlight=False, soft_wrap=True)
+        self._print(epoch_line(epoch, self.epochs, logs or {}))
+
+    def _print(self, line: str) -> None:
+        try:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        except BrokenPipeError:  # nobody reads stderr any more: train on, silently
+            self.console.quiet = True
 
 
 class RichProgress(PlainProgress):
@@ -341,8 +346,7 @@ class RichProgress(PlainProgress):
         self.progress.update(self._batches, completed=self.steps)
         self.progress.update(self._epochs, completed=epoch + 1, metrics=self._fit(logs))
         self.step_offset = 0
-        self.progress.console.print(epoch_line(epoch, self.epochs, logs),
-                                    markup=False, highlight=False, soft_wrap=True)
+        self._print(epoch_line(epoch, self.epochs, logs))
 
     def on_train_end(self, logs=None):
         self.close()

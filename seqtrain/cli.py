@@ -41,9 +41,22 @@ EXIT_CODES = {"completed": 0, "diverged": EXIT_TRAINING_FAILED, "failed": EXIT_T
               "interrupted": EXIT_INTERRUPTED}
 
 
+class _Stderr(Console):
+    """stderr, where a reader that went away (`2>&1 | head`) silences the progress.
+
+    Rich's own answer to a broken pipe is to exit, which would stop a training run.
+    """
+
+    def __init__(self):
+        super().__init__(stderr=True)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+
+
 def _stderr() -> Console:
     # Created per call so that test runners that swap sys.stderr see the output.
-    return Console(stderr=True)
+    return _Stderr()
 
 
 def _say(message: str, style: str) -> None:

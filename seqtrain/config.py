@@ -232,9 +232,14 @@ class RuntimeConfig(Section):
     @field_validator("cpu_tuning", mode="before")
     @classmethod
     def _yaml_off(cls, value: Any) -> Any:
-        # YAML 1.1 reads a bare `off` as false (and `on` as true).
-        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) \
-            else value
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _streams_need_tuning(self) -> RuntimeConfig:
+        if self.cpu_tuning == "off" and self.streams not in ("auto", 1):
+            raise ValueError(f"streams: {self.streams} needs the speed layer that "
+                             "cpu_tuning: off turns off; use auto or 1, or cpu_tuning: auto")
+        return self
 
     @field_validator("streams", mode="before")
     @classmethod
@@ -295,15 +300,6 @@ class ExperimentConfig(Section):
         if value not in DISTRIBUTIONS:
             raise ValueError(f"got {value!r}; expected none or mirrored")
         return value
-
-    @model_validator(mode="after")
-    def _tuning_fits_its_switch(self) -> ExperimentConfig:
-        runtime = self.runtime
-        if runtime.cpu_tuning == "off" and runtime.streams not in ("auto", 1):
-            raise ValueError(f"runtime.streams: {runtime.streams} needs the speed layer that "
-                             "runtime.cpu_tuning: off turns off; use auto or 1, or "
-                             "cpu_tuning: auto")
-        return self
 
     @model_validator(mode="after")
     def _devices_fit_distribution(self) -> ExperimentConfig:

@@ -91,10 +91,11 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
     from seqtrain import tuning
 
     try:  # as the run resolved its speed layer: the computation it trained with
-        recorded = read_json(run.summary).get("speed_settings")
+        summary = read_json(run.summary)
     except RunDirError:
-        recorded = None
-    _, chosen = tuning.select(config, device=device, recorded=recorded)
+        summary = None
+    _, chosen = tuning.select(config, tuning.choose(config, summary), device=device,
+                              training=False)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     if part is None:
         part = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 from collections.abc import Iterable
@@ -85,30 +86,34 @@ def run_experiment(
             could not be written (`StorageError`, exit 1).
     """
     started_at = _now()
-    devices, chosen = tuning.select(config)
+    resolved = tuning.choose(config)
+    devices, in_force = tuning.select(config, resolved)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     resources.check_data(config)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     check_monitor(config, dataset)
     resources.check_model(config, dataset)
     overrides = list(overrides)
-    # From here on a signal only asks to stop: the run directory, once it exists, is set
-    # up whole (summary.json last), so it can be resumed whatever happens next.
+    # From here a signal only asks to stop: the run directory is set up whole
+    # (summary.json last), then `_train` stops before training, resumably.
     with StopRequest() as stop:
-        if stop.requested:
-            raise TrainingInterrupted(stop.signum)
         run = create_run_dir(run_stem(config.name, overrides), runs_dir=runs_dir,
                              exact=exact_dir)
         with RunLock(run):
-            summary = _set_up(run, config, dataset, devices, chosen, started_at, command,
-                              f"# {command}\n" + "".join(f"{o}\n" for o in overrides))
-            session = _Session(config, devices, chosen, stop, run, dataset, summary, display,
-                               console or Console(stderr=True))
+            summary = _set_up(run, config, dataset, devices, resolved, in_force, started_at,
+                              command, _overrides_text(command, overrides))
+            session = _Session(config, devices, in_force, stop, run, dataset, summary,
+                               display, console or Console(stderr=True))
             return run, _train(session)
 
 
+def _overrides_text(command: str, overrides: Iterable[str]) -> str:
+    """What `overrides.txt` gets for one command: the command line, then each --set."""
+    return f"# {command}\n" + "".join(f"{o}\n" for o in overrides)
+
+
 def _set_up(run: RunDir, config: ExperimentConfig, dataset: Dataset, devices: runtime.Devices,
-            chosen: tuning.Tuning, started_at: str, command: str,
+            resolved: tuning.Tuning, in_force: tuning.Tuning, started_at: str, command: str,
             overrides_text: str) -> dict[str, Any]:
     """Write a new run's files, `summary.json` last: once it exists the run can be resumed.
 
@@ -119,7 +124,7 @@ def _set_up(run: RunDir, config: ExperimentConfig, dataset: Dataset, devices: ru
     atomic.write_json(run.env, {**_environment(devices, started_at, command),
                                 "data_files": fingerprints(config.data)})
     atomic.write_json(run.preprocessing, dataset.preprocessing)
-    summary = _new_summary(config, run, started_at, dataset, devices.used, chosen)
+    summary = _new_summary(config, run, started_at, dataset, devices.used, resolved, in_force)
     atomic.write_json(run.summary, summary)
     return summary
 
@@ -133,6 +138,9 @@ def resume_experiment(
     console: Console | None = None,
 ) -> tuple[RunDir, dict[str, Any], bool]:
     """Continue an interrupted, killed or failed run, or extend a completed one.
+
+    A run killed while it was set up (before its `summary.json`, nothing trained) is
+    trained from the start, in its folder.
 
     Args:
         path: The run directory.
@@ -151,12 +159,14 @@ def resume_experiment(
             process, a diverged run, or overrides other than `train.epochs`.
     """
     run = open_run_dir(path)
-    config = _resume_config(run, list(overrides))
+    overrides = list(overrides)
+    config = _resume_config(run, overrides)
     console = console or Console(stderr=True)
+    made_by_run = run.lock.exists()  # `run` takes the lock before it writes config.yaml
     with StopRequest() as stop, RunLock(run):
-        atomic.remove_temporaries(run.path)  # a killed writer's; the lock says none writes now
-        if _set_up_unfinished(run):  # killed while it was being set up: set it up again
-            return run, _restart(run, config, stop, command, display, console), True
+        if made_by_run and _set_up_unfinished(run):
+            _remove_temporaries(run)
+            return run, _restart(run, config, stop, command, overrides, display, console), True
         summary = read_json(run.summary)
         if summary.get("stopped_early"):
             return run, summary, False
@@ -165,9 +175,10 @@ def resume_experiment(
                 f"run {run.path} diverged; resuming it would diverge again. Start a new run "
                 "with a lower train.learning_rate or a train.clipnorm"
             )
+        _remove_temporaries(run)
         started_at = _now()
-        # As the run resolved them, not as this machine would: the same computation.
-        devices, chosen = tuning.select(config, recorded=summary.get("speed_settings"))
+        # As the run resolved it, not as this machine would: the same computation.
+        devices, in_force = tuning.select(config, tuning.choose(config, summary))
         runtime.seed_everything(config.seed, config.runtime.deterministic)
         from seqtrain.state import describe, load_state
 
@@ -184,20 +195,20 @@ def resume_experiment(
         atomic.write_text(run.config, dump_config(config))
         with open(run.overrides, encoding="utf-8") as file:
             recorded = file.read()
-        atomic.write_text(run.overrides, recorded + f"# {command}\n"
-                          + "".join(f"{o}\n" for o in overrides))
+        atomic.write_text(run.overrides, recorded + _overrides_text(command, overrides))
         env = read_json(run.env)
         env.setdefault("resumes", []).append(_environment(devices, started_at, command))
         atomic.write_json(run.env, env)
-        where = describe(state) if state else "from the start"
+        where = describe(state) if state else "the start"
         summary.update(status="running", error=None, signal=None, epochs=config.train.epochs,
                        session_started_at=started_at, devices=devices.used,
                        config=config.model_dump(mode="json"))
         summary.setdefault("resumes", []).append({"at": started_at, "from": where})
         if display != "quiet":
-            console.print(f"resuming {run.path} {where}, of {config.train.epochs} epochs",
-                          markup=False, highlight=False, soft_wrap=True)
-        session = _Session(config, devices, chosen, stop, run, dataset, summary, display,
+            console.print(f"resuming {run.path} {'from ' * (not state)}{where}, of "
+                          f"{config.train.epochs} epochs", markup=False, highlight=False,
+                          soft_wrap=True)
+        session = _Session(config, devices, in_force, stop, run, dataset, summary, display,
                            console)
         return run, _train(session, state), True
 
@@ -210,21 +221,32 @@ def _set_up_unfinished(run: RunDir) -> bool:
     return not (run.summary.exists() or run.metrics.exists() or run.checkpoints.exists())
 
 
+def _remove_temporaries(run: RunDir) -> None:
+    """Delete what killed writers left in the run's folder and `checkpoints/`.
+
+    Only while the run's lock is held: no training process can be writing then.
+    """
+    for folder in (run.path, run.checkpoints):
+        if folder.is_dir():
+            atomic.remove_temporaries(folder)
+
+
 def _restart(run: RunDir, config: ExperimentConfig, stop: StopRequest, command: str,
-             display: Display, console: Console) -> dict[str, Any]:
+             overrides: list[str], display: Display, console: Console) -> dict[str, Any]:
     """Train a run that was killed before its set-up ended, from the start, in its folder."""
     started_at = _now()
-    devices, chosen = tuning.select(config)
+    resolved = tuning.choose(config)
+    devices, in_force = tuning.select(config, resolved)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     recorded = run.overrides.read_text(encoding="utf-8") if run.overrides.exists() else ""
-    summary = _set_up(run, config, dataset, devices, chosen, started_at, command,
-                      recorded + f"# {command}\n")
+    summary = _set_up(run, config, dataset, devices, resolved, in_force, started_at, command,
+                      recorded + _overrides_text(command, overrides))
     if display != "quiet":
         console.print(f"resuming {run.path} from the start (it stopped while being set up), "
                       f"of {config.train.epochs} epochs", markup=False, highlight=False,
                       soft_wrap=True)
-    return _train(_Session(config, devices, chosen, stop, run, dataset, summary, display,
+    return _train(_Session(config, devices, in_force, stop, run, dataset, summary, display,
                            console))
 
 
@@ -288,8 +310,9 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
 
         plan = make_plan(config, dataset, summary["devices"], summary["num_params"], chosen)
         atomic.write_json(run.path / "plan.json", plan)
-        if session.display != "quiet":
-            session.console.print(gist(plan), markup=False, highlight=False, soft_wrap=True)
+        if session.display != "quiet":  # the folder first: a run killed later is found
+            session.console.print(f"run directory: {run.path}\n{gist(plan)}", markup=False,
+                                  highlight=False, soft_wrap=True)
 
     order = pipeline.EpochOrder(len(dataset.train), config.seed, train.shuffle)
     epoch_log = cb.EpochLog(run.metrics, cb.EpochLog.read(run.metrics, state.epoch if state else 0))
@@ -361,7 +384,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     except TrainingInterrupted as interrupt:
         status, signum = "interrupted", interrupt.signum
     except KeyboardInterrupt:  # a second signal: stopped at once, last state intact
-        status, signum = "interrupted", 2
+        status, signum = "interrupted", stop.second or signal.SIGINT
     except BaseException as err:
         _record_results(summary, epoch_log, best, resumable, "failed", wall_before)
         summary["error"] = f"{type(err).__name__}: {err}"
@@ -371,8 +394,6 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             pass  # the disk that failed the run may not take the summary either
         raise
     finally:
-        # Training is over: a signal now interrupts at once, as it did before the run.
-        stop.release()
         if warm is not None:
             warm.join()  # an error or interrupt can leave fit during the first epoch
         if isinstance(progress, cb.RichProgress):
@@ -412,7 +433,8 @@ def _stopped_early(callbacks) -> int | None:
 
 
 def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset: Dataset,
-                 devices: list[str], chosen: tuning.Tuning) -> dict[str, Any]:
+                 devices: list[str], resolved: tuning.Tuning,
+                 in_force: tuning.Tuning) -> dict[str, Any]:
     """`summary.json` of a run that has just started: every key, results still empty."""
     spec, baseline = dataset.spec, dataset.baseline
     return {
@@ -441,9 +463,10 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset
         "train_seconds": None,
         "samples_per_second": None,
         "devices": devices,
-        # The speed layer's choices, reused by resume and eval (the rest once the model is
-        # built: `_speed_settings`).
-        "speed_settings": chosen.settings(),
+        # The speed layer as resolved for the run's CPU, once: resume and eval reuse it.
+        "tuning": resolved.settings(),
+        # What this session used (the rest once the model is built: `_speed_settings`).
+        "speed_settings": in_force.settings(),
         "resume_point": None,
         "signal": None,
         "error": None,

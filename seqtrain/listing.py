@@ -187,7 +187,10 @@ def parse_filters(filters: Iterable[str]) -> list[tuple[str, Any]]:
 def matches(record: RunRecord, filters: list[tuple[str, Any]]) -> bool:
     for key, wanted in filters:
         actual = record.get(key)
-        if actual != wanted and str(actual) != str(wanted):
+        # `off`, `no` and `on` are YAML booleans but config values too (cpu_tuning: off)
+        spelled = (("on", "yes", "true") if wanted else ("off", "no", "false")) \
+            if isinstance(wanted, bool) else ()
+        if actual != wanted and str(actual) != str(wanted) and actual not in spelled:
             return False
     return True
 

@@ -85,7 +85,7 @@ def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
               num_params: int, tuning: Tuning = OFF) -> dict[str, Any]:
     """Everything `seqtrain plan` prints, as a JSON-ready dict (also `plan.json` of a run).
 
-    `devices` and `tuning` are what `seqtrain.tuning.select` chose for the run.
+    `devices` and `tuning` are what `seqtrain.tuning.select` gave the run.
     """
     spec, train = dataset.spec, config.train
     layers = layer_plans(config, dataset)
@@ -130,6 +130,7 @@ def gist(plan: dict[str, Any]) -> str:
             + ("" if plan["strategy"] == "one device" else f", {plan['strategy']}")
             + (", seqtrain's recurrent step" if plan["recurrent_loop"] == "seqtrain" else "")
             + ("" if plan["streams"] == 1 else f", {plan['streams']} batch streams")
+            + (", plain Keras (cpu_tuning: off)" if plan["cpu_tuning"] == "off" else "")
             + ("" if plan["precision"] == "float32" else f", {plan['precision']}"))
 
 
@@ -182,7 +183,7 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     from seqtrain import resources, runtime, tuning
     from seqtrain.data import build_dataset
 
-    devices, chosen = tuning.select(config)
+    devices, chosen = tuning.select(config, tuning.choose(config))
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     resources.check_data(config)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))

@@ -83,6 +83,17 @@ def predict_line(report: dict[str, Any]) -> str:
     return line
 
 
+def speed_text(plan: dict[str, Any]) -> str:
+    """What the CPU speed layer does for the run, in words (`runtime.cpu_tuning`)."""
+    if plan.get("cpu_tuning", "auto") == "off":
+        return "plain Keras (cpu_tuning: off)"
+    parts = ["seqtrain's recurrent step" if plan["recurrent_loop"] == "seqtrain"
+             else "Keras's recurrent loop"]
+    if plan["streams"] > 1:
+        parts.append(f"{plan['streams']} batch streams")
+    return "cpu_tuning: " + ", ".join(parts)
+
+
 def plan_text(plan: dict[str, Any]) -> str:
     """`seqtrain plan` for a terminal: shapes, layers, FLOPs, device, cuDNN, timing."""
     lines = ["data:"]
@@ -110,6 +121,7 @@ def plan_text(plan: dict[str, Any]) -> str:
         lines.append(f"  {layer['name']}: {verdict}")
     if not plan["cudnn"]["on_gpu"]:
         lines.append("  (no GPU here: the generic kernel runs on the CPU)")
+    lines.append(f"speed:  {speed_text(plan)}")
     measured = plan.get("measured")
     if measured:
         lines.append(f"timing: {measured['seconds_per_step'] * 1000:.1f} ms per step "

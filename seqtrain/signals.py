@@ -20,6 +20,7 @@ class StopRequest:
 
     def __init__(self):
         self.signum: int | None = None
+        self.second: int | None = None  # the signal that aborted
         self._previous: dict[int, object] = {}
 
     @property
@@ -30,6 +31,7 @@ class StopRequest:
         if self.signum is None:
             self.signum = signum
             return
+        self.second = signum
         raise KeyboardInterrupt  # the second signal: stop now
 
     def __enter__(self) -> StopRequest:
@@ -40,10 +42,6 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.release()
-
-    def release(self) -> None:
-        """Put the previous handlers back (again a no-op): signals act as before."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()

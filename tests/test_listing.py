@@ -37,7 +37,9 @@ def fake_run(folder: Path, name: str, cell: str, units: int, status: str = "comp
 @pytest.fixture
 def runs(tmp_path: Path) -> Path:
     folder = tmp_path / "runs"
-    fake_run(folder, "a-lstm", "lstm", 64, val_loss=0.3)
+    plain = fake_run(folder, "a-lstm", "lstm", 64, val_loss=0.3)
+    with open(plain / "config.yaml", "a") as file:
+        file.write("runtime: {cpu_tuning: 'off'}\n")  # as config.yaml stores it
     fake_run(folder, "b-gru", "gru", 32, val_loss=0.1)
     fake_run(folder / "my-sweep", "c-gru", "gru", 64, status="interrupted", val_loss=0.2)
     fake_run(folder, "d-rnn", "simple_rnn", 64, status="running", val_loss=None)
@@ -75,6 +77,7 @@ def test_filters_on_config_paths_and_summary_fields(runs: Path):
     assert names("model.units=64", "seed=1") == ["a-lstm", "c-gru", "d-rnn"]
     assert names("best.val_loss=0.1") == ["b-gru"]
     assert names("model.cell=lstm_typo") == []
+    assert names("runtime.cpu_tuning=off") == ["a-lstm"]  # `off`, a YAML boolean, as typed
 
 
 def test_sort_ascending_descending_missing_last(runs: Path):

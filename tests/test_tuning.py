@@ -59,6 +59,10 @@ def test_off_is_plain_keras_with_tensorflows_threads_and_the_same_metrics(runs):
     assert off == {**off, "cpu_tuning": "off", "streams": 1, "recurrent_loop": "keras",
                    "intra_op_threads": None, "warm_validation": False}
     assert off["threads"]["intra_op"] == 0  # TensorFlow's own choice
+    from seqtrain.plan import gist
+
+    plan = json.loads((runs["off"] / "plan.json").read_text())
+    assert gist(plan).endswith("plain Keras (cpu_tuning: off)")
     for tuned, plain in zip(rows(runs["auto"]), rows(runs["off"]), strict=True):
         assert tuned.keys() == plain.keys()
         for key in tuned:  # the same sums in another order: float32 rounding apart
@@ -89,8 +93,8 @@ def test_streams_need_the_speed_layer(tmp_path: Path):
     config = write_config(tmp_path, {**TINY, "runtime": {"cpu_tuning": "off", "streams": 2}})
     result = invoke("validate", config)
     assert result.exit_code == 2
-    assert "runtime.streams: 2 needs the speed layer that runtime.cpu_tuning: off turns off" \
-        in result.stderr
+    assert "runtime (line " in result.stderr
+    assert "streams: 2 needs the speed layer that cpu_tuning: off turns off" in result.stderr
 
 
 # --- where private APIs live, and how the modules depend on each other ---------------------

@@ -16,8 +16,9 @@ starts (`runtime.start_tensorflow`), and the Keras saver's cache fixed (`interna
 `runtime.cpu_tuning: off` turns all of it off: plain Keras with TensorFlow's own threads.
 `auto` turns it on where it applies: on a CPU, with the installed Keras and TensorFlow in
 the range the tests cover (`internals.usable`; outside it, one warning line and off). A
-run records what it resolved (`Tuning.settings`, in `summary.json`), and resume and eval
-reuse it, so a run continued or scored on another machine computes the same way.
+run records what it resolved for its CPU (`Tuning.settings`, as `tuning` in
+`summary.json`), once, and resume and eval reuse it (`choose`), so a run continued or
+scored on another machine computes the same way.
 
 Layering: `runtime` configures TensorFlow, `models` builds the model; this package uses
 both and neither uses it.
@@ -73,15 +74,27 @@ class Tuning:
         return self.cpu_tuning == "auto"
 
     def settings(self) -> dict[str, Any]:
-        """As `summary.json` records it (`speed_settings`), for `from_settings`."""
+        """As `summary.json` records it (`tuning`), for `from_settings`."""
         return asdict(self)
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any] | None) -> Tuning | None:
-        """What a run recorded, or None for a run from before it was recorded."""
-        if not settings or "cpu_tuning" not in settings:
+        """What a run recorded, or None for a run that recorded nothing.
+
+        Runs from before `cpu_tuning` existed recorded what they used as `speed_settings`
+        (streams, loop, threads): read as the tuning they resolved.
+        """
+        if not settings:
             return None
-        return cls(**{key: settings[key] for key in asdict(cls()) if key in settings})
+        if "cpu_tuning" in settings:
+            return cls(**{key: settings[key] for key in asdict(cls()) if key in settings})
+        if "streams" not in settings:
+            return None
+        one_thread = (settings.get("threads") or {}).get("intra_op") == 1
+        return cls(cpu_tuning="auto", streams=settings["streams"],
+                   recurrent_loop=settings.get("recurrent_loop", "keras"),
+                   intra_op_threads=1 if one_thread else None,
+                   warm_validation=bool(settings.get("warm_validation")))
 
 
 OFF = Tuning()
@@ -136,34 +149,52 @@ def _internals_usable() -> bool:
     return internals.usable()
 
 
-def select(config: ExperimentConfig, device: str | None = None,
-           recorded: dict[str, Any] | None = None) -> tuple[runtime.Devices, Tuning]:
-    """Start TensorFlow for `config` on `device` (default: its own), with its tuning.
+def choose(config: ExperimentConfig, summary: dict[str, Any] | None = None) -> Tuning:
+    """The run's tuning: as its `summary.json` recorded it, else resolved for this machine.
+
+    A recorded `auto` that the installed versions no longer allow becomes off (with the
+    warning of `internals.usable`).
+    """
+    summary = summary or {}
+    chosen = Tuning.from_settings(summary.get("tuning") or summary.get("speed_settings"))
+    if chosen is None:
+        return resolve(config)
+    if chosen.enabled and not _internals_usable():
+        return OFF
+    return chosen
+
+
+def select(config: ExperimentConfig, chosen: Tuning, device: str | None = None,
+           training: bool = True) -> tuple[runtime.Devices, Tuning]:
+    """Start TensorFlow for `config` on `device` (default: its own), with tuning `chosen`.
 
     Args:
         config: The experiment.
+        chosen: Its tuning (`choose`).
         device: Where to run, if not `config.device` (eval on another machine).
-        recorded: The `speed_settings` a run recorded: its tuning is reused (resume, eval)
-            rather than resolved for this machine.
+        training: False to run a trained model (eval): one device, and mixed_float16
+            allowed on a CPU.
 
     Returns:
-        The devices, and the tuning in force: off on a GPU but for warm validation.
+        The devices, and the tuning in force. On a GPU: Keras's loop (cuDNN), whole
+        batches and TensorFlow's threads; warm validation stays.
 
     Raises:
-        DeviceError: A GPU that is not there, or mixed_float16 without a GPU.
+        DeviceError: A GPU that is not there, or mixed_float16 training without a GPU.
     """
-    tuning = Tuning.from_settings(recorded)
-    if tuning is None or (tuning.enabled and not _internals_usable()):
-        tuning = resolve(config)
     settings = config.runtime
+    mirrored = training and config.distribution == "mirrored"
     devices = runtime.select_device(
         device or config.device, settings.intra_op_threads, settings.inter_op_threads,
-        all_gpus=config.distribution == "mirrored", cpu_devices=settings.cpu_devices,
-        cpu_intra_op_threads=tuning.intra_op_threads, freeze_imports=tuning.enabled)
-    if devices.is_gpu and tuning.enabled:  # Keras's loop (cuDNN), whole batches, its threads
-        tuning = replace(tuning, streams=1, recurrent_loop="keras", intra_op_threads=None)
-    runtime.check_precision(config.precision, devices)
-    return devices, tuning
+        all_gpus=mirrored, cpu_devices=settings.cpu_devices if mirrored else 1,
+        cpu_intra_op_threads=chosen.intra_op_threads, freeze_imports=chosen.enabled)
+    if devices.is_gpu and chosen.enabled:
+        chosen = replace(chosen, streams=1, recurrent_loop="keras", intra_op_threads=None)
+    if settings.intra_op_threads and not devices.is_gpu:  # the user's count wins
+        chosen = replace(chosen, intra_op_threads=settings.intra_op_threads)
+    if training:
+        runtime.check_precision(config.precision, devices)
+    return devices, chosen
 
 
 def prepare_process(tuning: Tuning) -> None:

@@ -49,13 +49,30 @@ def usable() -> bool:
     global _verdict
     if _verdict is None:
         try:
-            _verdict = check(metadata.version("keras"), metadata.version("tensorflow"))
+            _verdict = check(metadata.version("keras"), _tensorflow_version())
         except metadata.PackageNotFoundError as err:
             _verdict = f"{err.name} is not installed as a package"
         if _verdict:
-            print(f"seqtrain: warning: {_verdict}; training runs plain Keras "
-                  "(runtime.cpu_tuning: off)", file=sys.stderr, flush=True)
+            try:
+                print(f"seqtrain: warning: {_verdict}; training runs plain Keras "
+                      "(runtime.cpu_tuning: off)", file=sys.stderr, flush=True)
+            except OSError:  # stderr closed: the summary's speed settings still say it
+                pass
     return not _verdict
+
+
+# The names TensorFlow's wheels are published under.
+_TENSORFLOW_PACKAGES = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-intel",
+                        "tf-nightly")
+
+
+def _tensorflow_version() -> str:
+    for name in _TENSORFLOW_PACKAGES:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    raise metadata.PackageNotFoundError("tensorflow")
 
 
 def rnn_loop():
