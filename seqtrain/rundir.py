@@ -263,7 +263,11 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        fd = os.open(self.run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # the folder went away, or is not writable
+            raise RunDirError(f"cannot lock run directory {self.run.path}: "
+                              f"{err.strerror or err}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -27,9 +27,9 @@ from typing import Any
 
 from seqtrain import atomic
 from seqtrain.config import load_config
-from seqtrain.errors import ConfigError, SeqtrainError
+from seqtrain.errors import ConfigError, RunDirError, SeqtrainError
 from seqtrain.listing import RunRecord, is_locked, read_run
-from seqtrain.rundir import run_stem
+from seqtrain.rundir import RunDir, RunLock, run_stem
 
 
 @dataclass(frozen=True)
@@ -236,9 +236,9 @@ class Sweep:
         if action in ("run", "resume"):
             # Absolute paths: a Ray task starts in a folder of its own, maybe on another node.
             target = str(run_dir.resolve())
+            if action == "run" and run_dir.exists() and not _remove_abandoned(run_dir):
+                action = "skip"  # another process has taken it over since
             if action == "run":
-                if run_dir.exists():  # abandoned before its config was written: start again
-                    shutil.rmtree(run_dir)
                 args = ["run", str(self.plan.config), "--run-dir", target]
                 args += [a for o in [*self.plan.sets, *trial.overrides] for a in ("--set", o)]
             else:
@@ -269,6 +269,21 @@ class Sweep:
         }
         append_line(self.plan.folder / "sweep.jsonl", result)
         return result
+
+
+def _remove_abandoned(run_dir: Path) -> bool:
+    """Delete a trial's folder that its run left before writing its config; False if in use.
+
+    Under the folder's own lock, which a live run holds from its first moments.
+    """
+    try:
+        with RunLock(RunDir(run_dir)):
+            if (run_dir / "config.yaml").exists():
+                return False
+            shutil.rmtree(run_dir)
+    except (RunDirError, OSError):
+        return False
+    return True
 
 
 def _brief(result: dict[str, Any]) -> str:
