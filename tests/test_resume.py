@@ -104,6 +104,15 @@ def resume(run_dir: Path, *args: str):
     return invoke("resume", run_dir, "--quiet", *args)
 
 
+def kill_then_resume(config: Path, run_dir: Path, fault: str, reference: Path) -> None:
+    """SIGKILL a run at `fault`, resume it: it must end as `reference` did in one go."""
+    code, _, _ = finish(start(config, run_dir, fault=fault))
+    assert code == -signal.SIGKILL, fault
+    result = resume(run_dir)
+    assert result.exit_code == 0, result.stderr
+    assert_same_run(run_dir, reference)
+
+
 @pytest.mark.parametrize("fault,stopped_at", [
     ("kill:resume.json:5", "committing a mid-epoch state: resumes from the one before"),
     ("kill:best.keras:2", "saving the best model of epoch 2 (Keras's own .keras file)"),
@@ -311,11 +320,7 @@ def test_early_stopping_and_plateau_counters_survive_a_kill(tmp_path):
     stopped_at = json.loads((reference / "summary.json").read_text())["stopped_early"]
     assert 3 < stopped_at < 30  # it did stop early, after a plateau or two
     run_dir = tmp_path / "run"
-    code, _, _ = finish(start(config, run_dir, fault=f"kill:last.keras:{stopped_at - 2}"))
-    assert code == -signal.SIGKILL
-    result = resume(run_dir)
-    assert result.exit_code == 0, result.stderr
-    assert_same_run(run_dir, reference)
+    kill_then_resume(config, run_dir, f"kill:last.keras:{stopped_at - 2}", reference)
     assert json.loads((run_dir / "summary.json").read_text())["stopped_early"] == stopped_at
     again = resume(run_dir)
     assert again.exit_code == 0 and f"stopped early at epoch {stopped_at}" in again.stderr
@@ -346,12 +351,7 @@ def test_a_plateau_run_resumes_exactly_around_its_rate_cuts(learning_rate, epoch
             assert losses[epoch - 1] >= min(losses[:epoch - 1]), "a best epoch cut the rate"
     if learning_rate == 0.5:
         assert rates[-1] < rates[0]  # the plateau did cut
-    run_dir = tmp_path / "run"
-    code, _, _ = finish(start(config, run_dir, fault=f"kill:last.keras:{killed_after}"))
-    assert code == -signal.SIGKILL
-    result = resume(run_dir)
-    assert result.exit_code == 0, result.stderr
-    assert_same_run(run_dir, reference)
+    kill_then_resume(config, tmp_path / "run", f"kill:last.keras:{killed_after}", reference)
 
 
 @pytest.mark.slow  # two runs of a larger model; CI runs the slow set too

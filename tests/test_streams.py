@@ -86,7 +86,8 @@ def test_one_stream_of_a_small_product_gets_one_thread_per_operation_from_tensor
     script = ("import json, sys; "
               "from seqtrain.config import validate_config; "
               "from seqtrain import tuning; "
-              "devices, chosen = tuning.select(validate_config(json.loads(sys.argv[1]), {})); "
+              "config = validate_config(json.loads(sys.argv[1]), {}); "
+              "devices, chosen = tuning.select(config, tuning.choose(config)); "
               "print(chosen.streams, devices.threads['intra_op'])")
     out = subprocess.run([sys.executable, "-c", script, json.dumps(TINY)], cwd=ROOT,
                          capture_output=True, text=True, check=True)

@@ -185,3 +185,14 @@ def test_the_layers_read_top_down():
     assert {m for m in graph if "seqtrain.plan" in graph[m]} <= {
         "seqtrain.cli", "seqtrain.experiment", "seqtrain.sweep"}
     assert "GATES" in (PACKAGE / "models.py").read_text()  # the gate table, with the models
+
+
+def test_a_run_from_before_cpu_tuning_is_read_as_the_tuning_it_used():
+    from seqtrain.tuning import Tuning
+
+    before = {"streams": 2, "recurrent_loop": "seqtrain", "warm_validation": True,
+              "threads": {"intra_op": 1, "inter_op": 0}, "batch_size": 128}
+    assert Tuning.from_settings(before) == Tuning("auto", 2, "seqtrain", 1, True)
+    wide = {**before, "streams": 1, "threads": {"intra_op": 0, "inter_op": 0}}
+    assert Tuning.from_settings(wide).intra_op_threads is None  # TensorFlow's threads
+    assert Tuning.from_settings({"batch_size": 128}) is None  # nothing recorded: resolve
