@@ -179,6 +179,8 @@ def resume_experiment(
         started_at = _now()
         # As the run resolved it, not as this machine would: the same computation.
         devices, in_force = tuning.select(config, tuning.choose(config, summary))
+        if "tuning" not in summary and tuning.recorded(summary):  # a run from before it
+            summary["tuning"] = tuning.recorded(summary).settings()
         runtime.seed_everything(config.seed, config.runtime.deterministic)
         from seqtrain.state import describe, load_state
 
@@ -205,7 +207,7 @@ def resume_experiment(
                        config=config.model_dump(mode="json"))
         summary.setdefault("resumes", []).append({"at": started_at, "from": where})
         if display != "quiet":
-            console.print(f"resuming {run.path} {'from ' * (not state)}{where}, of "
+            console.print(f"resuming {run.path} {where if state else 'from the start'}, of "
                           f"{config.train.epochs} epochs", markup=False, highlight=False,
                           soft_wrap=True)
         session = _Session(config, devices, in_force, stop, run, dataset, summary, display,
@@ -477,9 +479,9 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset
 
 def _speed_settings(config: ExperimentConfig, chosen: tuning.Tuning,
                     devices: runtime.Devices, model) -> dict[str, Any]:
-    """What sets the speed, as used (Keras may turn jit_compile off).
+    """What sets the speed in this session, as used (Keras may turn jit_compile off).
 
-    Recorded beside samples_per_second; the tuning's part is what resume and eval reuse.
+    Recorded beside samples_per_second. Resume and eval reuse the run's `tuning` instead.
     """
     from seqtrain import pipeline
 

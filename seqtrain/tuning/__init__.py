@@ -149,14 +149,21 @@ def _internals_usable() -> bool:
     return internals.usable()
 
 
+def recorded(summary: dict[str, Any]) -> Tuning | None:
+    """The tuning a run's `summary.json` recorded, or None.
+
+    `tuning`; for runs from before it, what their `speed_settings` say they used.
+    """
+    return Tuning.from_settings(summary.get("tuning") or summary.get("speed_settings"))
+
+
 def choose(config: ExperimentConfig, summary: dict[str, Any] | None = None) -> Tuning:
     """The run's tuning: as its `summary.json` recorded it, else resolved for this machine.
 
     A recorded `auto` that the installed versions no longer allow becomes off (with the
     warning of `internals.usable`).
     """
-    summary = summary or {}
-    chosen = Tuning.from_settings(summary.get("tuning") or summary.get("speed_settings"))
+    chosen = recorded(summary or {})
     if chosen is None:
         return resolve(config)
     if chosen.enabled and not _internals_usable():
