@@ -196,3 +196,15 @@ def test_a_run_from_before_cpu_tuning_is_read_as_the_tuning_it_used():
     wide = {**before, "streams": 1, "threads": {"intra_op": 0, "inter_op": 0}}
     assert Tuning.from_settings(wide).intra_op_threads is None  # TensorFlow's threads
     assert Tuning.from_settings({"batch_size": 128}) is None  # nothing recorded: resolve
+
+
+def test_a_mixed_float16_model_is_refused_training_on_a_cpu_but_evaluated_there():
+    from seqtrain import tuning
+    from seqtrain.config import validate_config
+    from seqtrain.errors import DeviceError
+
+    config = validate_config({**TINY, "precision": "mixed_float16"}, {})
+    with pytest.raises(DeviceError, match="mixed_float16 needs a GPU"):
+        tuning.select(config, tuning.OFF, device="cpu")
+    devices, _ = tuning.select(config, tuning.OFF, device="cpu", training=False)  # eval
+    assert not devices.is_gpu
