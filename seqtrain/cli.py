@@ -346,32 +346,6 @@ def validate(
 
 
 @app.command()
-def schema(
-    output: Annotated[Optional[Path], typer.Option(
-        "-o", "--output", help="Write it to this file instead of stdout.",
-        show_default=False)] = None,
-) -> None:
-    """Print the JSON Schema of experiment files, for editors to check and complete YAML.
-
-    With the YAML extension of VS Code (or any yaml-language-server editor), a config
-    whose first line is `# yaml-language-server: $schema=<path to the file>` is checked
-    as you type. configs/seqtrain.schema.json is this schema, kept current.
-    """
-    with _user_errors():
-        from seqtrain.config import json_schema
-
-        text = json.dumps(json_schema(), indent=2) + "\n"
-        if output is None:
-            typer.echo(text, nl=False)
-            return
-        from seqtrain import atomic
-
-        if output.is_dir() or not output.parent.is_dir():
-            raise SeqtrainError(f"-o {output}: expected a file in an existing folder")
-        atomic.write_text(output, text)
-
-
-@app.command()
 def sweep(
     config: ConfigArg,
     grid: Annotated[Optional[list[str]], typer.Option(
@@ -398,7 +372,7 @@ def sweep(
         "estimate the sweep's time.")] = False,
     executor: Annotated[str, typer.Option(
         "--executor", help="local: child processes here, --jobs at a time; ray: Ray tasks "
-        "on a cluster (pip install 'seqtrain\\[ray]').")] = "local",
+        "on a cluster (pip install 'seqtrain[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option(
         "--address", help="Ray: the cluster's address, e.g. 10.0.0.1:6379.  [default: "
         "RAY_ADDRESS, a local cluster, or a new local instance]", show_default=False)] = None,

@@ -632,10 +632,3 @@ def _shown(value: Any) -> str:
 def _type_name(value: Any) -> str:
     names = {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}
     return names.get(type(value), type(value).__name__)
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of an experiment file (every task), for editors: `seqtrain schema`."""
-    schema = ExperimentConfig.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": "seqtrain experiment", **{k: v for k, v in schema.items() if k != "title"}}

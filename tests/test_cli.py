@@ -21,7 +21,6 @@ def test_help_and_validate_never_import_tensorflow(tmp_path: Path):
         runner = CliRunner()
         for args in (["--help"], ["run", "--help"], ["eval", "--help"], ["predict", "--help"],
                      ["export", "--help"], ["predict", {str(tmp_path)!r}, "--split", "test"],
-                     ["schema"],
                      ["validate", {str(CONFIGS / "shifted_digit_lstm.yaml")!r}],
                      ["validate", {str(tmp_path / "missing.yaml")!r}]):
             runner.invoke(app, args)
