@@ -94,7 +94,8 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
         summary = read_json(run.summary)
     except RunDirError:
         summary = None
-    _, chosen = tuning.select(config, tuning.choose(config, summary), device=device,
+    recorded = tuning.recorded(summary or {})
+    _, chosen = tuning.select(config, tuning.choose(config, recorded), device=device,
                               training=False)
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     if part is None:

@@ -86,13 +86,7 @@ def run_experiment(
             could not be written (`StorageError`, exit 1).
     """
     started_at = _now()
-    resolved = tuning.choose(config)
-    devices, in_force = tuning.select(config, resolved)
-    runtime.seed_everything(config.seed, config.runtime.deterministic)
-    resources.check_data(config)
-    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
-    check_monitor(config, dataset)
-    resources.check_model(config, dataset)
+    prepared = _prepare(config)
     overrides = list(overrides)
     # From here a signal only asks to stop: the run directory is set up whole
     # (summary.json last), then `_train` stops before training, resumably.
@@ -100,33 +94,57 @@ def run_experiment(
         run = create_run_dir(run_stem(config.name, overrides), runs_dir=runs_dir,
                              exact=exact_dir)
         with RunLock(run):
-            summary = _set_up(run, config, dataset, devices, resolved, in_force, started_at,
-                              command, _overrides_text(command, overrides))
-            session = _Session(config, devices, in_force, stop, run, dataset, summary,
-                               display, console or Console(stderr=True))
-            return run, _train(session)
+            return run, _start(run, prepared, stop, started_at, command,
+                               _overrides_text(command, overrides), display,
+                               console or Console(stderr=True))
 
 
-def _overrides_text(command: str, overrides: Iterable[str]) -> str:
-    """What `overrides.txt` gets for one command: the command line, then each --set."""
-    return f"# {command}\n" + "".join(f"{o}\n" for o in overrides)
+@dataclass(frozen=True)
+class _Prepared:
+    """What a new run needs before its folder is set up: tuning, devices, dataset."""
+
+    config: ExperimentConfig
+    resolved: tuning.Tuning
+    devices: runtime.Devices
+    in_force: tuning.Tuning
+    dataset: Dataset
 
 
-def _set_up(run: RunDir, config: ExperimentConfig, dataset: Dataset, devices: runtime.Devices,
-            resolved: tuning.Tuning, in_force: tuning.Tuning, started_at: str, command: str,
-            overrides_text: str) -> dict[str, Any]:
-    """Write a new run's files, `summary.json` last: once it exists the run can be resumed.
+def _prepare(config: ExperimentConfig) -> _Prepared:
+    """Start TensorFlow with the run's tuning, seed it, and build and check its data."""
+    resolved = tuning.choose(config)
+    devices, in_force = tuning.select(config, resolved)
+    runtime.seed_everything(config.seed, config.runtime.deterministic)
+    resources.check_data(config)
+    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
+    check_monitor(config, dataset)
+    resources.check_model(config, dataset)
+    return _Prepared(config, resolved, devices, in_force, dataset)
 
-    Until then `resume` sets the run up again from its `config.yaml` (`resume_experiment`).
+
+def _start(run: RunDir, prepared: _Prepared, stop: StopRequest, started_at: str, command: str,
+           overrides_text: str, display: Display, console: Console) -> dict[str, Any]:
+    """Set up a new run's folder, `summary.json` last, and train it from the start.
+
+    Until `summary.json` exists, `resume` sets the run up again from its `config.yaml`
+    (`resume_experiment`); once it exists the run can be resumed.
     """
+    config, devices, dataset = prepared.config, prepared.devices, prepared.dataset
     atomic.write_text(run.config, dump_config(config))
     atomic.write_text(run.overrides, overrides_text)
     atomic.write_json(run.env, {**_environment(devices, started_at, command),
                                 "data_files": fingerprints(config.data)})
     atomic.write_json(run.preprocessing, dataset.preprocessing)
-    summary = _new_summary(config, run, started_at, dataset, devices.used, resolved, in_force)
+    summary = _new_summary(config, run, started_at, dataset, devices.used, prepared.resolved,
+                           prepared.in_force)
     atomic.write_json(run.summary, summary)
-    return summary
+    return _train(_Session(config, devices, prepared.in_force, stop, run, dataset, summary,
+                           display, console))
+
+
+def _overrides_text(command: str, overrides: Iterable[str]) -> str:
+    """What `overrides.txt` gets for one command: the command line, then each --set."""
+    return f"# {command}\n" + "".join(f"{o}\n" for o in overrides)
 
 
 def resume_experiment(
@@ -164,7 +182,7 @@ def resume_experiment(
     console = console or Console(stderr=True)
     made_by_run = run.lock.exists()  # `run` takes the lock before it writes config.yaml
     with StopRequest() as stop, RunLock(run):
-        if made_by_run and _set_up_unfinished(run):
+        if made_by_run and not (run.summary.exists() or run.trained):
             _remove_temporaries(run)
             return run, _restart(run, config, stop, command, overrides, display, console), True
         summary = read_json(run.summary)
@@ -178,9 +196,10 @@ def resume_experiment(
         _remove_temporaries(run)
         started_at = _now()
         # As the run resolved it, not as this machine would: the same computation.
-        devices, in_force = tuning.select(config, tuning.choose(config, summary))
-        if "tuning" not in summary and tuning.recorded(summary):  # a run from before it
-            summary["tuning"] = tuning.recorded(summary).settings()
+        chosen = tuning.recorded(summary)
+        devices, in_force = tuning.select(config, tuning.choose(config, chosen))
+        if "tuning" not in summary and chosen:  # a run from before it
+            summary["tuning"] = chosen.settings()
         runtime.seed_everything(config.seed, config.runtime.deterministic)
         from seqtrain.state import describe, load_state
 
@@ -215,14 +234,6 @@ def resume_experiment(
         return run, _train(session, state), True
 
 
-def _set_up_unfinished(run: RunDir) -> bool:
-    """No `summary.json` and nothing trained: the run was stopped while it was set up.
-
-    A run that trained and lost its summary is damaged instead (resume refuses it).
-    """
-    return not (run.summary.exists() or run.metrics.exists() or run.checkpoints.exists())
-
-
 def _remove_temporaries(run: RunDir) -> None:
     """Delete what killed writers left in the run's folder and `checkpoints/`.
 
@@ -237,19 +248,14 @@ def _restart(run: RunDir, config: ExperimentConfig, stop: StopRequest, command: 
              overrides: list[str], display: Display, console: Console) -> dict[str, Any]:
     """Train a run that was killed before its set-up ended, from the start, in its folder."""
     started_at = _now()
-    resolved = tuning.choose(config)
-    devices, in_force = tuning.select(config, resolved)
-    runtime.seed_everything(config.seed, config.runtime.deterministic)
-    dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
+    prepared = _prepare(config)
     recorded = run.overrides.read_text(encoding="utf-8") if run.overrides.exists() else ""
-    summary = _set_up(run, config, dataset, devices, resolved, in_force, started_at, command,
-                      recorded + _overrides_text(command, overrides))
     if display != "quiet":
         console.print(f"resuming {run.path} from the start (it stopped while being set up), "
                       f"of {config.train.epochs} epochs", markup=False, highlight=False,
                       soft_wrap=True)
-    return _train(_Session(config, devices, in_force, stop, run, dataset, summary, display,
-                           console))
+    return _start(run, prepared, stop, started_at, command,
+                  recorded + _overrides_text(command, overrides), display, console)
 
 
 def check_monitor(config: ExperimentConfig, dataset: Dataset) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from seqtrain.errors import SeqtrainError
+from seqtrain.rundir import RunDir
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -54,7 +55,7 @@ class RunRecord:
 
     @property
     def status(self) -> str:
-        if self.problem == "no summary.json" and self.config and not self._trained:
+        if self.problem == "no summary.json" and self.config and not RunDir(self.path).trained:
             status = "running"  # being set up (summary.json comes last), or killed doing it
         elif self.problem:
             return f"broken: {self.problem}"
@@ -63,10 +64,6 @@ class RunRecord:
         if status == "running" and not is_locked(self.path / "run.lock"):
             return "killed"  # nobody holds the lock: the process died without a word
         return status
-
-    @property
-    def _trained(self) -> bool:
-        return (self.path / "metrics.csv").exists() or (self.path / "checkpoints").exists()
 
     def get(self, key: str) -> Any:
         """A column, a config path (`model.cell`) or a summary path (`best.val_loss`).

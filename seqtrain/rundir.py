@@ -84,6 +84,16 @@ class RunDir:
         return self.path / "run.lock"
 
     @property
+    def trained(self) -> bool:
+        """Whether training wrote anything yet (`metrics.csv` or `checkpoints/`).
+
+        A folder with a config but no `summary.json` and nothing trained was stopped while
+        it was set up (`resume` starts it again); one that trained and lost its summary is
+        damaged instead.
+        """
+        return self.metrics.exists() or self.checkpoints.exists()
+
+    @property
     def summary(self) -> Path:
         return self.path / "summary.json"
 

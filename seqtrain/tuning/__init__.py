@@ -157,13 +157,12 @@ def recorded(summary: dict[str, Any]) -> Tuning | None:
     return Tuning.from_settings(summary.get("tuning") or summary.get("speed_settings"))
 
 
-def choose(config: ExperimentConfig, summary: dict[str, Any] | None = None) -> Tuning:
-    """The run's tuning: as its `summary.json` recorded it, else resolved for this machine.
+def choose(config: ExperimentConfig, chosen: Tuning | None = None) -> Tuning:
+    """The run's tuning: `chosen` as its `summary.json` recorded it, else for this machine.
 
     A recorded `auto` that the installed versions no longer allow becomes off (with the
     warning of `internals.usable`).
     """
-    chosen = recorded(summary or {})
     if chosen is None:
         return resolve(config)
     if chosen.enabled and not _internals_usable():
