@@ -485,7 +485,14 @@ def ls(
     filter_: Annotated[Optional[list[str]], typer.Option(
         "--filter", help="Keep runs where key=value (model.cell=gru, status=completed). "
         "Repeatable.", show_default=False, metavar="KEY=VALUE")] = None,
-    format_: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    format_: Annotated[str, typer.Option(
+        "--format", help="table, csv or json. csv and json give every column and metric.")]
+    = "table",
+    columns: Annotated[Optional[str], typer.Option(
+        "--columns", help="Columns to show, e.g. run,cell,units,test_mae (or config paths "
+        "such as model.dropout).  [default: the table's results follow the runs' kind of "
+        "task: mse/mae for regression, accuracy for classification]", show_default=False,
+        metavar="A,B,...")] = None,
 ) -> None:
     """List runs with their settings and results; reads only run-directory files."""
     with _user_errors():
@@ -494,12 +501,13 @@ def ls(
         if format_ not in ("table", "csv", "json"):
             raise SeqtrainError(f"--format got {format_!r}; expected table, csv or json")
         records = listing.list_runs(folders or [Path("runs")], filter_ or [], sort)
+        chosen = listing.parse_columns(columns, records) if columns is not None else None
     if format_ == "csv":
-        typer.echo(listing.to_csv(records), nl=False)
+        typer.echo(listing.to_csv(records, chosen), nl=False)
     elif format_ == "json":
-        typer.echo(listing.to_json(records))
+        typer.echo(listing.to_json(records, chosen))
     else:
-        typer.echo(listing.to_table(records))
+        typer.echo(listing.to_table(records, chosen))
         _say(f"{len(records)} run(s)", "default")
 
 
