@@ -511,7 +511,7 @@ def ls(
         "--filter", help="Keep runs where key=value (model.cell=gru, status=completed). "
         "Repeatable.", show_default=False, metavar="KEY=VALUE")] = None,
     format_: Annotated[str, typer.Option(
-        "--format", help="table, csv or json. csv and json give every column and metric.")]
+        "--format", help="table, csv or json (every column and metric, unless --columns).")]
     = "table",
     columns: Annotated[Optional[str], typer.Option(
         "--columns", help="Columns to show, e.g. run,cell,units,test_mae (or config paths "
