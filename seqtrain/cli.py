@@ -382,12 +382,18 @@ def sweep(
         "--gpus-per-trial", help="Ray: GPUs each trial reserves (fractions share one).")] = 0.0,
     json_: Annotated[bool, typer.Option(
         "--json", help="Print the trials' results (or plan) as JSON on stdout.")] = False,
+    columns: Annotated[Optional[str], typer.Option(
+        "--columns", help="The results table's columns, e.g. best_val_loss,test_mae,"
+        "wall_seconds.  [default: by the task's kind: mse/mae for regression, accuracy for "
+        "classification]", show_default=False, metavar="A,B,...")] = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Run a grid of CONFIG variants (times seeds) under one folder; re-run to resume it."""
     with _user_errors():
         from seqtrain import sweep as sweeps
         from seqtrain.executors import check_options, make_executor
 
+        chosen = sweeps.parse_columns(columns) if columns is not None else None
         if jobs < 1:
             raise SeqtrainError(f"--jobs got {jobs}; expected 1 or more")
         if measure and not dry_run:
@@ -398,18 +404,25 @@ def sweep(
         if dry_run:
             check_options(executor, jobs=jobs, address=address, cpus_per_trial=cpus_per_trial,
                           gpus_per_trial=gpus_per_trial)
-            _list_trials(plan, trials, retry_failed, jobs, measure, json_)
-            _say(f"{len(trials)} of {len(plan.trials)} trials (shard {index}/{count}); "
-                 "nothing trained (--dry-run)", "green")
+            _list_trials(plan, trials, retry_failed, jobs, measure, json_, quiet)
+            if not quiet:
+                _say(f"{len(trials)} of {len(plan.trials)} trials (shard {index}/{count}); "
+                     "nothing trained (--dry-run)", "green")
             return
         runner = sweeps.Sweep(
             plan, make_executor(executor, jobs=jobs, trials=len(trials), address=address,
                                 cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial),
-            retry_failed, f"{index}/{count}", say=lambda line: _say(line, "default"))
+            retry_failed, f"{index}/{count}",
+            say=(lambda line: None) if quiet else (lambda line: _say(line, "default")))
         results = runner.run(trials)
-        _stderr().print(sweeps.comparison_table(sweeps.compare(plan)))
+        if not quiet:
+            _table_console().print(sweeps.comparison_table(sweeps.compare(plan), chosen))
         typer.echo(json.dumps(results, indent=2) if json_ else str(plan.folder))
     if runner.stopping:
+        stopped = [r["trial"] for r in results if r["status"] == "interrupted"]
+        _say(f"sweep interrupted ({'SIGTERM' if runner.stopping == 15 else 'SIGINT'}"
+             + (f"; stopped {', '.join(stopped)}" if stopped else "")
+             + "); run the same command again to resume it:\n  " + _command_line(), "yellow")
         raise typer.Exit(code=EXIT_TERMINATED if runner.stopping == 15 else EXIT_INTERRUPTED)
     if any(r["status"] != "completed" for r in results):
         failed = [r["trial"] for r in results if r["status"] != "completed"]
@@ -418,8 +431,20 @@ def sweep(
         raise typer.Exit(code=EXIT_TRAINING_FAILED)
 
 
+def _table_console() -> Console:
+    """The stderr console for a table, never cutting it to 80 columns.
+
+    On a terminal the table fits the window; elsewhere (a log, a pipe) rich would assume 80
+    columns and squeeze or cut cells, so the width is whatever the table needs.
+    """
+    console = _stderr()
+    if not console.is_terminal:
+        console.width = 100_000  # a table is only as wide as its cells: no padding
+    return console
+
+
 def _list_trials(plan, trials, retry_failed: bool, jobs: int, measure: bool,
-                 json_: bool) -> None:
+                 json_: bool, quiet: bool = False) -> None:
     """`sweep --dry-run`: each trial's action and run directory, and with `measure`, times."""
     from seqtrain import sweep as sweeps
 
@@ -438,7 +463,7 @@ def _list_trials(plan, trials, retry_failed: bool, jobs: int, measure: bool,
         for item in listed:
             time = f"~{item['estimated_seconds']:.0f}s  " if measure else ""
             typer.echo(f"{item['action']:>6}  {time}{item['run_dir']}")
-    if estimate:
+    if estimate and not quiet:
         _say(f"estimate: {estimate['total_seconds']:.0f} s of trials (each with "
              f"{estimate['startup_seconds']:.1f} s of start-up), about "
              f"{estimate['wall_seconds']:.0f} s with --jobs {jobs}; on Ray, divide the total "
@@ -485,7 +510,14 @@ def ls(
     filter_: Annotated[Optional[list[str]], typer.Option(
         "--filter", help="Keep runs where key=value (model.cell=gru, status=completed). "
         "Repeatable.", show_default=False, metavar="KEY=VALUE")] = None,
-    format_: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    format_: Annotated[str, typer.Option(
+        "--format", help="table, csv or json (every column and metric, unless --columns).")]
+    = "table",
+    columns: Annotated[Optional[str], typer.Option(
+        "--columns", help="Columns to show, e.g. run,cell,units,test_mae (or config paths "
+        "such as model.dropout).  [default: the table's results follow the runs' kind of "
+        "task: mse/mae for regression, accuracy for classification]", show_default=False,
+        metavar="A,B,...")] = None,
 ) -> None:
     """List runs with their settings and results; reads only run-directory files."""
     with _user_errors():
@@ -494,12 +526,13 @@ def ls(
         if format_ not in ("table", "csv", "json"):
             raise SeqtrainError(f"--format got {format_!r}; expected table, csv or json")
         records = listing.list_runs(folders or [Path("runs")], filter_ or [], sort)
+        chosen = listing.parse_columns(columns, records) if columns is not None else None
     if format_ == "csv":
-        typer.echo(listing.to_csv(records), nl=False)
+        typer.echo(listing.to_csv(records, chosen), nl=False)
     elif format_ == "json":
-        typer.echo(listing.to_json(records))
+        typer.echo(listing.to_json(records, chosen))
     else:
-        typer.echo(listing.to_table(records))
+        typer.echo(listing.to_table(records, chosen))
         _say(f"{len(records)} run(s)", "default")
 
 

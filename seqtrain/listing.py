@@ -25,23 +25,38 @@ from seqtrain.rundir import RunDir
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-# Column -> where its value lives: a summary path (s:) or a config path (c:).
+# Column -> where its value lives: a summary path (s:) or a config path (c:); "" computed.
 COLUMNS: dict[str, str] = {
     "run": "",
     "name": "s:name",
-    "status": "s:status",
+    "status": "",
+    "task": "c:data.task",
+    "kind": "",
     "cell": "c:model.cell",
     "units": "c:model.units",
     "layers": "c:model.num_layers",
     "epochs": "",
+    "best_epoch": "s:best_epoch",
     "best_val_loss": "s:best.val_loss",
     "best_val_accuracy": "s:best.val_accuracy",
+    "best_val_mse": "s:best.val_mse",
+    "best_val_mae": "s:best.val_mae",
+    "test_loss": "s:test.loss",
     "test_accuracy": "s:test.accuracy",
     "test_mse": "s:test.mse",
     "test_mae": "s:test.mae",
     "wall_seconds": "s:wall_seconds",
     "samples_per_second": "s:samples_per_second",
 }
+
+# The results that mean something for each kind of task (summary.json's `task.kind`).
+KIND_COLUMNS: dict[str, tuple[str, ...]] = {
+    "classification": ("best_val_accuracy", "test_accuracy"),
+    "regression": ("best_val_mse", "best_val_mae", "test_mse", "test_mae"),
+}
+TABLE_HEAD = ("run", "name", "status", "cell", "units", "layers", "epochs", "best_val_loss")
+TABLE_TAIL = ("wall_seconds", "samples_per_second")
+SECTIONS = ("best", "test", "final")  # of summary.json: column `best_val_mse` is best.val_mse
 
 
 @dataclass
@@ -65,13 +80,33 @@ class RunRecord:
             return "killed"  # nobody holds the lock: the process died without a word
         return status
 
+    @property
+    def kind(self) -> str | None:
+        """`classification` or `regression`, as the run recorded it; None when unknown.
+
+        Runs from before summary.json kept `task.kind` are known by their metrics.
+        """
+        task = self.summary.get("task")
+        if isinstance(task, dict) and task.get("kind") in KIND_COLUMNS:
+            return task["kind"]
+        names = {name for section in SECTIONS if isinstance(self.summary.get(section), dict)
+                 for name in self.summary[section]}
+        if any(name.endswith("accuracy") for name in names):
+            return "classification"
+        if names & {"mse", "mae", "val_mse", "val_mae"}:
+            return "regression"
+        return None
+
     def get(self, key: str) -> Any:
         """A column, a config path (`model.cell`) or a summary path (`best.val_loss`).
 
-        Config paths win when a key is in both: users filter on settings.
+        Config paths win when a key is in both: users filter on settings. `best_NAME`,
+        `test_NAME` and `final_NAME` are the metric NAME of that part of summary.json.
         """
         if key == "status":
             return self.status
+        if key == "kind":
+            return self.kind
         if key in COLUMNS and COLUMNS[key]:
             source, path = COLUMNS[key].split(":")
             return _dig(self.summary if source == "s" else self.config, path)
@@ -80,10 +115,22 @@ class RunRecord:
         if key == "epochs":
             return f"{self.summary.get('epochs_run', '?')}/{self.summary.get('epochs', '?')}"
         found = _dig(self.config, key)
-        return found if found is not None else _dig(self.summary, key)
+        if found is None:
+            found = _dig(self.summary, key)
+        if found is None:
+            section, _, metric = key.partition("_")
+            if section in SECTIONS and metric:
+                found = _dig(self.summary, f"{section}.{metric}")
+        return found
 
-    def row(self) -> dict[str, Any]:
-        return {column: self.get(column) for column in COLUMNS}
+    def applies(self, column: str) -> bool:
+        """False for a result of the other kind of task (test_accuracy of a regression)."""
+        kind = self.kind
+        return kind is None or not any(column in columns for other, columns
+                                       in KIND_COLUMNS.items() if other != kind)
+
+    def row(self, columns: Iterable[str] | None = None) -> dict[str, Any]:
+        return {column: self.get(column) for column in (columns or COLUMNS)}
 
 
 def _dig(tree: Any, dotted: str) -> Any:
@@ -219,34 +266,94 @@ def list_runs(folders: Iterable[Path], filters: Iterable[str] = (),
     return sort_records([r for r in records if matches(r, parsed)], sort)
 
 
-def to_csv(records: list[RunRecord]) -> str:
+def table_columns(records: list[RunRecord]) -> list[str]:
+    """The table's default columns: settings, then the results of the runs' kinds of task.
+
+    Regression runs show validation and test `mse` and `mae`, classification runs
+    accuracy; a table of both shows both.
+    """
+    kinds = {record.kind for record in records}
+    results = [c for kind, columns in KIND_COLUMNS.items() if kind in kinds for c in columns]
+    return [*TABLE_HEAD, *results, *TABLE_TAIL]
+
+
+def all_columns(records: list[RunRecord]) -> list[str]:
+    """Every column, then every other metric a run recorded (`best_loss`, `final_val_mae`...)."""
+    extra: list[str] = []
+    for section in SECTIONS:
+        for record in records:
+            metrics = record.summary.get(section)
+            for name in metrics if isinstance(metrics, dict) else ():
+                column = f"{section}_{name}"
+                if column not in COLUMNS and column not in extra:
+                    extra.append(column)
+    return [*(c for c in COLUMNS if c not in TABLE_TAIL), *extra, *TABLE_TAIL]
+
+
+def parse_columns(text: str, records: list[RunRecord]) -> list[str]:
+    """`--columns run,cell,test_mae` as a list, each name checked.
+
+    A name is a column (`all_columns`) or a config/summary path (`model.dropout`) that a
+    listed run has.
+
+    Raises:
+        SeqtrainError: No names, or a name that is neither.
+    """
+    import difflib
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    allowed = all_columns(records)
+    for name in names:
+        if name in allowed or ("." in name and (not records or any(
+                record.get(name) is not None for record in records))):
+            continue
+        close = difflib.get_close_matches(name, allowed, n=1)
+        raise SeqtrainError(
+            f"--columns: unknown column {name!r}. Expected names from: {', '.join(allowed)}; "
+            "or a config or summary path such as model.dropout"
+            + (f". Did you mean {close[0]!r}?" if close else ""))
+    if not names:
+        raise SeqtrainError(f"--columns got {text!r}; expected names separated by commas, "
+                            "such as run,cell,units,test_mae")
+    return names
+
+
+def to_csv(records: list[RunRecord], columns: list[str] | None = None) -> str:
+    """CSV of `columns`; by default every column and metric (`all_columns`)."""
+    columns = columns or all_columns(records)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(r.row() for r in records)
+    writer.writerows(r.row(columns) for r in records)
     return buffer.getvalue()
 
 
-def to_json(records: list[RunRecord]) -> str:
-    return json.dumps([{**r.row(), "path": str(r.path)} for r in records], indent=2)
+def to_json(records: list[RunRecord], columns: list[str] | None = None) -> str:
+    """JSON rows of `columns` (by default every column and metric), and each run's path."""
+    columns = columns or all_columns(records)
+    return json.dumps([{**r.row(columns), "path": str(r.path)} for r in records], indent=2)
 
 
-_LEFT = ("run", "name", "status", "cell")
+_LEFT = ("run", "name", "status", "task", "kind", "cell")
 
 
-def to_table(records: list[RunRecord]) -> str:
-    """Aligned plain-text columns, like `column -t`.
+def to_table(records: list[RunRecord], columns: list[str] | None = None) -> str:
+    """Aligned plain-text columns, like `column -t`; `table_columns` by default.
 
-    Fast for hundreds of runs (a rich table is not), and easy to `grep`, `sort -k` or read
-    in a terminal.
+    Fast for hundreds of runs (a rich table is not), easy to `grep`, and never cut to a
+    terminal's width: long lines are the pager's business (`less -S`). A result that
+    does not apply to a run's kind of task (accuracy of a regression) is left blank; one
+    that is missing is `-`.
     """
-    cells = [list(COLUMNS)] + [[_shown(v) for v in r.row().values()] for r in records]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    columns = columns or table_columns(records)
+    cells = [list(columns)] + [[_shown(r.get(c)) if r.applies(c) else "" for c in columns]
+                               for r in records]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = []
     for row in cells:
         lines.append("  ".join(
             cell.ljust(width) if column in _LEFT else cell.rjust(width)
-            for cell, width, column in zip(row, widths, COLUMNS, strict=True)).rstrip())
+            for cell, width, column in zip(row, widths, columns, strict=True)).rstrip())
     return "\n".join(lines)
 
 

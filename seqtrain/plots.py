@@ -77,8 +77,9 @@ def write_curves(run_dir: Path, rows: list[dict[str, float]], config: dict[str, 
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
-    if min(row["loss"] for row in rows) > 0:
-        axes[0].set_yscale("log")  # losses fall over decades
+    if log_scale("loss", [[row[key] for row in rows] for key in ("loss", "val_loss")
+                          if key in rows[-1]]):
+        axes[0].set_yscale("log")
     figure.suptitle(f"{run_dir.name}\n{settings(config)}", fontsize=10)
     path = run_dir / "curves.png"
     _save(figure, path)
@@ -95,14 +96,6 @@ def settings(config: dict[str, Any]) -> str:
             f"{data.get('task')} T={data.get('sequence_length')} seed={config.get('seed')}")
 
 
-def _overrides(run_dir: Path) -> list[str]:
-    path = run_dir / "overrides.txt"
-    if not path.exists():
-        return []
-    return [line.strip() for line in path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
-
-
 def _config(run_dir: Path) -> dict[str, Any]:
     import yaml
 
@@ -113,21 +106,93 @@ def _config(run_dir: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def label(overrides: list[str]) -> str:
-    """`model.cell=gru model.units=64 seed=3` -> `cell=gru units=64` (seeds are averaged)."""
-    parts = []
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key.strip() not in ("seed", "name"):
-            parts.append(f"{key.strip().rsplit('.', 1)[-1]}={value.strip()}")
-    return " ".join(parts)
+def _summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}  # a run killed before its summary: no best epoch to mark
+    return summary if isinstance(summary, dict) else {}
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys: `{"model": {"cell": "gru"}}` -> `{"model.cell": "gru"}`."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def legend_labels(configs: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """One label per run (or group of seeds): the settings that differ between them.
+
+    `model.cell=gru, model.units=32`, keys in the config's order; `seed` and `name` are left
+    out (seeds of one setting are one line). With nothing that differs (or one run), each
+    is labelled by its name in `names`.
+    """
+    flat = [{k: v for k, v in flatten(c).items() if k not in ("seed", "name")}
+            for c in configs]
+    keys: list[str] = []
+    for settings_ in flat:
+        keys += [k for k in settings_ if k not in keys]
+    differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+    if len(configs) < 2 or not differ:
+        return list(names)
+    return [", ".join(f"{k}={_shown(f.get(k))}" for k in differ) for f in flat]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+LOSSES = ("loss", "mse", "mae")  # positive values that can fall over decades
+
+
+def log_scale(metric: str, curves: list[list[float]]) -> bool:
+    """Whether to draw `metric` on a log axis.
+
+    Yes for a loss (or mse, mae) whose plotted values are positive and span 100x or more
+    (max / min >= 100), where a linear axis would flatten the later epochs of every run
+    into one line. Accuracies, and losses within two decades, stay linear.
+    """
+    if metric.removeprefix("val_") not in LOSSES:
+        return False
+    values = [v for curve in curves for v in curve if v == v]  # NaN (diverged) left out
+    if not values or min(values) <= 0:
+        return False
+    return max(values) / min(values) >= 100
+
+
+def best_epoch(run_dir: Path, rows: list[dict[str, float]]) -> int | None:
+    """The run's best epoch (the one `best.keras` holds), as summary.json records it.
+
+    Without one (a run killed before its summary), the epoch with the best monitored value
+    in `rows` (`val_loss`, lowest, unless the summary says otherwise); None if neither.
+    """
+    summary = _summary(run_dir)
+    if isinstance(summary.get("best_epoch"), int):
+        return summary["best_epoch"]
+    monitor = summary.get("monitor", "val_loss")
+    scored = [row for row in rows if row.get(monitor, float("nan")) == row.get(monitor)]
+    if not scored:
+        return None
+    pick = max if summary.get("mode") == "max" else min
+    return int(pick(scored, key=lambda row: row[monitor])["epoch"])
 
 
 def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss") -> Path:
     """Overlay `metric` per epoch for every run in `folders` (run or sweep folders).
 
     Runs whose configs differ only in `seed` are drawn as one mean line with a min-max
-    band; each line is labelled by its overrides.
+    band. The legend shows the settings that differ between the lines (`legend_labels`);
+    a star marks each run's best epoch; losses are drawn on a log axis when they span
+    decades (`log_scale`).
 
     Raises:
         SeqtrainError: No runs found, a run is broken, or it lacks `metric`.
@@ -135,8 +200,20 @@ def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss") -> Pa
     runs = find_runs(folders)
     if not runs:
         raise SeqtrainError(f"no run directories in {', '.join(map(str, folders))}")
+    figure = comparison_figure(runs, metric)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _save(figure, output)
+    return output
+
+
+def comparison_figure(runs: list[Path], metric: str):
+    """The figure `plot_runs` saves: one line (or band of seeds) per setting of `runs`.
+
+    Raises:
+        SeqtrainError: A run is broken, or it lacks `metric`.
+    """
     groups: dict[str, list[tuple[Path, list[dict[str, float]]]]] = defaultdict(list)
-    labels: dict[str, str] = {}
+    configs: dict[str, dict[str, Any]] = {}
     for run_dir in runs:
         rows = read_metrics(run_dir)
         if metric not in rows[-1]:
@@ -147,21 +224,40 @@ def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss") -> Pa
         key = json.dumps({k: v for k, v in config.items() if k not in ("seed", "name")},
                          sort_keys=True)
         groups[key].append((run_dir, rows))
-        labels.setdefault(key, label(_overrides(run_dir)) or run_dir.name)
+        configs.setdefault(key, config)
+    # A line of one run is named after its folder, a band of seeds after the experiment.
+    names = [str(members[0][0].name if len(members) == 1
+                 else configs[key].get("name") or members[0][0].name)
+             for key, members in groups.items()]
+    labels = dict(zip(groups, legend_labels([configs[key] for key in groups], names),
+                      strict=True))
     figure = _figure(PLOT_SIZE)
     ax = figure.subplots()
     for key, members in groups.items():
         if len(members) == 1:
             rows = members[0][1]
-            ax.plot([r["epoch"] for r in rows], [r[metric] for r in rows], label=labels[key])
-            continue
-        length = min(len(rows) for _, rows in members)
-        epochs = [members[0][1][i]["epoch"] for i in range(length)]
-        values = [[rows[i][metric] for _, rows in members] for i in range(length)]
-        mean = [sum(v) / len(v) for v in values]
-        (line,) = ax.plot(epochs, mean, label=f"{labels[key]} (mean of {len(members)} seeds)")
-        ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values],
-                        color=line.get_color(), alpha=0.2)
+            (line,) = ax.plot([r["epoch"] for r in rows], [r[metric] for r in rows],
+                              label=labels[key])
+        else:
+            length = min(len(rows) for _, rows in members)
+            epochs = [members[0][1][i]["epoch"] for i in range(length)]
+            values = [[rows[i][metric] for _, rows in members] for i in range(length)]
+            mean = [sum(v) / len(v) for v in values]
+            (line,) = ax.plot(epochs, mean,
+                              label=f"{labels[key]} (mean of {len(members)} seeds)")
+            ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values],
+                            color=line.get_color(), alpha=0.2)
+        for run_dir, rows in members:
+            best = best_epoch(run_dir, rows)
+            at = [r[metric] for r in rows if r["epoch"] == best]
+            if at:
+                ax.plot([best], at, "*", color=line.get_color(), markersize=11,
+                        markeredgecolor="black", markeredgewidth=0.5, zorder=3)
+    ax.plot([], [], "*", color="gray", markersize=11, markeredgecolor="black",
+            markeredgewidth=0.5, label="best epoch (best.keras)")
+    if log_scale(metric, [[r[metric] for r in rows] for members in groups.values()
+                          for _, rows in members]):
+        ax.set_yscale("log")
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlabel("epoch")
@@ -170,6 +266,4 @@ def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss") -> Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"{metric} of {len(runs)} run(s)", fontsize=10)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _save(figure, output)
-    return output
+    return figure

@@ -28,7 +28,7 @@ from typing import Any
 from seqtrain import atomic
 from seqtrain.config import load_config
 from seqtrain.errors import ConfigError, RunDirError, SeqtrainError
-from seqtrain.listing import RunRecord, is_locked, read_run
+from seqtrain.listing import COLUMNS, KIND_COLUMNS, RunRecord, is_locked, read_run
 from seqtrain.rundir import RunDir, RunLock, run_stem
 
 
@@ -190,6 +190,7 @@ class Sweep:
 
     def __init__(self, plan: SweepPlan, executor, retry_failed: bool, shard_spec: str,
                  say=print):
+        # `say`: progress (a line as each trial starts and ends); `lambda _: None` for none.
         self.plan, self.executor, self.retry_failed = plan, executor, retry_failed
         self.shard_spec, self.say = shard_spec, say
 
@@ -244,9 +245,14 @@ class Sweep:
             else:
                 args = ["resume", target]
             log = (self.plan.folder / "logs" / f"{trial.stem}.log").resolve()
+            self.say(f"{trial.stem}: {'starting' if action == 'run' else 'resuming'}")
             exit_code = self.executor.execute(args, log)
         record = read_run(run_dir) if run_dir.exists() else RunRecord(run_dir)
         status = record.status if run_dir.exists() else action
+        if self.stopping and action in ("run", "resume") and status not in FINISHED:
+            # Stopped with the sweep, maybe before its run wrote a thing: the sweep's
+            # re-run resumes it (or starts it over), as it does an interrupted run.
+            status = "interrupted"
         result = {
             "trial": trial.stem,
             "index": trial.index,
@@ -257,11 +263,8 @@ class Sweep:
             "action": action,
             "status": status,
             "exit_code": exit_code,
-            "best_val_loss": record.get("best_val_loss"),
-            "best_val_accuracy": record.get("best_val_accuracy"),
-            "test_accuracy": record.get("test_accuracy"),
-            "test_mse": record.get("test_mse"),
-            "test_mae": record.get("test_mae"),
+            "kind": record.kind,
+            **{column: record.get(column) for column in RESULTS},
             "seconds": round(time.monotonic() - started, 2),
             "shard": self.shard_spec,
             "executor": self.executor.name,
@@ -287,11 +290,14 @@ def _remove_abandoned(run_dir: Path) -> bool:
 
 
 def _brief(result: dict[str, Any]) -> str:
-    loss, accuracy = result.get("best_val_loss"), result.get("best_val_accuracy")
+    """The best epoch's validation loss, and accuracy or mae by the kind of task."""
+    loss = result.get("best_val_loss")
     if loss is None:
         return ""
-    return f"  best val_loss {loss:.4f}" + (f"  val_accuracy {accuracy:.4f}" if accuracy
-                                            is not None else "")
+    metric = "val_mae" if result.get("kind") == "regression" else "val_accuracy"
+    value = result.get(f"best_{metric}")
+    return f"  best val_loss {loss:.4f}" + (f"  {metric} {value:.4f}" if value is not None
+                                            else "")
 
 
 def append_line(path: Path, record: dict[str, Any]) -> None:
@@ -310,8 +316,33 @@ def append_line(path: Path, record: dict[str, Any]) -> None:
             os.close(fd)  # releases the lock
 
 
-# What the comparison table shows of each grid point; regression's in the target's units.
-COMPARED = ("best_val_loss", "best_val_accuracy", "test_accuracy", "test_mse", "test_mae")
+FINISHED = ("completed", "failed", "diverged")  # what a stopped sweep leaves as it was
+
+# The results of a trial (`seqtrain ls` columns) that `sweep.jsonl` records and the
+# comparison table can show; regression's in the target's units.
+RESULTS = tuple(c for c in COLUMNS if c.startswith(("best_val_", "test_")))
+COMPARED = (*RESULTS, "best_epoch", "wall_seconds", "samples_per_second")
+
+
+def parse_columns(text: str) -> list[str]:
+    """`--columns best_val_loss,test_mae` as a list of COMPARED names.
+
+    Raises:
+        SeqtrainError: No names, or one the table cannot show.
+    """
+    import difflib
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in COMPARED:
+            close = difflib.get_close_matches(name, COMPARED, n=1)
+            raise SeqtrainError(f"--columns: unknown column {name!r}. Expected names from: "
+                                f"{', '.join(COMPARED)}"
+                                + (f". Did you mean {close[0]!r}?" if close else ""))
+    if not names:
+        raise SeqtrainError(f"--columns got {text!r}; expected names separated by commas, "
+                            "such as best_val_loss,test_mae")
+    return names
 
 
 def compare(plan: SweepPlan) -> list[dict[str, Any]]:
@@ -329,7 +360,8 @@ def compare(plan: SweepPlan) -> list[dict[str, Any]]:
                 groups[trial.group].append(record)
     rows = []
     for group, records in groups.items():
-        row: dict[str, Any] = {"trial": " ".join(group) or "(base config)", "runs": len(records)}
+        row: dict[str, Any] = {"trial": " ".join(group) or "(base config)", "runs": len(records),
+                               "kinds": sorted({r.kind for r in records if r.kind})}
         for column in COMPARED:
             values = [r.get(column) for r in records if r.get(column) is not None]
             row[column] = _mean(values)
@@ -349,12 +381,22 @@ def _std(values: list[float]) -> float | None:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def comparison_table(rows: list[dict[str, Any]]):
-    """The sweep's results; columns no trial has (accuracy of a regression) left out."""
+def table_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The table's default columns: best_val_loss and the results of the trials' kind.
+
+    Validation and test mse and mae for regression, accuracy for classification; both for
+    a sweep of both.
+    """
+    kinds = {kind for row in rows for kind in row["kinds"]}
+    return ["best_val_loss", *(c for kind, columns in KIND_COLUMNS.items() if kind in kinds
+                               for c in columns)]
+
+
+def comparison_table(rows: list[dict[str, Any]], columns: list[str] | None = None):
+    """The sweep's results: `columns`, by default those of the trials' kind of task."""
     from rich.table import Table
 
-    columns = [c for c in COMPARED if any(row[c] is not None for row in rows)] or list(
-        COMPARED[:1])
+    columns = columns or table_columns(rows)
     table = Table(title="sweep results (mean ± std across seeds)", title_justify="left")
     table.add_column("trial")
     table.add_column("runs", justify="right")
@@ -364,7 +406,7 @@ def comparison_table(rows: list[dict[str, Any]]):
         cells = []
         for column in columns:
             mean, std = row[column], row[f"{column}_std"]
-            cells.append("-" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if std
+            cells.append("-" if mean is None else f"{mean:.4g}" + (f" ± {std:.2g}" if std
                                                                    is not None else ""))
         table.add_row(row["trial"], str(row["runs"]), *cells)
     return table

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, invoke
+from tests.conftest import ROOT, invoke, run_cli
 
 
 def fake_run(folder: Path, name: str, cell: str, units: int, status: str = "completed",
@@ -117,3 +117,93 @@ def test_ls_never_imports_tensorflow(runs: Path):
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def regression_run(folder: Path, name: str, mse: float = 0.25) -> Path:
+    """A finished forecast's run directory, its summary as `seqtrain run` writes one."""
+    run = fake_run(folder, name, "gru", 16)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(task={"kind": "regression", "metric": "mae", "per_step": False},
+                   best={"loss": mse, "mae": 0.4, "mse": mse, "val_loss": mse, "val_mae": 0.41,
+                         "val_mse": mse},
+                   test={"loss": mse, "mae": 0.42, "mse": mse})
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def header(result) -> list[str]:
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.splitlines()[0].split()
+
+
+def test_the_table_shows_the_results_of_the_runs_kind_of_task(tmp_path: Path):
+    fake_run(tmp_path / "mixed", "cls", "lstm", 8)
+    regression_run(tmp_path / "mixed", "reg")
+    regression_run(tmp_path / "forecasts", "reg-only")
+    fake_run(tmp_path / "digits", "cls-only", "lstm", 8)
+
+    regression = header(invoke("ls", tmp_path / "forecasts"))
+    assert {"best_val_mse", "best_val_mae", "test_mse", "test_mae"} <= set(regression)
+    assert not any("accuracy" in column for column in regression)
+    classification = header(invoke("ls", tmp_path / "digits"))
+    assert {"best_val_accuracy", "test_accuracy"} <= set(classification)
+    assert not any("mse" in column or "mae" in column for column in classification)
+
+    mixed = invoke("ls", tmp_path / "mixed", "--columns", "run,test_accuracy,test_mae,epochs")
+    assert header(mixed) == ["run", "test_accuracy", "test_mae", "epochs"]
+    lines = {line.split()[0]: line for line in mixed.stdout.splitlines()[1:]}
+    # Not applicable is blank, not "-": the regression has no accuracy, the other no mae.
+    assert lines["cls"].split() == ["cls", "0.9", "3/3"]
+    assert lines["reg"].split() == ["reg", "0.42", "3/3"]
+    assert set(header(invoke("ls", tmp_path / "mixed"))) >= {"test_accuracy", "test_mse"}
+
+
+def test_columns_choose_and_an_unknown_one_is_exit_2(runs: Path):
+    result = invoke("ls", runs, "--columns", "run, model.units,best_epoch", "--sort", "run")
+    assert header(result) == ["run", "model.units", "best_epoch"]
+    assert result.stdout.splitlines()[1].split() == ["a-lstm", "64", "-"]
+    for columns, words in (("run,tset_accuracy", "unknown column 'tset_accuracy'"),
+                           ("run,model.unitz", "unknown column 'model.unitz'"),
+                           (",", "expected names separated by commas")):
+        bad = invoke("ls", runs, "--columns", columns)
+        assert bad.exit_code == 2 and words in bad.stderr and bad.stdout == ""
+        assert "Traceback" not in bad.stderr
+    assert "Did you mean 'test_accuracy'" in invoke("ls", runs, "--columns", "tset_accuracy").stderr
+    assert "test_mae" in invoke("ls", runs, "--columns", "nope").stderr  # the allowed ones
+
+
+def test_csv_and_json_give_every_metric(tmp_path: Path):
+    fake_run(tmp_path, "cls", "lstm", 8)
+    regression_run(tmp_path, "reg")
+    result = invoke("ls", tmp_path, "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    table = {row["run"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
+    assert table["reg"]["best_val_mse"] == "0.25" and table["reg"]["best_mae"] == "0.4"
+    assert table["reg"]["test_accuracy"] == "" and table["cls"]["test_accuracy"] == "0.9"
+    assert table["reg"]["kind"] == "regression" and table["cls"]["kind"] == "classification"
+    listed = {row["run"]: row for row in rows(invoke("ls", tmp_path, "--format", "json"))}
+    assert listed["reg"]["test_mse"] == 0.25 and listed["cls"]["best_val_accuracy"] == 0.5
+    chosen = rows(invoke("ls", tmp_path, "--format", "json", "--columns", "run,test_mae"))
+    assert [sorted(row) for row in chosen] == [["path", "run", "test_mae"]] * 2
+
+
+def test_a_wide_table_is_not_cut_when_stdout_is_not_a_terminal(tmp_path: Path):
+    name = "a-run-with-a-long-name-" + "x" * 90
+    regression_run(tmp_path, name)
+    fake_run(tmp_path, "cls", "lstm", 8)
+    result = run_cli("ls", tmp_path, env={"COLUMNS": "80"})  # stdout is a pipe
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "…" not in result.stdout and any(line.startswith(name + " ") for line in lines)
+    assert {"test_accuracy", "test_mae", "samples_per_second"} <= set(lines[0].split())
+    assert max(len(line) for line in lines) > 200
+
+
+def test_a_real_regression_run_lists_its_mse_and_mae(series_run: Path):
+    listed = rows(invoke("ls", series_run, "--format", "json"))[0]
+    assert listed["kind"] == "regression" and listed["task"] == "csv_series"
+    assert listed["best_val_mse"] > 0 and listed["test_mae"] > 0
+    assert listed["test_accuracy"] is None
+    columns = header(invoke("ls", series_run))
+    assert {"best_val_mse", "best_val_mae", "test_mse", "test_mae"} <= set(columns)
+    assert "test_accuracy" not in columns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,7 +15,17 @@ import pytest
 
 from seqtrain.errors import SeqtrainError
 from seqtrain.rundir import run_stem
-from seqtrain.sweep import Trial, expand, parse_grid, parse_shard, shard
+from seqtrain.sweep import (
+    COMPARED,
+    Trial,
+    comparison_table,
+    expand,
+    parse_columns,
+    parse_grid,
+    parse_shard,
+    shard,
+    table_columns,
+)
 from tests.conftest import ROOT, TINY, invoke, write_config
 
 BIN = Path(sys.executable).parent  # where the `seqtrain` console script is installed
@@ -209,3 +220,88 @@ def test_the_shell_sweep_example_runs_and_skips_completed_runs(tmp_path: Path):
                             text=True, timeout=600)
     assert second.returncode == 0
     assert second.stderr.count(": completed") == 2  # both skipped
+
+
+def test_ctrl_c_records_the_running_trial_as_interrupted_and_says_how_to_resume(
+        tmp_path: Path):
+    config = write_config(tmp_path, QUICK)
+    args = ["sweep", config, "--grid", "model.units=8,16", "--runs-dir", tmp_path / "runs",
+            "--name", "stopped"]
+    proc = subprocess.Popen([sys.executable, "-m", "seqtrain", *map(str, args)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # the sweep says when it starts a trial: Ctrl-C right then
+        seen.append(line)
+        if line.startswith("units=8: starting"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=600)
+    err = "".join(seen) + err
+    assert proc.returncode == 130, err
+    folder = tmp_path / "runs" / "stopped"
+    # Stopped before its run wrote anything (or after): `interrupted`, never `run`; the
+    # next trial is not started at all.
+    assert {line["trial"]: line["status"] for line in jsonl(folder)} == {
+        "units=8": "interrupted", "units=16": "not started"}, err
+    assert not (folder / "units=16").exists()
+    assert "sweep interrupted (SIGINT; stopped units=8); run the same command again to " \
+           "resume it:" in err and "seqtrain sweep " in err
+    assert out.strip() == str(folder)
+    again = seqtrain(*args, "--dry-run", "--json")  # what re-running it would do
+    assert again.returncode == 0, again.stderr
+    assert {t["trial"]: t["action"] for t in json.loads(again.stdout)} == {
+        "units=8": "run" if not (folder / "units=8" / "config.yaml").exists() else "resume",
+        "units=16": "run"}
+
+
+def test_sweep_quiet_and_a_results_table_never_cut_to_80_columns(tmp_path: Path):
+    config = write_config(tmp_path, QUICK)
+    args = ["sweep", config, "--grid", "model.units=8", "--runs-dir", tmp_path / "runs",
+            "--name", "quiet"]
+    quiet = seqtrain(*args, "--quiet", env={"COLUMNS": "80"})
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "" and quiet.stdout.strip() == str(tmp_path / "runs" / "quiet")
+    assert jsonl(tmp_path / "runs" / "quiet")[0]["status"] == "completed"
+    default = seqtrain(*args, env={"COLUMNS": "80"})  # skips the completed trial
+    assert "best_val_accuracy" in default.stderr and "test_mse" not in default.stderr
+    wide = seqtrain(*args, "--columns", ",".join(COMPARED), env={"COLUMNS": "80"})
+    assert wide.returncode == 0, wide.stderr
+    assert "…" not in wide.stderr and all(name in wide.stderr for name in COMPARED)
+    assert max(len(line) for line in wide.stderr.splitlines()) > 150
+    bad = seqtrain(*args, "--columns", "best_val_los")
+    assert bad.returncode == 2 and "unknown column 'best_val_los'" in bad.stderr
+    assert "Did you mean 'best_val_loss'" in bad.stderr
+
+
+def comparison_row(trial: str, kinds: list[str], **values) -> dict:
+    row = {"trial": trial, "runs": 2, "kinds": kinds}
+    for column in COMPARED:
+        row[column], row[f"{column}_std"] = values.get(column), None
+    return row
+
+
+def test_the_results_table_follows_the_trials_kind_of_task():
+    from rich.console import Console
+
+    regression = [comparison_row("model.units=8", ["regression"], best_val_loss=0.5,
+                                 best_val_mse=0.5, best_val_mae=0.6, test_mse=0.55,
+                                 test_mae=0.61)]
+    classification = [comparison_row("model.units=16", ["classification"], best_val_loss=1.2,
+                                     best_val_accuracy=0.8, test_accuracy=0.79)]
+    assert table_columns(regression) == ["best_val_loss", "best_val_mse", "best_val_mae",
+                                         "test_mse", "test_mae"]
+    assert table_columns(classification) == ["best_val_loss", "best_val_accuracy",
+                                             "test_accuracy"]
+    assert table_columns(regression + classification) == [
+        "best_val_loss", "best_val_accuracy", "test_accuracy", "best_val_mse", "best_val_mae",
+        "test_mse", "test_mae"]
+    assert table_columns([comparison_row("x", [])]) == ["best_val_loss"]  # nothing completed
+    console = Console(file=io.StringIO(), width=300)
+    console.print(comparison_table(regression + classification))
+    text = console.file.getvalue()
+    assert "0.61" in text and "0.79" in text and "test_mae" in text
+    assert parse_columns(" test_mae,wall_seconds ") == ["test_mae", "wall_seconds"]
+    for bad in ("test_f1", ","):
+        with pytest.raises(SeqtrainError, match="--columns"):
+            parse_columns(bad)
