@@ -43,7 +43,7 @@ class ModelConfig(Section):
     """The recurrent network: `num_layers` layers of one cell, then the task's head."""
 
     cell: Literal[CELLS] = Field(  # type: ignore[valid-type]
-        "lstm", description="Recurrent cell: simple_rnn | lstm | gru."
+        "lstm", description="Recurrent cell: Keras SimpleRNN, LSTM or GRU."
     )
     units: PositiveInt | list[PositiveInt] = Field(
         64, description="Units (state size) of each recurrent layer: one number for every "
@@ -68,11 +68,12 @@ class ModelConfig(Section):
         "sigmoid", description="Gate activation of LSTM and GRU cells; SimpleRNN has no gates."
     )
     embedding_dim: PositiveInt | None = Field(
-        None, description="Learn an embedding of this size for symbol inputs (tasks whose "
-        "inputs are tokens); null feeds them one-hot."
+        None, description="Learn an Embedding of this size for symbol (token) inputs; null "
+        "feeds them one-hot."
     )
     unroll: bool = Field(
-        False, description="Unroll the recurrence: faster for short sequences, more memory."
+        False, description="Unroll the recurrence: faster for short sequences, more memory, and "
+        "the model then reads only its training length."
     )
     reset_after: bool = Field(
         True, description="GRU only: apply the reset gate after the recurrent matrix product "
@@ -120,7 +121,7 @@ class TrainConfig(Section):
     epochs: PositiveInt = Field(10, description="Number of passes over the training split.")
     batch_size: PositiveInt = Field(64, description="Sequences per gradient step.")
     optimizer: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
-        "adam", description="Optimizer: adam | sgd | rmsprop | adamw."
+        "adam", description="Keras optimizer, by name."
     )
     learning_rate: Annotated[Float, Field(gt=0.0)] = Field(
         0.001, description="Optimizer learning rate, > 0."
@@ -137,8 +138,8 @@ class TrainConfig(Section):
     )
     monitor: str = Field(
         "val_loss", description="The epoch value that picks best.keras and drives early "
-        "stopping and reduce_on_plateau: loss, val_loss, or the task's metric (accuracy or "
-        "mae), with or without val_. Losses and mae are minimised, accuracy maximised."
+        "stopping and reduce_on_plateau: loss or the task's metric (accuracy or mae), with "
+        "or without val_. Accuracy is maximised, the others minimised."
     )
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="Stop early when train.monitor stops improving; null trains all "
@@ -159,12 +160,12 @@ class TrainConfig(Section):
     )
     steps_per_execution: PositiveInt = Field(
         16,
-        description="Batches run per compiled call: fewer Python round trips, same result.",
+        description="Batches run per compiled call (Keras steps_per_execution): fewer "
+        "Python round trips, the same results.",
     )
     jit_compile: bool = Field(
-        False, description="Compile training steps with XLA. Needs runtime.deterministic: "
-        "false (op determinism turns XLA off); Keras also leaves it off for cuDNN layers on a "
-        "GPU. summary.json records whether it was used."
+        False, description="Compile the training step with XLA. Needs runtime.deterministic: "
+        "false, since op determinism turns XLA off."
     )
     shuffle: bool = Field(
         True, description="Visit the training split in a new order every epoch, derived from "
@@ -183,40 +184,32 @@ class RuntimeConfig(Section):
     """How TensorFlow is set up, and seqtrain's CPU speed layer (`seqtrain.tuning`)."""
 
     cpu_tuning: Literal["auto", "off"] = Field(
-        "auto", description="auto: on a CPU, train with seqtrain's speed layer (streams, "
-        "recurrent_loop, thread choices, warm_validation; the same results to float32 "
-        "rounding) while the installed Keras and TensorFlow are versions it is tested with; "
-        "off: plain Keras with TensorFlow's own threads."
+        "auto", description="auto: on a CPU, seqtrain's speed layer (streams, recurrent_loop, "
+        "threads, warm_validation), when the installed Keras and TensorFlow are versions it "
+        "is tested with; off: plain Keras. Results agree to float32 rounding."
     )
     intra_op_threads: PositiveInt | None = Field(
-        None, description="Threads inside one operation (a matrix product) on the CPU; null: "
-        "with cpu_tuning auto on up to 2 cores (where it was measured), 1 while the recurrent "
-        "step's product is at most 24 Mi multiply-adds or streams are used (too small to "
-        "split well), else TensorFlow's choice (all cores); on a GPU and under distribution: "
-        "mirrored, TensorFlow's choice."
+        None, description="CPU threads inside one operation (a matrix product). null: 1 under "
+        "streams or for small recurrent products (which split badly over cores), else "
+        "TensorFlow's choice."
     )
     inter_op_threads: PositiveInt | None = Field(
         None, description="Operations run at once on the CPU; null lets TensorFlow choose."
     )
 
     cpu_devices: PositiveInt = Field(
-        1, description="Split the CPU into this many logical devices, the replicas of "
-        "distribution: mirrored on a machine without GPUs (to try a multi-device setup; it "
-        "is not faster: runtime.streams is)."
+        1, description="Split the CPU into this many logical devices: the replicas of "
+        "distribution: mirrored on a machine without GPUs, to try a multi-device setup."
     )
     streams: Union[Literal["auto"], PositiveInt] = Field(
-        "auto", description="On a CPU, split each batch into this many parts that run "
-        "through the model at once, each recurrent loop on one thread (intra_op_threads "
-        "defaults to 1 then); auto: on up to 2 cores (where it was measured), one per core "
-        "while the per-step product batch_size x units x gates*units is 2 to 24 Mi "
-        "multiply-adds, else 1. A GPU runs 1."
+        "auto", description="On a CPU, split each batch into this many parts that run through "
+        "the model side by side, one thread each. auto: one per core (up to 2) for "
+        "mid-sized recurrent products, else 1; a GPU runs 1."
     )
     recurrent_loop: Literal["auto", "keras"] = Field(
-        "auto", description="On a CPU, auto runs the recurrent layers with seqtrain's step: "
-        "Keras's cell arithmetic, with the gradient of the recurrent product taken against "
-        "a transposed copy of the kernel and, in training, an LSTM's or GRU's input, bias and "
-        "state in one product (float32, and LSTM or GRU without recurrent_dropout); keras "
-        "runs Keras's own. A GPU runs Keras's (cuDNN)."
+        "auto", description="auto: on a CPU, run recurrent layers with seqtrain's step, Keras's "
+        "cell arithmetic with faster products (float32; not with recurrent_dropout); keras: "
+        "Keras's own loop. A GPU runs Keras's (cuDNN)."
     )
     deterministic: bool = Field(
         True,
@@ -225,8 +218,8 @@ class RuntimeConfig(Section):
     )
     warm_validation: bool = Field(
         True, description="Trace the validation step in a background thread while the first "
-        "training call runs, instead of at the first validation (the same graphs and "
-        "results, a shorter first epoch). Ignored under distribution: mirrored."
+        "training call runs: a shorter first epoch, the same results. Ignored under "
+        "distribution: mirrored."
     )
 
     @field_validator("cpu_tuning", mode="before")
@@ -259,18 +252,16 @@ class ExperimentConfig(Section):
     seed: Annotated[NonNegativeInt, Field(le=2**32 - 1)] = Field(
         42, description="Seeds the data, the weights and dropout."
     )
-    device: str = Field("auto", description="auto | cpu | gpu | gpu:N | gpu:N,M,... "
-                        "(several GPUs need distribution: mirrored).")
+    device: str = Field("auto", description="Where to train: auto (the first GPU, else the CPU), "
+                        "cpu, gpu, gpu:N, or gpu:N,M,... (needs distribution: mirrored).")
     distribution: str = Field(
         "none", description="none: one device; mirrored: tf.distribute.MirroredStrategy over "
         "the selected GPUs (all visible ones for auto or gpu), or over runtime.cpu_devices "
-        "logical CPUs; train.batch_size is the global batch. multi_worker is refused: see "
-        "README."
+        "logical CPUs, with train.batch_size as the global batch."
     )
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
-        "float32", description="float32 | mixed_float16 (GPU only; loss scaling) | "
-        "mixed_bfloat16. Mixed: layers compute in 16 bits, weights and the output layer stay "
-        "float32."
+        "float32", description="Mixed precision: the recurrent layers compute in 16 bits, "
+        "weights and the output layer stay float32; mixed_float16 needs a GPU."
     )
     data: TaskData = Field(description="The task (`task:` picks it) and its parameters.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The network.")

@@ -69,10 +69,9 @@ class CsvSeriesParams(FileTaskParams):
         "error", description="Empty or NaN cells: error; 0; or the last value carried forward."
     )
     normalization: Literal["standard", "window", "none"] = Field(
-        "standard", description="standard: features and target standardised with the "
-        "training part's statistics; window: each window and its targets relative to the "
-        "window's last row (for series whose level leaves the training range); none: raw. "
-        "Metrics are in the target's units either way."
+        "standard", description="standard: standardise with the training part's statistics; "
+        "window: each window relative to its last row (for series that leave the training "
+        "range); none: raw. Metrics stay in the target's units."
     )
 
 
