@@ -101,3 +101,24 @@ def test_schema_writes_a_file_and_refuses_paths_it_cannot_write(tmp_path: Path):
         assert said in refused.stderr and str(bad) in refused.stderr
         assert "Traceback" not in refused.stderr and refused.stdout == ""
     assert not (tmp_path / "no").exists() and target.is_file()
+
+
+def test_schema_never_imports_tensorflow(tmp_path: Path):
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import ROOT
+
+    script = textwrap.dedent(f"""
+        import sys
+        from typer.testing import CliRunner
+        from seqtrain.cli import app
+        for args in (["schema"], ["schema", "-o", {str(tmp_path / "s.json")!r}],
+                     ["schema", "--help"]):
+            assert CliRunner().invoke(app, args).exit_code == 0, args
+        print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
