@@ -21,20 +21,24 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from seqtrain import __version__
+from seqtrain import __version__, completion
 from seqtrain.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EXIT_TRAINING_FAILED,
     SeqtrainError,
 )
+from seqtrain.helpformat import Group
 
 app = typer.Typer(
     name="seqtrain",
     help="Train recurrent networks (SimpleRNN, LSTM, GRU) from YAML experiment files.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_show_locals=False,
+    cls=Group,
+    # Said, not left to Typer's default: 0.16 then leaves help text unparsed and 0.29 parses
+    # it, so a literal `[` (`seqtrain\\[ray]`, `\\[default: runs]`) is escaped for both.
+    rich_markup_mode="rich",
 )
 
 EXIT_CODES = {"completed": 0, "diverged": EXIT_TRAINING_FAILED, "failed": EXIT_TRAINING_FAILED,
@@ -87,12 +91,14 @@ def _version(value: bool) -> None:
 
 # Shared argument types, so that every command spells an option the same way.
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML file.", show_default=False,
-                                           metavar="CONFIG")]
+                                           metavar="CONFIG",
+                                           autocompletion=completion.config_files)]
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `seqtrain run`.",
-                                           show_default=False, metavar="RUN_DIR")]
+                                           show_default=False, metavar="RUN_DIR",
+                                           autocompletion=completion.run_dirs)]
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a config value: key.path=value (a YAML scalar). Repeatable.",
-    show_default=False, metavar="KEY=VALUE")]
+    show_default=False, metavar="KEY=VALUE", autocompletion=completion.set_keys)]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
 JsonSummaryOption = Annotated[bool, typer.Option(
     "--json", help="Print summary.json on stdout instead of the run directory's path.")]
@@ -111,10 +117,11 @@ def run(
     config: ConfigArg,
     set_: SetOption = None,
     runs_dir: Annotated[Optional[Path], typer.Option(
-        "--runs-dir", help="Parent folder of the new run directory.  [default: runs]",
+        "--runs-dir", help="Parent folder of the new run directory.  \\[default: runs]",
         show_default=False)] = None,
     run_dir: Annotated[Optional[Path], typer.Option(
-        "--run-dir", help="Exact path of the new run directory; must not exist.")] = None,
+        "--run-dir", help="Exact path of the new run directory; must not exist.",
+        show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(
         "--name", help="Experiment name (the config's `name`), used in the run directory's "
         "name.", show_default=False)] = None,
@@ -346,6 +353,28 @@ def validate(
 
 
 @app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Write it to FILE (atomically) and print FILE, instead of the "
+        "schema on stdout.", show_default=False, metavar="FILE")] = None,
+) -> None:
+    """Print the JSON Schema of experiment files, for editors to check and complete them.
+
+    A YAML file whose first line is `# yaml-language-server: $schema=PATH` is checked and
+    completed as you type in VS Code's YAML extension or any yaml-language-server editor;
+    configs/seqtrain.schema.json is this schema.
+    """
+    with _user_errors():
+        from seqtrain import schema as schemas
+
+        if output is None:
+            typer.echo(schemas.schema_text(), nl=False)
+            return
+        schemas.write_schema(output)
+    typer.echo(str(output))
+
+
+@app.command()
 def sweep(
     config: ConfigArg,
     grid: Annotated[Optional[list[str]], typer.Option(
@@ -356,7 +385,7 @@ def sweep(
         "--seeds", help="Seeds per grid point: the config's seed, seed + 1, ...")] = 1,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials run at once.")] = 1,
     name: Annotated[Optional[str], typer.Option(
-        "--name", help="Sweep folder name under --runs-dir.  [default: <name>-sweep-<hash>]",
+        "--name", help="Sweep folder name under --runs-dir.  \\[default: <name>-sweep-<hash>]",
         show_default=False)] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Parent of the sweep folder.")]
     = Path("runs"),
@@ -372,9 +401,9 @@ def sweep(
         "estimate the sweep's time.")] = False,
     executor: Annotated[str, typer.Option(
         "--executor", help="local: child processes here, --jobs at a time; ray: Ray tasks "
-        "on a cluster (pip install 'seqtrain[ray]').")] = "local",
+        "on a cluster (pip install 'seqtrain\\[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option(
-        "--address", help="Ray: the cluster's address, e.g. 10.0.0.1:6379.  [default: "
+        "--address", help="Ray: the cluster's address, e.g. 10.0.0.1:6379.  \\[default: "
         "RAY_ADDRESS, a local cluster, or a new local instance]", show_default=False)] = None,
     cpus_per_trial: Annotated[float, typer.Option(
         "--cpus-per-trial", help="Ray: CPUs each trial reserves.")] = 1.0,
@@ -502,8 +531,8 @@ def plan(
 @app.command("ls")
 def ls(
     folders: Annotated[Optional[list[Path]], typer.Argument(
-        help="Folders holding runs (searched recursively).  [default: runs]",
-        show_default=False, metavar="[DIR]...")] = None,
+        help="Folders holding runs (searched recursively).  \\[default: runs]",
+        show_default=False, metavar="DIR")] = None,
     sort: Annotated[Optional[str], typer.Option(
         "--sort", help="Column or config/summary path to sort by; -KEY for descending.",
         show_default=False)] = None,
@@ -540,7 +569,7 @@ def ls(
 def plot(
     run_dirs: Annotated[list[Path], typer.Argument(
         help="Run directories or folders of runs (a sweep folder).", show_default=False,
-        metavar="RUN_DIR...")],
+        metavar="RUN_DIR")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The PNG to write.")]
     = Path("plot.png"),
     metric: Annotated[str, typer.Option(
@@ -555,5 +584,9 @@ def plot(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point, and `python -m seqtrain`'s.
+
+    The name is fixed so that `python -m seqtrain` answers shell completion as `seqtrain`
+    (`_SEQTRAIN_COMPLETE`), not as `python -m seqtrain`.
+    """
+    app(prog_name="seqtrain")

@@ -19,7 +19,14 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from seqtrain.data import get_task, task_names, task_params_models
 from seqtrain.data.registry import unknown_name_message
 from seqtrain.errors import ConfigError
-from seqtrain.fields import Float, NonNegativeInt, PositiveInt, Section
+from seqtrain.fields import (
+    NOT_BOOLEAN,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+)
 
 CELLS = ("simple_rnn", "lstm", "gru")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
@@ -54,10 +61,10 @@ class ModelConfig(Section):
         False, description="Wrap each recurrent layer in Bidirectional: read the sequence "
         "both ways and concatenate the two outputs."
     )
-    dropout: Annotated[Float, Field(ge=0.0, lt=1.0)] = Field(
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0), NOT_BOOLEAN] = Field(
         0.0, description="Dropout on each recurrent layer's inputs, in [0, 1)."
     )
-    recurrent_dropout: Annotated[Float, Field(ge=0.0, lt=1.0)] = Field(
+    recurrent_dropout: Annotated[float, Field(ge=0.0, lt=1.0), NOT_BOOLEAN] = Field(
         0.0, description="Dropout on the recurrent state, in [0, 1); above 0 rules out the "
         "cuDNN kernel on a GPU."
     )
@@ -110,7 +117,7 @@ class EarlyStoppingConfig(Section):
     """Stop when `train.monitor` has not improved for `patience` epochs."""
 
     patience: PositiveInt = Field(5, description="Epochs without improvement before stopping.")
-    min_delta: Annotated[Float, Field(ge=0.0)] = Field(
+    min_delta: NonNegativeFloat = Field(
         0.0, description="Smallest change of the monitored value that counts as improvement."
     )
 
@@ -123,16 +130,16 @@ class TrainConfig(Section):
     optimizer: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
         "adam", description="Keras optimizer, by name."
     )
-    learning_rate: Annotated[Float, Field(gt=0.0)] = Field(
+    learning_rate: PositiveFloat = Field(
         0.001, description="Optimizer learning rate, > 0."
     )
-    clipnorm: Annotated[Float, Field(gt=0.0)] | None = Field(
+    clipnorm: PositiveFloat | None = Field(
         None, description="Clip each gradient to this L2 norm; null for no clipping."
     )
-    clipvalue: Annotated[Float, Field(gt=0.0)] | None = Field(
+    clipvalue: PositiveFloat | None = Field(
         None, description="Clip each gradient element to [-clipvalue, clipvalue]; null for none."
     )
-    weight_decay: Annotated[Float, Field(ge=0.0)] | None = Field(
+    weight_decay: NonNegativeFloat | None = Field(
         None, description="Decoupled weight decay; null keeps the optimizer's default (0 for "
         "all but adamw, 0.004 for adamw)."
     )
@@ -149,10 +156,10 @@ class TrainConfig(Section):
         "constant", description="constant; cosine: decay to min_learning_rate over all "
         "epochs; reduce_on_plateau: multiply by plateau_factor when train.monitor stalls."
     )
-    min_learning_rate: Annotated[Float, Field(ge=0.0)] = Field(
+    min_learning_rate: NonNegativeFloat = Field(
         0.0, description="Floor of the cosine and reduce_on_plateau schedules."
     )
-    plateau_factor: Annotated[Float, Field(gt=0.0, lt=1.0)] = Field(
+    plateau_factor: Annotated[float, Field(gt=0.0, lt=1.0), NOT_BOOLEAN] = Field(
         0.5, description="reduce_on_plateau: factor applied to the learning rate, in (0, 1)."
     )
     plateau_patience: PositiveInt = Field(
@@ -544,7 +551,8 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, i
         message = f"got {_shown(value)}; expected a string"
     elif kind in _BOUND_WORDS:
         bound = next(iter(error["ctx"].values()))
-        noun = "a whole number" if isinstance(value, int) else "a number"
+        # The field's type, not the value's: `weight_decay: -1` is a float field's number.
+        noun = "a number" if isinstance(bound, float) else "a whole number"
         message = f"got {_shown(value)}; expected {noun} {_BOUND_WORDS[kind]} {bound}"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         message = f"got {_shown(value)}; expected a section of key: value lines"

@@ -17,10 +17,17 @@ def _reject_bool(value: Any) -> Any:
     return value
 
 
-Float = Annotated[float, BeforeValidator(_reject_bool)]
+# Bounds go before NOT_BOOLEAN: pydantic then keeps them on its float schema and the JSON
+# Schema shows them as `minimum`/`exclusiveMaximum`. Put after it (`Annotated[Float,
+# Field(ge=0)]`), pydantic wraps the check in a function: 2.6 drops the bound from the JSON
+# Schema inside `X | None`, later versions write it as `ge`, which editors do not know.
+NOT_BOOLEAN = BeforeValidator(_reject_bool)
+Float = Annotated[float, NOT_BOOLEAN]
+PositiveFloat = Annotated[float, Field(gt=0.0), NOT_BOOLEAN]
+NonNegativeFloat = Annotated[float, Field(ge=0.0), NOT_BOOLEAN]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0), NOT_BOOLEAN]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
-Fraction = Annotated[Float, Field(ge=0.0, le=1.0)]
 
 
 class Section(BaseModel):

@@ -20,7 +20,7 @@ from seqtrain.data.registry import (
     split_arrays,
 )
 from seqtrain.errors import DataError
-from seqtrain.fields import Float, PositiveInt
+from seqtrain.fields import NonNegativeFloat, PositiveInt
 
 
 class SineParams(GeneratedTaskParams):
@@ -30,7 +30,7 @@ class SineParams(GeneratedTaskParams):
     sequence_length: PositiveInt = Field(50, description="Steps in each input window.")
     horizon: PositiveInt = Field(1, description="Values to forecast after the window.")
     num_components: PositiveInt = Field(3, description="Sines summed into the series.")
-    noise: Float = Field(0.05, ge=0.0, description="Standard deviation of the added noise.")
+    noise: NonNegativeFloat = Field(0.05, description="Standard deviation of the added noise.")
     num_samples: PositiveInt = Field(5000, description="Number of windows generated.")
 
     def sequence_shape(self) -> tuple[int, int]:

@@ -1,0 +1,188 @@
+"""Shell completion: config files, run directories and `--set` keys (no TensorFlow).
+
+Typer calls these with the word being completed; `seqtrain --install-completion` installs
+the shell's hook. `--set` keys come from the experiment file's JSON Schema (`schema.py`),
+so they follow the pydantic models: every section's fields, and under `data.` the fields
+of the config's task (all tasks' while no config is given or it names none).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+RUN_FILES = ("summary.json", "config.yaml")  # either makes a folder a run directory
+CONFIG_SUFFIXES = (".yaml", ".yml")
+DEFAULT_RUNS = "runs/"
+
+
+def config_files(incomplete: str) -> list[str]:
+    """YAML files and folders (to descend into) whose path starts with `incomplete`."""
+    return [text + "/" if path.is_dir() else text
+            for text, path in _entries(incomplete)
+            if path.is_dir() or path.suffix in CONFIG_SUFFIXES]
+
+
+def run_dirs(incomplete: str) -> list[str]:
+    """Run directories, and folders holding some (to descend into), under `incomplete`.
+
+    With nothing typed yet, the runs are looked for in `runs/`, `seqtrain run`'s default.
+    """
+    if not incomplete and Path(DEFAULT_RUNS).is_dir():
+        incomplete = DEFAULT_RUNS
+    found = []
+    for text, path in _entries(incomplete):
+        if not path.is_dir():
+            continue
+        if _is_run(path):
+            found.append(text)
+        elif _holds_runs(path, depth=2):
+            found.append(text + "/")
+    return found
+
+
+def set_keys(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """`key.path=` for every config field starting with `incomplete`, with its description.
+
+    After the `=`, the values a field allows, where it names them (choices, true/false).
+    """
+    from seqtrain.schema import json_schema
+
+    schema = json_schema()
+    fields = dict(_fields(schema, schema, "", _task_of(_config_path(ctx))))
+    key, sep, _ = incomplete.partition("=")
+    if sep:
+        field = fields.get(key)
+        return [(f"{key}={value}", "") for value in _values(schema, field or {})
+                if f"{key}={value}".startswith(incomplete)]
+    return [(f"{name}=", _gist(field.get("description", "")))
+            for name, field in fields.items() if f"{name}=".startswith(incomplete)]
+
+
+def _entries(incomplete: str) -> Iterator[tuple[str, Path]]:
+    """Entries of the folder `incomplete` points into whose names start with what follows.
+
+    Each as (the text to offer, the path); dot-entries only when a dot was typed.
+    """
+    folder, sep, prefix = incomplete.rpartition("/")
+    folder += sep
+    base = Path(folder or ".").expanduser()
+    try:
+        children = sorted(base.iterdir())
+    except OSError:
+        return
+    for child in children:
+        if child.name.startswith(prefix) and (prefix.startswith(".")
+                                              or not child.name.startswith(".")):
+            yield folder + child.name, child
+
+
+def _is_run(path: Path) -> bool:
+    return any((path / name).is_file() for name in RUN_FILES)
+
+
+def _holds_runs(path: Path, depth: int) -> bool:
+    """Whether a run directory lies within `depth` levels below `path` (a sweep folder)."""
+    try:
+        children = [child for child in path.iterdir() if child.is_dir()]
+    except OSError:
+        return False
+    return any(_is_run(child) or (depth > 1 and _holds_runs(child, depth - 1))
+               for child in children)
+
+
+def _config_path(ctx: typer.Context) -> str | None:
+    """The CONFIG given on the command line being completed, if any.
+
+    Click parses no argument before an option that still lacks its value (`--set <TAB>`),
+    so the words the shell passed are read too: bash's COMP_WORDS, Typer's
+    _TYPER_COMPLETE_ARGS for the other shells.
+    """
+    if ctx.params.get("config") is not None:
+        return str(ctx.params["config"])
+    words = os.environ.get("COMP_WORDS") or os.environ.get("_TYPER_COMPLETE_ARGS") or ""
+    try:
+        words_typed = shlex.split(words)
+    except ValueError:  # an unclosed quote
+        words_typed = words.split()
+    return next((word for word in words_typed
+                 if word.endswith(CONFIG_SUFFIXES) and Path(word).is_file()), None)
+
+
+def _task_of(config: Any) -> str | None:
+    """The `data.task` the config file names, if it can be read; never raises."""
+    if config is None:
+        return None
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    data = raw.get("data") if isinstance(raw, dict) else None
+    task = data.get("task") if isinstance(data, dict) else None
+    return task if isinstance(task, str) else None
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        return {**schema["$defs"][node["$ref"].rsplit("/", 1)[-1]], **{
+            key: value for key, value in node.items() if key != "$ref"}}
+    return node
+
+
+def _alternatives(schema: dict[str, Any], node: dict[str, Any]) -> list[dict[str, Any]]:
+    node = _resolve(schema, node)
+    branches = node.get("anyOf") or node.get("oneOf")
+    if not branches:
+        return [node]
+    return [_resolve(schema, branch) for branch in branches]
+
+
+def _fields(schema: dict[str, Any], node: dict[str, Any], prefix: str,
+            task: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(dotted key, its schema) of every field below `node`; sections are descended into.
+
+    A section that may also be null (`train.early_stopping`) is offered itself too.
+    """
+    for name, field in node.get("properties", {}).items():
+        key = prefix + name
+        alternatives = _alternatives(schema, field)
+        sections = [alt for alt in alternatives if "properties" in alt]
+        if len(sections) < len(alternatives):  # a value, or null
+            yield key, field
+        if key == "data" and task is not None:
+            chosen = [alt for alt in sections if alt["properties"]["task"].get("const") == task]
+            sections = chosen or sections
+        seen: set[str] = set()
+        for section in sections:
+            for child, child_field in _fields(schema, section, key + ".", task):
+                if child not in seen:
+                    seen.add(child)
+                    yield child, child_field
+
+
+def _values(schema: dict[str, Any], field: dict[str, Any]) -> list[str]:
+    """The values a field names: its choices, true/false, null; none for free values."""
+    values: list[str] = []
+    for alt in _alternatives(schema, field):
+        if "enum" in alt:
+            values += [str(choice) for choice in alt["enum"]]
+        elif "const" in alt:
+            values.append(str(alt["const"]))
+        elif alt.get("type") == "boolean":
+            values += ["true", "false"]
+        elif alt.get("type") == "null":
+            values.append("null")
+    return list(dict.fromkeys(values))
+
+
+def _gist(description: str, width: int = 80) -> str:
+    """The first sentence of a description, cut to `width` characters."""
+    first = description.split(". ")[0].split("; ")[0].rstrip(".")
+    return first if len(first) <= width else first[: width - 3].rstrip() + "..."
