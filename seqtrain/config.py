@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -512,7 +513,7 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, i
     """One pydantic error as `path (where): got X; expected Y. Did you mean Z?`."""
     loc = _strip_task_tag(tuple(str(part) for part in error["loc"]))
     kind, value = error["type"], error.get("input")
-    dotted = ".".join(loc) or "(top level)"
+    dotted = _dotted(error["loc"])
 
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1], raw)
@@ -528,7 +529,7 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, i
         if loc == ("data",):
             message += f"; add `data:` with `task:` one of {', '.join(task_names())}"
     elif kind in ("union_tag_invalid", "union_tag_not_found"):
-        dotted = ".".join((*loc, "task"))
+        dotted = _dotted((*loc, "task"))
         tag = error.get("ctx", {}).get("tag")
         if kind == "union_tag_not_found":
             message = f"required but missing; expected one of: {', '.join(task_names())}"
@@ -537,7 +538,7 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, i
         loc = (*loc, "task")
     elif kind == "literal_error":
         choices = re.findall(r"'([^']*)'", error.get("ctx", {}).get("expected", ""))
-        message = f"got {value!r}; expected one of: {', '.join(choices)}"
+        message = f"got {_shown(value)}; expected one of: {', '.join(choices)}"
         close = difflib.get_close_matches(str(value), choices, n=1)
         if close:
             message += f". Did you mean {close[0]!r}?"
@@ -552,14 +553,25 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, i
     elif kind in _BOUND_WORDS:
         bound = next(iter(error["ctx"].values()))
         # The field's type, not the value's: `weight_decay: -1` is a float field's number.
-        noun = "a number" if isinstance(bound, float) else "a whole number"
-        message = f"got {_shown(value)}; expected {noun} {_BOUND_WORDS[kind]} {bound}"
+        noun = "a whole number" if isinstance(bound, int) else "a number"
+        message = f"got {_shown(value)}; expected {noun} {_BOUND_WORDS[kind]} {_number(bound)}"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         message = f"got {_shown(value)}; expected a section of key: value lines"
-    elif kind == "value_error":
+    elif kind == "list_type":
+        items = _list_items(loc, raw)
+        message = f"got {_shown(value)}; expected a list of {items}"
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value):
+            message += f", such as [{value}]"
+    elif kind in ("too_short", "too_long"):
+        ctx = error.get("ctx", {})
+        count = ctx.get("actual_length", len(value) if isinstance(value, list) else 0)
+        limit = ctx.get("min_length" if kind == "too_short" else "max_length", 0)
+        message = (f"got {'an empty list' if not count else _items(count)}; expected "
+                   f"{'at least' if kind == 'too_short' else 'at most'} {_items(limit)}")
+    elif kind in ("value_error", "assertion_error"):
         message = str(error["ctx"]["error"])
-    else:
-        message = f"got {_shown(value)}; {error['msg']}"
+    else:  # a type no config field has yet: still in seqtrain's words
+        message = f"got {_shown(value)}; {_plain(error['msg'])}"
     return f"{dotted} ({_where(loc, lines, overridden)}): {message}"
 
 
@@ -605,24 +617,92 @@ def _where(loc: KeyPath, lines: dict[KeyPath, int], overridden: dict[KeyPath, st
     return "not in the file"
 
 
-def _allowed_keys(loc: KeyPath, raw: dict[str, Any]) -> list[str]:
-    """Field names of the section at `loc`, looked up from the models and the raw task."""
+def _dotted(loc: tuple) -> str:
+    """A pydantic location as the user writes it: `data.columns[0]`, `model.units`."""
+    loc = _strip_task_tag(tuple(str(part) for part in loc)) if loc else ()
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if part.isdigit() and text else ("." if text else "") + part
+    return text or "(top level)"
+
+
+def _items(count: int) -> str:
+    return f"{count} item" + ("" if count == 1 else "s")
+
+
+def _number(bound: Any) -> str:
+    """A bound as the YAML would write it: 0 rather than 0.0, 4294967295 in full."""
+    if isinstance(bound, float) and bound.is_integer() and abs(bound) < 1e15:
+        return str(int(bound))
+    return str(bound)
+
+
+_PYDANTIC_PHRASES = [(re.compile(pattern), words) for pattern, words in (
+    (r"^Input should be ", "expected "), (r"^[A-Z]\w* should ", "it should "),
+    (r"^Value error, ", ""),
+    (r"^Field required$", "required but missing"),
+    (r"^Extra inputs are not permitted$", "unknown key"),
+    (r"\bvalid ", ""), (r"\binput\b", "value"),
+)]
+
+
+def _plain(message: str) -> str:
+    """Pydantic's wording of an error we have no own words for, in seqtrain's."""
+    for pattern, words in _PYDANTIC_PHRASES:
+        message = pattern.sub(words, message)
+    return message
+
+
+def _list_items(loc: KeyPath, raw: dict[str, Any]) -> str:
+    """What the list field at `loc` holds, in words: `strings`, `whole numbers`, ..."""
+    model = _section_model(loc[:-1], raw)
+    field = model.model_fields.get(loc[-1]) if model and loc else None
+    annotation = field.annotation if field else None
+    for arm in _arms(annotation):  # `list[str] | None` too
+        if typing.get_origin(arm) is list:
+            (item,) = typing.get_args(arm) or (Any,)
+            while typing.get_origin(item) is Annotated:
+                item = typing.get_args(item)[0]
+            return {str: "strings", int: "whole numbers", float: "numbers",
+                    bool: "true or false values"}.get(item, "values")
+    return "values"
+
+
+def _arms(annotation: Any) -> tuple:
+    """The types of a union annotation (`X | None`), or the annotation alone."""
+    import types
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _section_model(loc: KeyPath, raw: dict[str, Any]) -> type[BaseModel] | None:
+    """The model of the section at `loc` (the task's own for `data`), or None."""
     model: type[BaseModel] | None = ExperimentConfig
     for part in loc:
         if model is None:
-            return []
+            return None
         if model is ExperimentConfig and part == "data":
             task = raw.get("data", {}).get("task") if isinstance(raw.get("data"), dict) else None
             model = get_task(task).params if task in task_names() else None
             continue
         field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        model = annotation if isinstance(annotation, type) and issubclass(annotation,
-                                                                          BaseModel) else None
+        arms = _arms(field.annotation) if field else ()
+        model = next((arm for arm in arms  # a section, or a section or null
+                      if isinstance(arm, type) and issubclass(arm, BaseModel)), None)
+    return model
+
+
+def _allowed_keys(loc: KeyPath, raw: dict[str, Any]) -> list[str]:
+    """Field names of the section at `loc`, looked up from the models and the raw task."""
+    model = _section_model(loc, raw)
     return list(model.model_fields) if model else []
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        return "nothing (an empty value)"
     if isinstance(value, (dict, list)):
         return _type_name(value)
     return repr(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,147 @@ def test_the_resolved_config_is_what_the_schema_says(tiny_config: Path):
     assert config.data.task == "shifted_digit"
     assert config.data.layout == "sequence"
     assert config.model.activation == "tanh"
+
+
+# What pydantic says in its own words; none of it may reach a user.
+PYDANTIC_WORDING = ("Input should", "Field required", "validation error", "type=", "pydantic",
+                    "Extra inputs are not permitted", "Value error,", "should have at",
+                    "after validation", "For further information", "String should",
+                    "List should")
+SERIES = {"task": "csv_series", "path": "load.csv", "columns": ["load"], "target": "load"}
+
+# (pydantic's error type, a change to TINY, words the message must hold)
+ERROR_TYPES = [
+    ("list_type", _set("data", {**SERIES, "columns": "load"}),
+     "data.columns (line ?): got 'load'; expected a list of strings, such as [load]"),
+    ("list_type of numbers", _set("model.units", {"first": 8}),
+     "model.units (line ?): got a mapping; expected a whole number"),
+    ("too_short", _set("data", {**SERIES, "columns": []}),
+     "data.columns (line ?): got an empty list; expected at least 1 item"),
+    ("list item string_type", _set("data", {**SERIES, "columns": ["load", 3]}),
+     "data.columns[1] (line ?): got 3; expected a string"),
+    ("dict_type", _set("train", [1, 2]), "train (line ?): got a list; expected a section"),
+    ("int_type", _set("train.epochs", "ten"), "train.epochs (line ?): got 'ten'; expected a "
+     "whole number"),
+    ("int_from_float", _set("train.batch_size", 2.5), "train.batch_size (line ?): got 2.5; "
+     "expected a whole number"),
+    ("float_type", _set("model.dropout", [0.1]), "model.dropout (line ?): got a list; "
+     "expected a number"),
+    ("float_parsing", _set("train.learning_rate", "fast"), "train.learning_rate (line ?): got "
+     "'fast'; expected a number"),
+    ("bool_type", _set("model.unroll", [True]), "model.unroll (line ?): got a list; expected "
+     "true or false"),
+    ("bool_parsing", _set("model.unroll", "maybe"), "model.unroll (line ?): got 'maybe'; "
+     "expected true or false"),
+    ("string_type", _set("name", 5), "name (line ?): got 5; expected a string"),
+    ("an empty value", _set("name", None), "name (line ?): got nothing (an empty value); "
+     "expected a string"),
+    ("literal_error", _set("train.optimizer", None), "train.optimizer (line ?): got nothing "
+     "(an empty value); expected one of: adam, sgd, rmsprop, adamw"),
+    ("greater_than", _set("train.learning_rate", 0), "train.learning_rate (line ?): got 0; "
+     "expected a number > 0"),
+    ("greater_than_equal", _set("train.epochs", 0), "train.epochs (line ?): got 0; expected a "
+     "whole number >= 1"),
+    ("less_than", _set("model.dropout", 1), "model.dropout (line ?): got 1; expected a number "
+     "< 1"),
+    ("less_than_equal", _set("seed", 2**33), "seed (line ?): got 8589934592; expected a whole "
+     "number <= 4294967295"),
+    ("missing", _set("data", {"task": "csv_series", "path": "load.csv", "columns": ["load"]}),
+     "data.target (line ?): required but missing"),
+    ("extra_forbidden", _set("train.early_stopping", {"patience": 2, "pateince": 3}),
+     "train.early_stopping.pateince (line ?): unknown key 'pateince'; allowed here: patience, "
+     "min_delta. Did you mean 'patience'?"),
+    ("union_tag_invalid", _set("data.task", "sequences"), "data.task (line ?): Unknown task "
+     "'sequences'. Expected one of:"),
+    ("union_tag_not_found", lambda config: config["data"].pop("task"),
+     "data.task (line ?): required but missing; expected one of:"),
+    ("value_error", _set("data.split.train", 0.5), "data.split (line ?): train + val + test "
+     "must sum to 1"),
+]
+
+
+@pytest.mark.parametrize("change,words", [case[1:] for case in ERROR_TYPES],
+                         ids=[case[0] for case in ERROR_TYPES])
+def test_every_error_type_is_told_in_seqtrain_words_with_field_line_and_value(
+        change, words, tmp_path: Path):
+    result = invoke("validate", _bad(tmp_path, change))
+    assert result.exit_code == 2 and result.stdout == ""
+    message = " ".join(result.stderr.split())  # rich wraps long lines
+    assert re.search(re.escape(words).replace(r"line\ \?", r"line\ \d+"), message), message
+    assert not [phrase for phrase in PYDANTIC_WORDING if phrase in message], message
+    assert "Traceback" not in message
+
+
+def test_an_override_that_is_not_a_list_says_how_to_write_one(tmp_path: Path):
+    config = write_config(tmp_path, {"name": "x", "data": SERIES})
+    result = invoke("validate", config, "--set", "data.columns=load")
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2
+    assert ("data.columns (--set data.columns=load): got 'load'; expected a list of strings, "
+            "such as [load]") in message, message
+
+
+def _sections(model, prefix=()):
+    """(key path, model) of every config section under `model`, options of unions included."""
+    from pydantic import BaseModel
+
+    from seqtrain.config import _arms
+
+    yield prefix, model
+    for name, field in model.model_fields.items():
+        for arm in _arms(field.annotation):
+            if isinstance(arm, type) and issubclass(arm, BaseModel):
+                yield from _sections(arm, (*prefix, name))
+
+
+def test_no_wrong_value_of_any_field_of_any_task_gets_pydantic_wording():
+    from seqtrain.config import validate_config
+    from seqtrain.data import get_task, task_names
+
+    required = {"csv_series": SERIES,
+                "csv_sequences": {**SERIES, "task": "csv_sequences", "id_column": "id"},
+                "npz": {"task": "npz", "path": "x.npz"}}
+    wrong = [{"x": 1}, [[1]], [], "zzz", "", -5, 2.5, True, None, float("inf")]
+    checked = 0
+    for task in task_names():
+        base = {"name": "x", "data": required.get(task, {"task": task})}
+        sections = [*_sections(ExperimentConfig), *_sections(get_task(task).params, ("data",))]
+        for prefix, model in sections:
+            for name in model.model_fields:
+                if prefix == ("data",) and name == "task":
+                    continue
+                for value in wrong:
+                    raw = copy.deepcopy(base)
+                    node = raw
+                    for part in prefix:
+                        node = node.setdefault(part, {})
+                    node[name] = value
+                    try:
+                        validate_config(raw, {}, source="walk.yaml")
+                    except ConfigError as err:
+                        checked += len(err.problems)
+                        for problem in err.problems:
+                            assert not [p for p in PYDANTIC_WORDING if p in problem], problem
+                            assert ": " in problem and "(not in the file)" in problem, problem
+    assert checked > 1000
+
+
+def test_errors_of_types_no_field_has_yet_are_still_in_seqtrain_words():
+    from pydantic import BaseModel, Field, ValidationError
+
+    from seqtrain.config import _describe
+
+    class Future(BaseModel):
+        tags: list[str] = Field(max_length=2)
+        when: dict[str, int]
+        url: str = Field(pattern="^https://")
+
+    with pytest.raises(ValidationError) as caught:
+        Future.model_validate({"tags": ["a", "b", "c"], "when": {"a": "x"}, "url": "ftp://x"})
+    messages = [_describe(error, {}, {}, {}) for error in caught.value.errors()]
+    assert "tags (not in the file): got 3 items; expected at most 2 items" in messages
+    assert "url (not in the file): got 'ftp://x'; it should match pattern '^https://'" in messages
+    assert any(m.startswith("when[a]") or m.startswith("when.a") for m in messages), messages
+    for message in messages:
+        assert not [phrase for phrase in PYDANTIC_WORDING if phrase in message], message
+        assert "got " in message, message

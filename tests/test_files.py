@@ -146,7 +146,7 @@ BROKEN = [
     ("rows differ", bad_arrays(x=X, y=Y[:10]), {}, ["'y' has 10 rows but 'x' has 60"]),
     ("x of a wrong shape", bad_arrays(x=X[:, 0], y=Y), {}, ["'x' has shape (60, 3)"]),
     ("NaN in inputs", bad_arrays(x=np.where(np.arange(6)[:, None] == 2, np.nan, X), y=Y), {},
-     ["'x' has NaN", "sequence 0, step 2", "data.missing"]),
+     ["'x' has NaN", "sequence 0, step 2, counted from 0", "data.missing"]),
     ("NaN in targets", bad_arrays(x=X, y=np.full(60, np.nan)), {}, ["'y' must be finite numbers"]),
     ("per-step steps differ", bad_arrays(x=X, y=np.zeros((60, 4), np.int64)),
      {"targets": "per_step"}, ["have 4 steps but 'x' has 6"]),

@@ -10,6 +10,7 @@ import pytest
 
 from seqtrain.config import load_config
 from seqtrain.data import build_dataset
+from seqtrain.errors import DataError
 from tests.conftest import invoke, write_config
 
 
@@ -176,5 +177,160 @@ def test_spreadsheet_habits_are_read_and_bad_cells_are_named_by_line_and_column(
                                    "id_column": "machine", "columns": ["a", "b"],
                                    "target": "faulty"}}, name="ragged.yaml")
     result = invoke("run", config, "--runs-dir", tmp_path / "runs")
-    assert result.exit_code == 2 and "line 4, column 'a' is empty or NaN" in result.stderr
+    machine = lines[3].split(",")[0]
+    assert result.exit_code == 2, result.stderr
+    assert f"line 4, column 'a' (sequence '{machine}', step " in result.stderr
+    assert "is empty or NaN; set data.missing to mask, zero or ffill" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def _refused(config: Path, tmp_path: Path) -> str:
+    """Run `config`; assert exit 2 without a traceback or a run; return the message."""
+    result = invoke("run", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+    return " ".join(result.stderr.split())  # rich wraps long lines
+
+
+def _edit_lines(path: Path, edit) -> list[str]:
+    """Rewrite the file's lines with `edit(lines)`; return them (line n is lines[n - 1])."""
+    lines = path.read_text().splitlines()
+    edit(lines)
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def _cell(line: str, column: int, text: str) -> str:
+    cells = line.split(",")
+    cells[column] = text
+    return ",".join(cells)
+
+
+# The series file is shuffled by day: its line 12 is a row from the middle of the sorted series.
+SERIES_FILE_PROBLEMS = [
+    ("a bad cell", lambda lines: lines.__setitem__(11, _cell(lines[11], 1, "abc")),
+     "weather.csv, line 12, column 'temp': 'abc' is not a number"),
+    ("a NaN cell", lambda lines: lines.__setitem__(11, _cell(lines[11], 2, "NaN")),
+     "weather.csv, line 12, column 'pressure' is empty or NaN; set data.missing"),
+    ("blank lines count", lambda lines: (lines.insert(1, ""), lines.insert(5, ""),
+                                         lines.__setitem__(11, _cell(lines[11], 1, "abc"))),
+     "weather.csv, line 12, column 'temp': 'abc' is not a number"),
+    ("a cell quoted over two lines counts two",
+     lambda lines: (lines.__setitem__(2, _cell(lines[2], 3, '"two\nlines"')),
+                    lines.__setitem__(10, _cell(lines[10], 1, "abc"))),
+     "weather.csv, line 12, column 'temp': 'abc' is not a number"),
+    ("a date given twice", lambda lines: lines.__setitem__(11, _cell(lines[11], 0,
+                                                                      lines[4].split(",")[0])),
+     "weather.csv, lines 5 and 12: column 'day' holds"),
+    ("an empty date", lambda lines: lines.__setitem__(11, _cell(lines[11], 0, "")),
+     "weather.csv, line 12, column 'day' is empty; every row needs a value there"),
+    ("dates that mix numbers and text", lambda lines: lines.__setitem__(
+        11, _cell(lines[11], 0, "2024-01-31")), "column 'day' mixes numbers (line"),
+    ("a row with a cell too many", lambda lines: lines.__setitem__(11, lines[11] + ",9"),
+     "weather.csv, line 12 has 5 cells but the header has 4 columns; quote cells that hold"),
+    ("a row with a cell too few", lambda lines: lines.__setitem__(11, "3,4.5"),
+     "weather.csv, line 12 has 2 cells but the header has 4 columns; give every column a"),
+    ("a column named twice", lambda lines: lines.__setitem__(0, "day,temp,temp,label"),
+     "weather.csv, line 1: the header names column 'temp' 2 times"),
+    ("a column misspelt", lambda lines: lines.__setitem__(0, "day,temps,pressure,label"),
+     "has no column 'temp'; its header (line 1) has: day, temps, pressure, label. Did you "
+     "mean 'temps'?"),
+]
+
+
+@pytest.mark.parametrize("edit,words", [case[1:] for case in SERIES_FILE_PROBLEMS],
+                         ids=[case[0] for case in SERIES_FILE_PROBLEMS])
+def test_series_errors_name_the_line_of_the_file_not_the_sorted_row(edit, words, tmp_path):
+    _edit_lines(series_csv(tmp_path), edit)
+    message = _refused(config_for(tmp_path), tmp_path)
+    assert words in message, message
+
+
+def test_trailing_empty_cells_and_blank_lines_are_read_as_spreadsheets_write_them(tmp_path):
+    path = series_csv(tmp_path)
+    _edit_lines(path, lambda lines: (lines.__setitem__(3, lines[3] + ",,"), lines.append(""),
+                                     lines.insert(7, "")))
+    assert len(build_dataset(load_config(config_for(tmp_path)).data, seed=1).train) == 63
+
+
+def machines_config(folder: Path, **data) -> Path:
+    return write_config(folder, {
+        "name": "ragged", "seed": 1, "device": "cpu",
+        "data": {"task": "csv_sequences", "path": "machines.csv", "id_column": "machine",
+                 "order_column": "t", "columns": ["a", "b"], "target": "faulty", **data},
+        "model": {"cell": "lstm", "units": 8}, "train": {"epochs": 1}}, name="ragged.yaml")
+
+
+def _step_of(lines: list[str], number: int) -> tuple[str, int, int]:
+    """(machine, step, length) of the file's line `number`, steps ordered by `t`, from 1."""
+    machine, t = lines[number - 1].split(",")[:2]
+    times = sorted(int(line.split(",")[1]) for line in lines[1:]
+                   if line.split(",")[0] == machine)
+    return machine, times.index(int(t)) + 1, len(times)
+
+
+SEQUENCE_FILE_PROBLEMS = [
+    ("a missing feature", 3, "", "column 'b' ({where}) is empty or NaN; set data.missing to "
+     "mask, zero or ffill"),
+    ("a NaN feature", 2, "nan", "column 'a' ({where}) is empty or NaN"),
+    ("a bad feature", 3, "x1", "column 'b' ({where}): 'x1' is not a number"),
+    ("a missing target", 4, "", "column 'faulty' ({where}) is empty or NaN; targets cannot be "
+     "missing"),
+    ("a NaN target", 4, "NaN", "column 'faulty' ({where}) is empty or NaN; targets cannot be "
+     "missing"),
+    ("an empty id", 0, "", "column 'machine' is empty; every row needs the id"),
+]
+
+
+@pytest.mark.parametrize("column,text,words", [case[1:] for case in SEQUENCE_FILE_PROBLEMS],
+                         ids=[case[0] for case in SEQUENCE_FILE_PROBLEMS])
+def test_sequence_errors_name_the_line_column_and_sequence_id(column, text, words, tmp_path):
+    path = sequences_csv(tmp_path)
+    lines = _edit_lines(path, lambda lines: lines.__setitem__(56, _cell(lines[56], column,
+                                                                        text)))
+    message = _refused(machines_config(tmp_path), tmp_path)
+    if column:
+        machine, step, length = _step_of(lines, 57)
+        words = words.format(where=f"sequence '{machine}', step {step} of {length}")
+    assert f"machines.csv, line 57, {words}" in message, message
+    assert "array" not in message
+
+
+def test_sequence_targets_that_are_no_class_and_repeated_order_values_are_named(tmp_path):
+    path = sequences_csv(tmp_path)
+    lines = path.read_text().splitlines()
+    machine, _, length = _step_of(lines, 20)
+    last = max((int(line.split(",")[1]), number) for number, line in enumerate(lines, 1)
+               if number > 1 and line.split(",")[0] == machine)[1]
+    _edit_lines(path, lambda lines: lines.__setitem__(last - 1, _cell(lines[last - 1], 4, "-1")))
+    message = _refused(machines_config(tmp_path, kind="classification"), tmp_path)
+    assert (f"machines.csv, line {last}, column 'faulty' (sequence '{machine}', step {length} of "
+            f"{length}): -1 is not a class; classification targets are whole numbers") in message
+    sequences_csv(tmp_path)
+    twice = next(number for number, line in enumerate(lines, 1)
+                 if number not in (1, 20) and line.split(",")[0] == machine)
+    _edit_lines(path, lambda lines: lines.__setitem__(
+        twice - 1, _cell(lines[twice - 1], 1, lines[19].split(",")[1])))
+    message = _refused(machines_config(tmp_path), tmp_path)
+    first, second = sorted((20, twice))
+    assert (f"machines.csv, lines {first} and {second}: column 't' holds "
+            f"'{lines[19].split(',')[1]}' twice in sequence '{machine}'") in message
+
+
+def test_new_sequences_with_a_class_the_run_never_saw_are_named_by_line(tmp_path):
+    from seqtrain.data.registry import read_inputs
+
+    path = sequences_csv(tmp_path)
+    lines = path.read_text().splitlines()
+    machine, _, length = _step_of(lines, 9)
+    last = max((int(line.split(",")[1]), number) for number, line in enumerate(lines, 1)
+               if number > 1 and line.split(",")[0] == machine)[1]
+    _edit_lines(path, lambda lines: lines.__setitem__(last - 1, _cell(lines[last - 1], 4, "7")))
+    params = load_config(machines_config(tmp_path)).data
+    stored = {"input": {}, "output": {"kind": "classification", "classes": ["0", "1"],
+                                      "per_step": False}}
+    with pytest.raises(DataError) as caught:
+        read_inputs(params, path, stored, targets=True)
+    assert (f"machines.csv, line {last}, column 'faulty' (sequence '{machine}', step {length} "
+            f"of {length}): 7 is not a class of this run; its classes are 0 to 1"
+            ) in str(caught.value)

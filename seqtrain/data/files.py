@@ -247,15 +247,15 @@ def prepare_split(params, kind: str, vocabulary: int, x_name: str, y_name: str,
     infinite = np.isinf(x).any(axis=-1) & valid
     if infinite.any():
         row, step = map(int, np.argwhere(infinite)[0])
-        raise DataError(f"{where} has an infinite value (first in sequence {row}, step {step});"
-                        " inputs must be finite numbers (NaN for missing)")
+        raise DataError(f"{where} has an infinite value (first in sequence {row}, step {step}, "
+                        "counted from 0); inputs must be finite numbers (NaN for missing)")
     nan = np.isnan(x).any(axis=-1) & valid
     if nan.any():
         if params.missing == "error":
             row, step = map(int, np.argwhere(nan)[0])
-            raise DataError(f"{where} has NaN (first in sequence {row}, step {step}); clean it, "
-                            "or set data.missing to mask, zero or ffill (a trained run keeps "
-                            "the policy it was trained with)")
+            raise DataError(f"{where} has NaN (first in sequence {row}, step {step}, counted "
+                            "from 0); clean it, or set data.missing to mask, zero or ffill "
+                            "(a trained run keeps the policy it was trained with)")
         if params.missing == "zero":
             x = np.nan_to_num(x, nan=0.0)
         elif params.missing == "ffill":

@@ -30,7 +30,7 @@ Statistics come from the training part only and are stored in the run directory
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -91,18 +91,17 @@ def read_table(params: CsvSeriesParams, path: Path | None = None,
     path = Path(path or params.path)
     names = [*params.columns, *([params.target] if with_target else [])]
     rows = _rows(path, [*names, *([params.date_column] if params.date_column else [])])
-    lines = list(range(2, len(rows) + 2))  # the file's line of each row (the header is 1)
     if params.date_column:
-        order = sorted(range(len(rows)), key=lambda i: _sort_key(rows[i][params.date_column]))
-        rows, lines = [rows[i] for i in order], [lines[i] for i in order]
-        keys = np.array([rows[i][params.date_column] for i in range(len(rows))])
+        rows = _in_order(rows, params.date_column, path)
+        keys = np.array([row[params.date_column].strip() for _, row in rows])
     else:
         keys = np.arange(len(rows))
+    lines = [line for line, _ in rows]
     values = np.empty((len(rows), len(names)), dtype=np.float64)
-    for index, row in enumerate(rows):
+    for index, (line, row) in enumerate(rows):
         for column, name in enumerate(names):
-            text = (row[name] or "").strip()
-            values[index, column] = _finite(text, path, lines[index], name) if text else np.nan
+            text = row[name].strip()
+            values[index, column] = _finite(text, path, line, name) if text else np.nan
     if np.isnan(values).any():
         if params.missing == "error":
             row, column = map(int, np.argwhere(np.isnan(values))[0])
@@ -122,18 +121,21 @@ MISSING_HINT = ("set data.missing to zero or ffill (a trained run keeps the poli
                 "trained with: clean the file)")
 
 
-def _finite(text: str, path: Path, line: int, column: str) -> float:
-    """A cell's number, or a DataError naming its line and column (NaN passes: missing)."""
+def _finite(text: str, path: Path, line: int, column: str, where: str = "") -> float:
+    """A cell's number, or a DataError naming its line and column (NaN passes: missing).
+
+    `where` adds to the column's name, e.g. " (sequence 'a', step 3)".
+    """
     import math
 
     try:
         value = float(text)
     except ValueError:
-        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a "
+        raise DataError(f"{path}, line {line}, column {column!r}{where}: {text!r} is not a "
                         "number") from None
     if math.isinf(value):
-        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a finite "
-                        "number")
+        raise DataError(f"{path}, line {line}, column {column!r}{where}: {text!r} is not a "
+                        "finite number")
     return value
 
 
@@ -141,7 +143,38 @@ def _sort_key(text: str):
     try:
         return (0, float(text), "")
     except ValueError:
-        return (1, 0.0, text)
+        return (1, 0.0, text.strip())
+
+
+def _in_order(rows: list[tuple[int, dict]], column: str, path: Path,
+              where: str = "") -> list[tuple[int, dict]]:
+    """`rows` sorted by `column`: numbers, or text such as ISO dates, each value once.
+
+    `where` names the group of rows in messages, e.g. " in sequence 'a'".
+
+    Raises:
+        DataError: A cell of `column` is empty, the column mixes numbers and text (sorted
+            apart, almost surely not what was meant), or a value appears twice.
+    """
+    for line, row in rows:
+        if not row[column].strip():
+            raise DataError(f"{path}, line {line}, column {column!r} is empty; every row needs "
+                            "a value there: the rows are put in order by it")
+    keyed = sorted(((_sort_key(row[column]), line, row) for line, row in rows),
+                   key=lambda item: item[0])
+    if keyed[0][0][0] != keyed[-1][0][0]:
+        number = next(item for item in keyed if item[0][0] == 0)
+        text = next(item for item in keyed if item[0][0] == 1)
+        raise DataError(f"{path}, column {column!r} mixes numbers (line {number[1]}: "
+                        f"{number[2][column]!r}) and text (line {text[1]}: {text[2][column]!r}); "
+                        "the rows are put in order by it: use numbers, or text that sorts in "
+                        "time order such as ISO dates (2024-01-31T08:00)")
+    for (key, first, row), (again, second, _) in zip(keyed, keyed[1:], strict=False):
+        if key == again:
+            raise DataError(f"{path}, lines {first} and {second}: column {column!r} holds "
+                            f"{row[column].strip()!r} twice{where}; each row needs its own "
+                            "value to be put in order: remove or merge the duplicate")
+    return [(line, row) for _, line, row in keyed]
 
 
 def fit_statistics(params: CsvSeriesParams, features: np.ndarray) -> dict:
@@ -306,34 +339,85 @@ class CsvSequencesParams(FileTaskParams):
     )
 
 
-def group_sequences(params: CsvSequencesParams, path: Path, with_target: bool
-                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
-    """Rows grouped by id: features (N, T, F) zero-padded, targets (N, T), lengths, ids."""
+@dataclass(frozen=True)
+class Sequences:
+    """A CSV's rows grouped by id, and where in the file each step came from.
+
+    Attributes:
+        path: The file, for messages.
+        x: Features (N, T, F), zero-padded after each sequence's length.
+        targets: The target column (N, T), or None when it was not read.
+        lengths: Rows in each sequence (N,).
+        ids: Each sequence's id: the id column's text (N,).
+        lines: Each step's line in the file (N, T), header = 1; 0 for padding.
+    """
+
+    path: Path
+    x: np.ndarray
+    targets: np.ndarray | None
+    lengths: np.ndarray
+    ids: np.ndarray
+    lines: np.ndarray
+
+    def cell(self, n: int, t: int, column: str) -> str:
+        """Where step `t` of sequence `n` is, for a message: file, line, column, id, step."""
+        return (f"{self.path}, line {self.lines[n, t]}, column {column!r} (sequence "
+                f"{str(self.ids[n])!r}, step {t + 1} of {self.lengths[n]})")
+
+    def first_bad_target(self, bad: np.ndarray, per_step: bool) -> tuple[int, int] | None:
+        """(n, t) of the first `bad` target the model reads (per sequence: the last row's)."""
+        import numpy as np
+
+        steps = np.arange(bad.shape[1])[None, :]
+        used = steps < self.lengths[:, None] if per_step else steps == self.lengths[:, None] - 1
+        found = np.argwhere(bad & used)
+        return tuple(map(int, found[0])) if len(found) else None
+
+
+SEQUENCE_MISSING_HINT = ("set data.missing to mask, zero or ffill (a trained run keeps the "
+                         "policy it was trained with: clean the file)")
+
+
+def group_sequences(params: CsvSequencesParams, path: Path, with_target: bool) -> Sequences:
+    """Rows grouped by id, each group in order; every cell checked, naming its line."""
     import numpy as np
 
     rows = _rows(path, [params.id_column, *params.columns,
                         *([params.target] if with_target else []),
                         *([params.order_column] if params.order_column else [])])
     groups: dict[str, list[tuple[int, dict]]] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
+        if not row[params.id_column].strip():
+            raise DataError(f"{path}, line {line}, column {params.id_column!r} is empty; every "
+                            "row needs the id of the sequence it belongs to")
         groups.setdefault(row[params.id_column], []).append((line, row))
     if params.order_column:
-        for members in groups.values():
-            members.sort(key=lambda item: _sort_key(item[1][params.order_column]))
+        groups = {key: _in_order(members, params.order_column, path, f" in sequence {key!r}")
+                  for key, members in groups.items()}
     longest = max(len(members) for members in groups.values())
     x = np.zeros((len(groups), longest, len(params.columns)), dtype=np.float64)
     targets = np.zeros((len(groups), longest), dtype=np.float64) if with_target else None
+    lines = np.zeros((len(groups), longest), dtype=np.int64)
     lengths = np.array([len(members) for members in groups.values()])
-    for n, members in enumerate(groups.values()):
+    for n, (key, members) in enumerate(groups.items()):
         for t, (line, row) in enumerate(members):
-            x[n, t] = [_number(row, c, path, line, missing_ok=True) for c in params.columns]
-            if params.missing == "error" and np.isnan(x[n, t]).any():
-                column = params.columns[int(np.argmax(np.isnan(x[n, t])))]
-                raise DataError(f"{path}, line {line}, column {column!r} is empty or NaN; "
-                                f"{MISSING_HINT}")
+            lines[n, t] = line
+            where = f" (sequence {key!r}, step {t + 1} of {len(members)})"
+            for f, column in enumerate(params.columns):
+                text = row[column].strip()
+                x[n, t, f] = _finite(text, path, line, column, where) if text else np.nan
+                if params.missing == "error" and np.isnan(x[n, t, f]):
+                    raise DataError(f"{path}, line {line}, column {column!r}{where} is empty or "
+                                    f"NaN; {SEQUENCE_MISSING_HINT}")
             if with_target:
-                targets[n, t] = _number(row, params.target, path, line)
-    return x, targets, lengths, np.array(list(groups))
+                text = row[params.target].strip()
+                targets[n, t] = _finite(text, path, line, params.target, where) if text else (
+                    np.nan)
+                if np.isnan(targets[n, t]):
+                    raise DataError(f"{path}, line {line}, column {params.target!r}{where} is "
+                                    "empty or NaN; targets cannot be missing: fill the cell or "
+                                    "remove the row")
+    return Sequences(path, x, targets, lengths, np.array(list(groups)), lines)
 
 
 @register_task("csv_sequences", CsvSequencesParams)
@@ -348,15 +432,22 @@ def csv_sequences(params: CsvSequencesParams, seed: int,
 
     from seqtrain.data.files import baseline_for, prepare_split, shuffled_split
 
-    x, targets, lengths, ids = group_sequences(params, Path(params.path), with_target=True)
+    table = group_sequences(params, Path(params.path), with_target=True)
+    x, targets, lengths = table.x, table.targets, table.lengths
     kind = params.kind
-    whole_numbers = np.all(targets == np.round(targets))
-    if kind == "auto":
-        kind = "classification" if whole_numbers else "regression"
+    per_step = params.targets == "per_step"
+    if kind == "auto":  # every row's target, as the column reads
+        kind = "classification" if table.first_bad_target(
+            targets != np.round(targets), per_step=True) is None else "regression"
+    if kind == "classification":
+        bad = table.first_bad_target((targets != np.round(targets)) | (targets < 0), per_step)
+        if bad:
+            raise DataError(f"{table.cell(*bad, params.target)}: {targets[bad]:g} is not a "
+                            "class; classification targets are whole numbers 0, 1, 2, ... "
+                            "(for values, set data.kind: regression)")
     y = _sequence_targets(params, kind, targets, lengths)
     whole = prepare_split(params, kind, 0, "columns", params.target, x, y, lengths)
-    train, val, test = shuffled_split(params, replace(whole, keys=ids), seed)
-    per_step = params.targets == "per_step"
+    train, val, test = shuffled_split(params, replace(whole, keys=table.ids), seed)
     spec = TaskSpec(
         timesteps=x.shape[1], features=len(params.columns), per_step=per_step, kind=kind,
         num_classes=int(y.max()) + 1 if kind == "classification" else 0,
@@ -397,50 +488,88 @@ def read_sequences(params: CsvSequencesParams, path: Path, preprocessing: dict,
     from seqtrain.data.files import prepare_split
 
     output = preprocessing["output"]
-    x, values, lengths, ids = group_sequences(params, path, with_target=targets)
+    table = group_sequences(params, path, with_target=targets)
+    x, values, lengths = table.x, table.targets, table.lengths
     y = None
     if targets:
         kind = output["kind"]
         if kind == "classification":
-            if not np.all(values == np.round(values)):
-                raise DataError(f"{path}, column {params.target!r}: this run's targets are "
-                                "classes (whole numbers)")
-            unseen = values.astype(np.int64) >= len(output["classes"])
-            if (unseen & (np.arange(values.shape[1]) < lengths[:, None])).any():
-                n = int(np.argwhere(unseen)[0][0])
-                raise DataError(f"{path}, column {params.target!r}: sequence {str(ids[n])!r} has "
-                                f"a class not seen in training; this run's classes are 0 to "
-                                f"{len(output['classes']) - 1}")
+            classes = len(output["classes"])
+            bad = table.first_bad_target((values != np.round(values)) | (values < 0)
+                                         | (values >= classes), output["per_step"])
+            if bad:
+                raise DataError(f"{table.cell(*bad, params.target)}: {values[bad]:g} is not a "
+                                f"class of this run; its classes are 0 to {classes - 1}")
         y = _sequence_targets(params, kind, values, lengths)
     split = prepare_split(params, output["kind"], 0, "columns", params.target, x, y, lengths,
                           per_step=output["per_step"], path=path)
-    return replace(split, keys=ids)
+    return replace(split, keys=table.ids)
 
 
-def _rows(path: Path, needed: list[str]) -> list[dict]:
+def _rows(path: Path, needed: list[str]) -> list[tuple[int, dict[str, str]]]:
+    """The data rows of a CSV file as text, each with its line in the file (header = 1).
+
+    Lines count as an editor counts them: blank lines and cells quoted over several lines
+    included, so a message's line is the one the user sees.
+
+    Raises:
+        DataError: The file is missing or unreadable, a `needed` column is missing from the
+            header or named twice there, or a row's cells do not match the header.
+    """
     if not path.is_file():
         raise DataError(f"data.path: {path} does not exist (relative paths start at the "
                         "config file's folder)")
+    rows: list[tuple[int, dict[str, str]]] = []
+    header: list[str] | None = None
     try:
         # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
         with open(path, newline="", encoding="utf-8-sig") as file:
-            rows = list(csv.DictReader(file))
+            reader = csv.reader(file)
+            end = 0  # the line the previous record ended on
+            for record in reader:
+                start, end = end + 1, reader.line_num
+                if not record or (len(record) == 1 and not record[0].strip()):
+                    continue  # a blank line
+                if header is None:
+                    header = _header(record, start, path, needed)
+                    continue
+                rows.append((start, _cells(record, header, start, path)))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path} is not a readable CSV file ({err})") from None
+    if header is None:
+        raise DataError(f"{path} is empty; expected a header row naming the columns, then the "
+                        "data rows")
     if not rows:
         raise DataError(f"{path} has no data rows; expected a header row and at least one row")
-    header = list(rows[0])
-    for column in needed:
-        if column not in header:
-            raise DataError(f"{path} has no column {column!r}; it has: {', '.join(header)}")
     return rows
 
 
-def _number(row: dict, column: str, path: Path, line: int, missing_ok: bool = False) -> float:
-    text = (row[column] or "").strip()
-    if not text:
-        if missing_ok:
-            return float("nan")
-        raise DataError(f"{path}, line {line}: an empty {column!r} cell; targets cannot be "
-                        "missing")
-    return _finite(text, path, line, column)
+def _header(record: list[str], line: int, path: Path, needed: list[str]) -> list[str]:
+    """The column names of a header record, each `needed` one present exactly once."""
+    import difflib
+
+    names = [name.strip() for name in record]
+    for column in dict.fromkeys(needed):
+        if names.count(column) > 1:
+            raise DataError(f"{path}, line {line}: the header names column {column!r} "
+                            f"{names.count(column)} times; rename all but one")
+        if column not in names:
+            message = f"{path} has no column {column!r}; its header (line {line}) has: " + (
+                ", ".join(names))
+            close = difflib.get_close_matches(column, names, n=1)
+            if close:
+                message += f". Did you mean {close[0]!r}?"
+            raise DataError(message)
+    return names
+
+
+def _cells(record: list[str], header: list[str], line: int, path: Path) -> dict[str, str]:
+    """A data record as {column: text}; its cells must match the header's columns."""
+    if len(record) > len(header) and not any(cell.strip() for cell in record[len(header):]):
+        record = record[:len(header)]  # trailing empty cells, as spreadsheets may write
+    if len(record) != len(header):
+        fix = ("quote cells that hold a comma" if len(record) > len(header) else
+               "give every column a cell, empty where a value is missing")
+        raise DataError(f"{path}, line {line} has {len(record)} cells but the header has "
+                        f"{len(header)} columns; {fix}")
+    return dict(zip(header, record, strict=True))
