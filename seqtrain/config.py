@@ -546,6 +546,8 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, i
         message = f"got {_shown(value)}; expected a whole number"
     elif kind in ("float_type", "float_parsing"):
         message = f"got {_shown(value)}; expected a number"
+    elif kind == "finite_number":
+        message = f"got {_shown(value)}; expected a finite number"
     elif kind in ("bool_type", "bool_parsing"):
         message = f"got {_shown(value)}; expected true or false"
     elif kind in ("string_type",):

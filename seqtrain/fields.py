@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 def _reject_bool(value: Any) -> Any:
     if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
+        raise ValueError(f"got {str(value).lower()} (a YAML boolean); expected a number")
     return value
 
 
@@ -22,10 +22,11 @@ def _reject_bool(value: Any) -> Any:
 # Field(ge=0)]`), pydantic wraps the check in a function: 2.6 drops the bound from the JSON
 # Schema inside `X | None`, later versions write it as `ge`, which editors do not know.
 NOT_BOOLEAN = BeforeValidator(_reject_bool)
-Float = Annotated[float, NOT_BOOLEAN]
-PositiveFloat = Annotated[float, Field(gt=0.0), NOT_BOOLEAN]
-NonNegativeFloat = Annotated[float, Field(ge=0.0), NOT_BOOLEAN]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0), NOT_BOOLEAN]
+# Finite only: `learning_rate: .inf` is a typo, never a setting.
+Float = Annotated[float, Field(allow_inf_nan=False), NOT_BOOLEAN]
+PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False), NOT_BOOLEAN]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False), NOT_BOOLEAN]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False), NOT_BOOLEAN]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 

@@ -111,6 +111,8 @@ BAD = [
      ["model.dropout", "1.5", "< 1"]),
     ("boolean learning rate", lambda t: _bad(t, _set("train.learning_rate", True)), [],
      ["train.learning_rate", "boolean"]),
+    ("infinite learning rate", lambda t: _bad(t, _set("train.learning_rate", float("inf"))), [],
+     ["train.learning_rate", "got inf", "expected a finite number"]),
     ("name escapes the runs folder", lambda t: _bad(t, _set("name", "../../etc")), [],
      ["name", "'../../etc'"]),
     ("unknown device", lambda t: _bad(t, _set("device", "tpu")), [],

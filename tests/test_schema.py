@@ -76,13 +76,13 @@ def test_a_float_out_of_range_is_a_number_not_a_whole_number(tiny_config: Path):
                     "--set", "model.dropout=1", "--set", "train.epochs=0",
                     "--set", "train.learning_rate=yes")
     assert result.exit_code == 2
-    assert "train.weight_decay (--set train.weight_decay=-1): got -1; expected a number >= 0.0" \
+    assert "train.weight_decay (--set train.weight_decay=-1): got -1; expected a number >= 0" \
         in result.stderr
-    assert "model.dropout (--set model.dropout=1): got 1; expected a number < 1.0" in result.stderr
+    assert "model.dropout (--set model.dropout=1): got 1; expected a number < 1" in result.stderr
     assert "train.epochs (--set train.epochs=0): got 0; expected a whole number >= 1" \
         in result.stderr
-    assert "train.learning_rate (--set train.learning_rate=yes): expected a number, got a " \
-        "boolean" in result.stderr
+    assert "train.learning_rate (--set train.learning_rate=yes): got true (a YAML boolean); " \
+        "expected a number" in result.stderr
 
 
 def test_schema_writes_a_file_and_refuses_paths_it_cannot_write(tmp_path: Path):
