@@ -10,7 +10,7 @@ alternating fits in one process. For every epoch after the first (tracing) it re
 the wall seconds, the process's CPU seconds and, on Linux, the machine's idle CPU seconds.
 An epoch is a stall when it takes over 1.5x the median epoch with autotuning off.
 
-What it showed here (README, Benchmarks): with autotuning on, a third of the epochs took
+What it showed here (docs/performance.md): with autotuning on, a third of the epochs took
 twice as long with the same CPU time while the process sat idle, waiting in the previous
 epoch's iterator teardown for the autotuning thread's timed sleep; with it off, none.
 Results: benchmarks/results/epoch_stalls.json and stdout.

@@ -130,7 +130,7 @@ def _loop_body_operations(model, x) -> int:
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_the_joined_products_run_fewer_operations_per_step(cell: str, monkeypatch):
-    """What `_training_step` saves against `_step` in training (README, Benchmarks)."""
+    """What `_training_step` saves against `_step` in training (docs/performance.md)."""
     import keras
 
     def layers():

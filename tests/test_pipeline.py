@@ -60,7 +60,7 @@ def test_a_resumed_epoch_skips_the_batches_already_trained():
 
 
 def test_every_dataset_runs_without_tf_data_autotuning():
-    """Autotuning's model thread stalled iterator teardown, a second per epoch (see README)."""
+    """Autotuning's model thread stalled iterator teardown a second per epoch (performance.md)."""
     from seqtrain.pipeline import EpochOrder, evaluation_dataset, training_dataset
 
     data = split(10)

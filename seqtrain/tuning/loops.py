@@ -11,7 +11,7 @@ operations in the same order, so outputs are bit-identical). In training, an LST
 with a bias gets its inputs with a column of ones and its bias as a kernel row
 (`_training_step`), so one product takes a step's input, bias and state: per step, three
 to five operations fewer forward and six to ten backward. The sums are taken in another
-order: the same values but for the last bits. The README's Benchmarks have the measurements.
+order: the same values but for the last bits. docs/performance.md has the measurements.
 
 Installed as the layer instances' `inner_loop` (the step Keras hands to cuDNN on a GPU),
 through `internals`; the saved model stays a plain Keras model.
