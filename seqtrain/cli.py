@@ -532,7 +532,7 @@ def plan(
 def ls(
     folders: Annotated[Optional[list[Path]], typer.Argument(
         help="Folders holding runs (searched recursively).  \\[default: runs]",
-        show_default=False, metavar="DIR")] = None,
+        show_default=False, metavar="DIR", autocompletion=completion.run_dirs)] = None,
     sort: Annotated[Optional[str], typer.Option(
         "--sort", help="Column or config/summary path to sort by; -KEY for descending.",
         show_default=False)] = None,
@@ -569,7 +569,7 @@ def ls(
 def plot(
     run_dirs: Annotated[list[Path], typer.Argument(
         help="Run directories or folders of runs (a sweep folder).", show_default=False,
-        metavar="RUN_DIR")],
+        metavar="RUN_DIR", autocompletion=completion.run_dirs)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The PNG to write.")]
     = Path("plot.png"),
     metric: Annotated[str, typer.Option(

@@ -58,6 +58,8 @@ def test_run_dir_completes_run_directories_under_runs(tmp_path: Path, npz_run: P
     assert complete("seqtrain resume runs/grid/", cwd=tmp_path) == ["runs/grid/t0"]
     assert complete("seqtrain predict runs/g", cwd=tmp_path) == ["runs/grid/"]
     assert complete("seqtrain export runs/grid/x", cwd=tmp_path) == []
+    assert complete("seqtrain ls runs/grid/", cwd=tmp_path) == ["runs/grid/t0"]
+    assert complete("seqtrain plot runs/grid/t0 runs/g", cwd=tmp_path) == ["runs/grid/"]
 
 
 def test_completion_never_imports_tensorflow():
