@@ -92,12 +92,14 @@ class TensorBoardLog(keras.callbacks.Callback):
     def _write(self, row: dict[str, float]) -> None:
         step = int(row["epoch"])
         scalars = _metadata("scalars", "DATA_CLASS_SCALAR")
-        for key in [*ordered_metrics(row), *(k for k in EPOCH_EXTRAS if k in row)]:
-            split = "validation" if key.startswith("val_") else "train"
-            with self._writers[split].as_default():
-                tf.summary.write(_tag(key.removeprefix("val_")),
-                                 tf.constant(float(row[key]), tf.float32), step=step,
-                                 metadata=scalars)
+        keys = [*ordered_metrics(row), *(k for k in EPOCH_EXTRAS if k in row)]
+        for split, writer in self._writers.items():
+            with writer.as_default(step=step):
+                for key in keys:
+                    if key.startswith("val_") == (split == "validation"):
+                        tf.summary.write(_tag(key.removeprefix("val_")),
+                                         tf.constant(float(row[key]), tf.float32),
+                                         metadata=scalars)
 
     def _flush(self) -> None:
         for writer in self._writers.values():
