@@ -186,6 +186,9 @@ class TrainConfig(Section):
         None, description="Also save a resumable checkpoint every this many batches inside an "
         "epoch (rounded up to steps_per_execution); null for none."
     )
+    tensorboard: bool = Field(
+        True, description="Write TensorBoard event files under RUN_DIR/tensorboard/."
+    )
 
 
 class RuntimeConfig(Section):

@@ -325,6 +325,12 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     order = pipeline.EpochOrder(len(dataset.train), config.seed, train.shuffle)
     epoch_log = cb.EpochLog(run.metrics, cb.EpochLog.read(run.metrics, state.epoch if state else 0))
     epoch_log.write()  # drops rows of epochs the state does not cover: they are re-run
+    board = None
+    if train.tensorboard:
+        from seqtrain.tensorboard import TensorBoardLog
+
+        board = TensorBoardLog(run.tensorboard, dump_config(config))
+        board.start(epoch_log.rows)  # the same epochs as metrics.csv, each once
     monitor, mode = train.monitor, monitor_mode(train.monitor)
     best = cb.BestCheckpoint(run, monitor, mode, *(
         (state.best, state.best_epoch, state.best_logs) if state else ()))
@@ -359,8 +365,8 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     progress = {"rich": cb.RichProgress, "plain": cb.PlainProgress}.get(session.display)
     progress = progress(session.console, train.epochs, dataset.train.num_batches(
         train.batch_size), state.step if state else 0) if progress else None
-    callbacks = [order, epoch_log, guard, best, *extra, resumable, *([progress] if progress
-                                                                      else [])]
+    callbacks = [order, epoch_log, *([board] if board else []), guard, best, *extra,
+                 resumable, *([progress] if progress else [])]
     validation = pipeline.evaluation_dataset(dataset.val, train.batch_size)
     warm = None
     if chosen.warm_validation:  # last: the first epoch's clock (`epoch_log`) starts before it
@@ -406,6 +412,8 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             warm.join()  # an error or interrupt can leave fit during the first epoch
         if isinstance(progress, cb.RichProgress):
             progress.close()  # also after an interrupt, which skips on_train_end
+        if board is not None:
+            board.close()
     _record_results(summary, epoch_log, best, resumable, status, wall_before)
     summary["signal"] = {2: "SIGINT", 15: "SIGTERM"}.get(signum)
     if guard.diverged_at:

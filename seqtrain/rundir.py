@@ -9,6 +9,8 @@
       checkpoints/resume.json, checkpoints/state-*.keras   what `seqtrain resume` restores
       summary.json         status and results (rewritten as the run progresses)
       eval.json            written by `seqtrain eval`
+      tensorboard/         TensorBoard event files (train/, validation/), unless
+                           train.tensorboard is false
       preprocessing.json   how raw inputs become model inputs, and outputs predictions
                            (encodings, training-split statistics, padding, windows)
       run.lock             held (flock) by the process training in this directory
@@ -100,6 +102,10 @@ class RunDir:
     @property
     def eval(self) -> Path:
         return self.path / "eval.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
 
 def utc_timestamp() -> str:

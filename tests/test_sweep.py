@@ -128,6 +128,10 @@ def test_a_sweep_with_two_jobs_then_a_rerun_skips_what_completed(tmp_path: Path)
         "cell=gru.seed=7", "cell=gru.seed=8", "cell=lstm.seed=7", "cell=lstm.seed=8"]
     assert {line["status"] for line in lines} == {"completed"}
     assert all(line["best_val_loss"] > 0 and line["exit_code"] == 0 for line in lines)
+    # `tensorboard --logdir` names a run by the folder of its event files: one per trial.
+    boards = {str(p.parent.relative_to(folder)) for p in folder.rglob("events.out.tfevents.*")}
+    assert boards == {f"{line['trial']}/tensorboard/{split}" for line in lines
+                      for split in ("train", "validation")}
     assert "mean ± std across seeds" in result.stderr and "model.cell=gru" in result.stderr
     again = seqtrain(*args)
     assert again.returncode == 0
