@@ -49,10 +49,16 @@ def test_stdout_is_only_the_run_directory_named_after_the_experiment(finished_ru
 def test_the_run_directory_holds_every_promised_file(finished_run):
     run_dir, _, _ = finished_run
     names = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*"))
-    assert names == ["checkpoints", "checkpoints/best.keras", "checkpoints/last.keras",
-                     "checkpoints/resume.json", "checkpoints/state-e0003-s000000.keras",
-                     "config.yaml", "curves.png", "env.json", "metrics.csv", "overrides.txt",
-                     "plan.json", "preprocessing.json", "run.lock", "summary.json"]
+    # An event file's name carries a time, the host and the process id: one per split.
+    events = [n for n in names if n.startswith("tensorboard/") and n.count("/") == 2]
+    assert [n.rsplit("/", 1)[0] for n in events] == ["tensorboard/train", "tensorboard/validation"]
+    assert all(n.rsplit("/", 1)[1].startswith("events.out.tfevents.") for n in events)
+    assert [n for n in names if n not in events] == [
+        "checkpoints", "checkpoints/best.keras", "checkpoints/last.keras",
+        "checkpoints/resume.json", "checkpoints/state-e0003-s000000.keras", "config.yaml",
+        "curves.png", "env.json", "metrics.csv", "overrides.txt", "plan.json",
+        "preprocessing.json", "run.lock", "summary.json", "tensorboard", "tensorboard/train",
+        "tensorboard/validation"]
     # last.keras is the final state under a name users know: one file, two names.
     assert (run_dir / "checkpoints/last.keras").samefile(
         run_dir / "checkpoints/state-e0003-s000000.keras")
