@@ -7,7 +7,7 @@ Fault injection, for tests only: `SEQTRAIN_FAULT=<kind>:<text>:<n>` in the envir
 makes the n-th commit of a file whose name contains <text> fail, right before its rename:
 the exact moment a crash would be most harmful. <kind> is `kill` (the process SIGKILLs
 itself), `term` (it sends itself SIGTERM, as a sweep forwards one, and goes on) or `enospc`
-(the write fails as on a full disk).
+(the write fails as on a full disk). TensorBoard flushes count as writes of `events`.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def commit(tmp: Path, path: Path) -> None:
     try:
         with open(tmp, "rb+") as file:
             os.fsync(file.fileno())
-        _inject_fault(path)
+        inject_fault(path)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -82,7 +82,8 @@ def commit(tmp: Path, path: Path) -> None:
 _commits: dict[str, int] = {}
 
 
-def _inject_fault(path: Path) -> None:
+def inject_fault(path: Path) -> None:
+    """Fail, kill or signal as `SEQTRAIN_FAULT` asks at this write of `path` (tests only)."""
     spec = os.environ.get("SEQTRAIN_FAULT")
     if not spec:
         return

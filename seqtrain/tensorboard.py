@@ -19,13 +19,16 @@ do. Imported by `experiment.py` only, after `runtime.prepare()`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from seqtrain import atomic
+from seqtrain.errors import StorageError
 from seqtrain.report import EPOCH_EXTRAS, ordered_metrics
 
 SPLITS = ("train", "validation")
@@ -34,6 +37,19 @@ SPLITS = ("train", "validation")
 def _metadata(plugin: str, data_class: str) -> tf.compat.v1.SummaryMetadata:
     return tf.compat.v1.SummaryMetadata(plugin_data={"plugin_name": plugin},
                                         data_class=data_class)
+
+
+@contextlib.contextmanager
+def _storage_errors(folder: Path) -> Iterator[None]:
+    """A failed write (disk full, quota) as a StorageError naming `folder`: exit 1, a message.
+
+    TensorFlow's writers report theirs as `tf.errors.OpError`, not OSError.
+    """
+    with atomic.storage_errors(folder):
+        try:
+            yield
+        except tf.errors.OpError as err:
+            raise StorageError(f"cannot write {folder}: {err.message}") from err
 
 
 def _tag(key: str) -> str:
@@ -65,28 +81,34 @@ class TensorBoardLog(keras.callbacks.Callback):
             StorageError: The folder cannot be removed or written.
         """
         self.close()
-        with atomic.storage_errors(self.folder):
+        with _storage_errors(self.folder):
             if self.folder.exists():
                 shutil.rmtree(self.folder)
             self.folder.mkdir()
-        self._writers = {split: tf.summary.create_file_writer(str(self.folder / split))
-                         for split in SPLITS}
-        text = f"```yaml\n{self.config_text.rstrip()}\n```"  # markdown: kept as written
-        with self._writers["train"].as_default():
-            tf.summary.write("config", tf.constant(text), step=0,
-                             metadata=_metadata("text", "DATA_CLASS_TENSOR"))
-        for row in rows:
-            self._write(row)
+            self._writers = {split: tf.summary.create_file_writer(str(self.folder / split))
+                             for split in SPLITS}
+            text = f"```yaml\n{self.config_text.rstrip()}\n```"  # markdown: kept as written
+            with self._writers["train"].as_default():
+                tf.summary.write("config", tf.constant(text), step=0,
+                                 metadata=_metadata("text", "DATA_CLASS_TENSOR"))
+            for row in rows:
+                self._write(row)
         self._flush()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._write({**(logs or {}), "epoch": epoch + 1})
+        with _storage_errors(self.folder):
+            self._write({**(logs or {}), "epoch": epoch + 1})
         self._flush()  # a killed run keeps every epoch it logged
 
     def close(self) -> None:
-        """Flush and close the event files; safe to call twice."""
+        """Close the event files; safe to call twice.
+
+        Every epoch was flushed as it ended, so nothing is left to lose here; a failure
+        (the full disk that stopped the run) must not hide the error being raised.
+        """
         for writer in self._writers.values():
-            writer.close()
+            with contextlib.suppress(tf.errors.OpError, OSError):
+                writer.close()
         self._writers = {}
 
     def _write(self, row: dict[str, float]) -> None:
@@ -102,5 +124,7 @@ class TensorBoardLog(keras.callbacks.Callback):
                                          metadata=scalars)
 
     def _flush(self) -> None:
-        for writer in self._writers.values():
-            writer.flush()
+        with _storage_errors(self.folder):
+            atomic.inject_fault(self.folder / "events")  # SEQTRAIN_FAULT=enospc:events:N
+            for writer in self._writers.values():
+                writer.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 from collections import Counter
 from pathlib import Path
@@ -94,3 +95,17 @@ def test_a_killed_and_resumed_run_has_one_value_per_epoch_as_in_metrics_csv(tmp_
     steps = Counter((split, tag, step) for split in ("train", "validation")
                     for tag, step, _ in events(run_dir / "tensorboard" / split))
     assert max(steps.values()) == 1
+
+
+def test_a_full_disk_while_writing_events_fails_the_run_with_exit_1_and_a_message(tmp_path):
+    config = write_config(tmp_path, {**TINY, "train": {**TINY["train"], "epochs": 3}})
+    run_dir = tmp_path / "run"
+    # Flushes: 1 when the session starts, then one per epoch: the 3rd is epoch 2's.
+    result = run_cli("run", config, "--run-dir", run_dir, "--quiet",
+                     env={"SEQTRAIN_FAULT": "enospc:events:3"})
+    assert result.returncode == 1, result.stderr
+    assert f"cannot write {run_dir / 'tensorboard'}: No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left" in summary["error"]
+    assert [int(row["epoch"]) for row in csv_rows(run_dir)] == [1, 2]  # metrics.csv: intact
