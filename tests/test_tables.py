@@ -224,6 +224,8 @@ SERIES_FILE_PROBLEMS = [
      "weather.csv, lines 5 and 12: column 'day' holds"),
     ("an empty date", lambda lines: lines.__setitem__(11, _cell(lines[11], 0, "")),
      "weather.csv, line 12, column 'day' is empty; every row needs a value there"),
+    ("a NaN date", lambda lines: lines.__setitem__(11, _cell(lines[11], 0, "nan")),
+     "weather.csv, line 12, column 'day': 'nan' is not a value to put the rows in order by"),
     ("dates that mix numbers and text", lambda lines: lines.__setitem__(
         11, _cell(lines[11], 0, "2024-01-31")), "column 'day' mixes numbers (line"),
     ("a row with a cell too many", lambda lines: lines.__setitem__(11, lines[11] + ",9"),
@@ -280,6 +282,18 @@ SEQUENCE_FILE_PROBLEMS = [
      "missing"),
     ("an empty id", 0, "", "column 'machine' is empty; every row needs the id"),
 ]
+
+
+def test_an_id_with_spaces_around_it_is_the_same_sequence(tmp_path):
+    from seqtrain.data.tables import group_sequences
+
+    path = sequences_csv(tmp_path)
+    params = load_config(machines_config(tmp_path)).data
+    plain = group_sequences(params, path, with_target=True)
+    _edit_lines(path, lambda lines: lines.__setitem__(56, " " + lines[56]))
+    spaced = group_sequences(params, path, with_target=True)
+    assert list(spaced.ids) == list(plain.ids)
+    assert (spaced.lengths == plain.lengths).all()
 
 
 @pytest.mark.parametrize("column,text,words", [case[1:] for case in SEQUENCE_FILE_PROBLEMS],

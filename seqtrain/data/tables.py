@@ -30,6 +30,7 @@ Statistics come from the training part only and are stored in the run directory
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -126,8 +127,6 @@ def _finite(text: str, path: Path, line: int, column: str, where: str = "") -> f
 
     `where` adds to the column's name, e.g. " (sequence 'a', step 3)".
     """
-    import math
-
     try:
         value = float(text)
     except ValueError:
@@ -160,6 +159,10 @@ def _in_order(rows: list[tuple[int, dict]], column: str, path: Path,
         if not row[column].strip():
             raise DataError(f"{path}, line {line}, column {column!r} is empty; every row needs "
                             "a value there: the rows are put in order by it")
+        if not math.isfinite(_sort_key(row[column])[1]):  # nan never compares: no order
+            raise DataError(f"{path}, line {line}, column {column!r}: {row[column].strip()!r} "
+                            "is not a value to put the rows in order by; use a finite number "
+                            "or a date")
     keyed = sorted(((_sort_key(row[column]), line, row) for line, row in rows),
                    key=lambda item: item[0])
     if keyed[0][0][0] != keyed[-1][0][0]:
@@ -387,10 +390,11 @@ def group_sequences(params: CsvSequencesParams, path: Path, with_target: bool) -
                         *([params.order_column] if params.order_column else [])])
     groups: dict[str, list[tuple[int, dict]]] = {}
     for line, row in rows:
-        if not row[params.id_column].strip():
+        key = row[params.id_column].strip()  # ` a` and `a` are one sequence, as headers are
+        if not key:
             raise DataError(f"{path}, line {line}, column {params.id_column!r} is empty; every "
                             "row needs the id of the sequence it belongs to")
-        groups.setdefault(row[params.id_column], []).append((line, row))
+        groups.setdefault(key, []).append((line, row))
     if params.order_column:
         groups = {key: _in_order(members, params.order_column, path, f" in sequence {key!r}")
                   for key, members in groups.items()}
