@@ -447,7 +447,8 @@ def sweep(
         if not quiet:
             _table_console().print(sweeps.comparison_table(sweeps.compare(plan), chosen))
         typer.echo(json.dumps(results, indent=2) if json_ else str(plan.folder))
-    if runner.stopping:
+    if runner.stopping and any(r["status"] != "completed" for r in results):
+        # (A signal after the last trial ended stopped nothing: the sweep is complete.)
         stopped = [r["trial"] for r in results if r["status"] == "interrupted"]
         _say(f"sweep interrupted ({'SIGTERM' if runner.stopping == 15 else 'SIGINT'}"
              + (f"; stopped {', '.join(stopped)}" if stopped else "")

@@ -330,7 +330,6 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         from seqtrain.tensorboard import TensorBoardLog
 
         board = TensorBoardLog(run.tensorboard, dump_config(config))
-        board.start(epoch_log.rows)  # the same epochs as metrics.csv, each once
     monitor, mode = train.monitor, monitor_mode(train.monitor)
     best = cb.BestCheckpoint(run, monitor, mode, *(
         (state.best, state.best_epoch, state.best_logs) if state else ()))
@@ -384,6 +383,8 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
 
     status, signum = "completed", None
     try:
+        if board is not None:
+            board.start(epoch_log.rows)  # the same epochs as metrics.csv, each once
         if stop.requested:  # a signal while the run was set up: stop before training
             raise TrainingInterrupted(stop.signum)
         first = state.epoch if state else 0
