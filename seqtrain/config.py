@@ -53,7 +53,7 @@ class ModelConfig(Section):
     cell: Literal[CELLS] = Field(  # type: ignore[valid-type]
         "lstm", description="Recurrent cell: Keras SimpleRNN, LSTM or GRU."
     )
-    units: PositiveInt | list[PositiveInt] = Field(
+    units: PositiveInt | Annotated[list[PositiveInt], Field(min_length=1)] = Field(
         64, description="Units (state size) of each recurrent layer: one number for every "
         "layer, or a list with one per layer (num_layers then follows the list)."
     )
@@ -62,10 +62,10 @@ class ModelConfig(Section):
         False, description="Wrap each recurrent layer in Bidirectional: read the sequence "
         "both ways and concatenate the two outputs."
     )
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0), NOT_BOOLEAN] = Field(
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN] = Field(
         0.0, description="Dropout on each recurrent layer's inputs, in [0, 1)."
     )
-    recurrent_dropout: Annotated[float, Field(ge=0.0, lt=1.0), NOT_BOOLEAN] = Field(
+    recurrent_dropout: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN] = Field(
         0.0, description="Dropout on the recurrent state, in [0, 1); above 0 rules out the "
         "cuDNN kernel on a GPU."
     )
@@ -160,7 +160,7 @@ class TrainConfig(Section):
     min_learning_rate: NonNegativeFloat = Field(
         0.0, description="Floor of the cosine and reduce_on_plateau schedules."
     )
-    plateau_factor: Annotated[float, Field(gt=0.0, lt=1.0), NOT_BOOLEAN] = Field(
+    plateau_factor: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN] = Field(
         0.5, description="reduce_on_plateau: factor applied to the learning rate, in (0, 1)."
     )
     plateau_patience: PositiveInt = Field(
