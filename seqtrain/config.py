@@ -46,6 +46,10 @@ MULTI_WORKER_MESSAGE = (
     "with `seqtrain sweep --executor ray`"
 )
 
+# Finite only, as the float types of fields.py; bounds before NOT_BOOLEAN (see there).
+DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN]
+ShrinkFactor = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN]
+
 
 class ModelConfig(Section):
     """The recurrent network: `num_layers` layers of one cell, then the task's head."""
@@ -62,10 +66,10 @@ class ModelConfig(Section):
         False, description="Wrap each recurrent layer in Bidirectional: read the sequence "
         "both ways and concatenate the two outputs."
     )
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN] = Field(
+    dropout: DropoutRate = Field(
         0.0, description="Dropout on each recurrent layer's inputs, in [0, 1)."
     )
-    recurrent_dropout: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN] = Field(
+    recurrent_dropout: DropoutRate = Field(
         0.0, description="Dropout on the recurrent state, in [0, 1); above 0 rules out the "
         "cuDNN kernel on a GPU."
     )
@@ -160,7 +164,7 @@ class TrainConfig(Section):
     min_learning_rate: NonNegativeFloat = Field(
         0.0, description="Floor of the cosine and reduce_on_plateau schedules."
     )
-    plateau_factor: Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN] = Field(
+    plateau_factor: ShrinkFactor = Field(
         0.5, description="reduce_on_plateau: factor applied to the learning rate, in (0, 1)."
     )
     plateau_patience: PositiveInt = Field(
