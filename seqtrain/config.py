@@ -664,7 +664,7 @@ def _plain(message: str) -> str:
 
 def _list_items(loc: KeyPath, raw: dict[str, Any]) -> str:
     """What the list field at `loc` holds, in words: `strings`, `whole numbers`, ..."""
-    model = _section_model(loc[:-1], raw)
+    model = section_model(loc[:-1], raw)
     field = model.model_fields.get(loc[-1]) if model and loc else None
     annotation = field.annotation if field else None
     for arm in _arms(annotation):  # `list[str] | None` too
@@ -686,7 +686,7 @@ def _arms(annotation: Any) -> tuple:
     return (annotation,)
 
 
-def _section_model(loc: KeyPath, raw: dict[str, Any]) -> type[BaseModel] | None:
+def section_model(loc: KeyPath, raw: dict[str, Any]) -> type[BaseModel] | None:
     """The model of the section at `loc` (the task's own for `data`), or None."""
     model: type[BaseModel] | None = ExperimentConfig
     for part in loc:
@@ -705,7 +705,7 @@ def _section_model(loc: KeyPath, raw: dict[str, Any]) -> type[BaseModel] | None:
 
 def _allowed_keys(loc: KeyPath, raw: dict[str, Any]) -> list[str]:
     """Field names of the section at `loc`, looked up from the models and the raw task."""
-    model = _section_model(loc, raw)
+    model = section_model(loc, raw)
     return list(model.model_fields) if model else []
 
 
