@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from pydantic import BaseModel  # noqa: E402
 
-from seqtrain.config import ExperimentConfig  # noqa: E402
+from seqtrain.config import ExperimentConfig, section_model  # noqa: E402
 from seqtrain.data import task_params_models  # noqa: E402
+from seqtrain.schema import canonical, section  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "configuration.md"
 
@@ -85,24 +86,26 @@ def main() -> int:
 def render() -> str:
     """The whole of docs/configuration.md."""
     parts = [INTRO]
-    schema = ExperimentConfig.model_json_schema()
+    # `canonical`: the same schema, so the same text, under every supported pydantic.
+    schema = canonical(ExperimentConfig.model_json_schema())
     for title, prefix, path in SECTIONS:
-        model = _section_model(ExperimentConfig, path)
-        rows = _rows(model, _resolve(schema, path), prefix, nested=False)
+        model = section_model(tuple(path.split(".")) if path else (), {})
+        rows = _rows(model, _with_defs(schema, section(schema, path or "")), prefix)
         parts.append(_table(title, _model_doc(model), rows))
 
     tasks = task_params_models()
     first = tasks[0]
+    first_schema = canonical(first.model_json_schema())
     split = first.model_fields["split"].annotation
     shared = [("data.task", "required", " \\| ".join(f"`{_task_name(t)}`" for t in tasks),
                "The task; its own parameters follow it in `data:` (tables below).")]
-    shared += _rows(split, _resolve(first.model_json_schema(), "split"), "data.split.",
-                    nested=False)
+    shared += _rows(split, _with_defs(first_schema, section(first_schema, "split")),
+                    "data.split.")
     parts.append(_table("`data`: every task", "`task` picks the task (see [tasks.md](tasks.md)); "
                         "`split` cuts its samples. A parameter the task does not take is an "
                         "error.", shared))
     for task in tasks:
-        rows = [row for row in _rows(task, task.model_json_schema(), "data.", nested=False)
+        rows = [row for row in _rows(task, canonical(task.model_json_schema()), "data.")
                 if row[0] not in ("data.task", "data.split")]
         parts.append(_table(f"`data` for `task: {_task_name(task)}`", _model_doc(task), rows))
     return "\n".join(parts)
@@ -112,28 +115,13 @@ def _task_name(model: type[BaseModel]) -> str:
     return model.model_fields["task"].default
 
 
-def _section_model(model: type[BaseModel], path: str | None) -> type[BaseModel]:
-    for part in (path.split(".") if path else []):
-        annotation = model.model_fields[part].annotation
-        model = next(arg for arg in (*getattr(annotation, "__args__", ()), annotation)
-                     if isinstance(arg, type) and issubclass(arg, BaseModel))
-    return model
+def _with_defs(schema: dict, node: dict) -> dict:
+    """A section's schema with the whole schema's definitions, for its `$ref`s."""
+    return {**node, "$defs": schema.get("$defs", {})}
 
 
-def _resolve(schema: dict, path: str | None) -> dict:
-    """The JSON schema of the section at dotted `path` (its `$ref`s looked up)."""
-    definitions = schema.get("$defs", {})
-    node = schema
-    for part in (path.split(".") if path else []):
-        node = node["properties"][part]
-        node = next((branch for branch in node.get("anyOf", [node]) if "$ref" in branch),
-                    node)
-        node = definitions[node["$ref"].rsplit("/", 1)[1]]
-    return {**node, "$defs": definitions}
-
-
-def _rows(model: type[BaseModel], schema: dict, prefix: str,
-          nested: bool) -> list[tuple[str, str, str, str]]:
+def _rows(model: type[BaseModel], schema: dict,
+          prefix: str) -> list[tuple[str, str, str, str]]:
     """(field path, default, allowed values, description) of a section's plain fields."""
     rows = []
     for name, field in model.model_fields.items():
@@ -168,7 +156,9 @@ def _allowed(prop: dict, definitions: dict) -> str:
     if kind == "boolean":
         return "`true` \\| `false`"
     if kind == "array":
-        return "a list of " + _plural(_allowed(prop.get("items", {}), definitions))
+        items = "a list of " + _plural(_allowed(prop.get("items", {}), definitions))
+        least = prop.get("minItems", 0)
+        return items + (f", at least {least} item{'s' * (least != 1)}" if least else "")
     noun = {"integer": "whole number", "number": "number", "string": "string"}.get(kind, "")
     return _bounded(f"a {noun}" if noun else "any value", prop)
 

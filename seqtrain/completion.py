@@ -16,6 +16,8 @@ from typing import Any
 
 import typer
 
+from seqtrain.schema import alternatives as _alternatives
+
 RUN_FILES = ("summary.json", "config.yaml")  # either makes a folder a run directory
 CONFIG_SUFFIXES = (".yaml", ".yml")
 DEFAULT_RUNS = "runs/"
@@ -127,21 +129,6 @@ def _task_of(config: Any) -> str | None:
     data = raw.get("data") if isinstance(raw, dict) else None
     task = data.get("task") if isinstance(data, dict) else None
     return task if isinstance(task, str) else None
-
-
-def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    if "$ref" in node:
-        return {**schema["$defs"][node["$ref"].rsplit("/", 1)[-1]], **{
-            key: value for key, value in node.items() if key != "$ref"}}
-    return node
-
-
-def _alternatives(schema: dict[str, Any], node: dict[str, Any]) -> list[dict[str, Any]]:
-    node = _resolve(schema, node)
-    branches = node.get("anyOf") or node.get("oneOf")
-    if not branches:
-        return [node]
-    return [_resolve(schema, branch) for branch in branches]
 
 
 def _fields(schema: dict[str, Any], node: dict[str, Any], prefix: str,

@@ -46,6 +46,10 @@ MULTI_WORKER_MESSAGE = (
     "with `seqtrain sweep --executor ray`"
 )
 
+# Finite only, as the float types of fields.py; bounds before NOT_BOOLEAN (see there).
+DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN]
+ShrinkFactor = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN]
+
 
 class ModelConfig(Section):
     """The recurrent network: `num_layers` layers of one cell, then the task's head."""
@@ -53,7 +57,7 @@ class ModelConfig(Section):
     cell: Literal[CELLS] = Field(  # type: ignore[valid-type]
         "lstm", description="Recurrent cell: Keras SimpleRNN, LSTM or GRU."
     )
-    units: PositiveInt | list[PositiveInt] = Field(
+    units: PositiveInt | Annotated[list[PositiveInt], Field(min_length=1)] = Field(
         64, description="Units (state size) of each recurrent layer: one number for every "
         "layer, or a list with one per layer (num_layers then follows the list)."
     )
@@ -62,10 +66,10 @@ class ModelConfig(Section):
         False, description="Wrap each recurrent layer in Bidirectional: read the sequence "
         "both ways and concatenate the two outputs."
     )
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0), NOT_BOOLEAN] = Field(
+    dropout: DropoutRate = Field(
         0.0, description="Dropout on each recurrent layer's inputs, in [0, 1)."
     )
-    recurrent_dropout: Annotated[float, Field(ge=0.0, lt=1.0), NOT_BOOLEAN] = Field(
+    recurrent_dropout: DropoutRate = Field(
         0.0, description="Dropout on the recurrent state, in [0, 1); above 0 rules out the "
         "cuDNN kernel on a GPU."
     )
@@ -160,7 +164,7 @@ class TrainConfig(Section):
     min_learning_rate: NonNegativeFloat = Field(
         0.0, description="Floor of the cosine and reduce_on_plateau schedules."
     )
-    plateau_factor: Annotated[float, Field(gt=0.0, lt=1.0), NOT_BOOLEAN] = Field(
+    plateau_factor: ShrinkFactor = Field(
         0.5, description="reduce_on_plateau: factor applied to the learning rate, in (0, 1)."
     )
     plateau_patience: PositiveInt = Field(
@@ -660,7 +664,7 @@ def _plain(message: str) -> str:
 
 def _list_items(loc: KeyPath, raw: dict[str, Any]) -> str:
     """What the list field at `loc` holds, in words: `strings`, `whole numbers`, ..."""
-    model = _section_model(loc[:-1], raw)
+    model = section_model(loc[:-1], raw)
     field = model.model_fields.get(loc[-1]) if model and loc else None
     annotation = field.annotation if field else None
     for arm in _arms(annotation):  # `list[str] | None` too
@@ -682,7 +686,7 @@ def _arms(annotation: Any) -> tuple:
     return (annotation,)
 
 
-def _section_model(loc: KeyPath, raw: dict[str, Any]) -> type[BaseModel] | None:
+def section_model(loc: KeyPath, raw: dict[str, Any]) -> type[BaseModel] | None:
     """The model of the section at `loc` (the task's own for `data`), or None."""
     model: type[BaseModel] | None = ExperimentConfig
     for part in loc:
@@ -701,7 +705,7 @@ def _section_model(loc: KeyPath, raw: dict[str, Any]) -> type[BaseModel] | None:
 
 def _allowed_keys(loc: KeyPath, raw: dict[str, Any]) -> list[str]:
     """Field names of the section at `loc`, looked up from the models and the raw task."""
-    model = _section_model(loc, raw)
+    model = section_model(loc, raw)
     return list(model.model_fields) if model else []
 
 

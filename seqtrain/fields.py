@@ -18,12 +18,13 @@ def _reject_bool(value: Any) -> Any:
 
 
 # Bounds go before NOT_BOOLEAN: pydantic then keeps them on its float schema and the JSON
-# Schema shows them as `minimum`/`exclusiveMaximum`. Put after it (`Annotated[Float,
-# Field(ge=0)]`), pydantic wraps the check in a function: 2.6 drops the bound from the JSON
-# Schema inside `X | None`, later versions write it as `ge`, which editors do not know.
+# Schema shows them as `minimum`/`exclusiveMaximum`. Put after it (`Annotated[
+# NonNegativeFloat, Field(lt=1)]`), pydantic wraps the check in a function: 2.6 drops the
+# bound from the JSON Schema inside `X | None`, later versions write it as `ge`, which
+# editors do not know. A float field of other bounds spells the type out the same way,
+# `allow_inf_nan=False` included.
 NOT_BOOLEAN = BeforeValidator(_reject_bool)
 # Finite only: `learning_rate: .inf` is a typo, never a setting.
-Float = Annotated[float, Field(allow_inf_nan=False), NOT_BOOLEAN]
 PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False), NOT_BOOLEAN]
 NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False), NOT_BOOLEAN]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False), NOT_BOOLEAN]

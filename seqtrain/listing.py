@@ -13,7 +13,7 @@ import fcntl
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,10 @@ class RunRecord:
                 found = _dig(self.summary, f"{section}.{metric}")
         return found
 
+    def has(self, path: str) -> bool:
+        """Whether the config or summary has the dotted `path`, even if its value is null."""
+        return _has(self.config, path) or _has(self.summary, path)
+
     def applies(self, column: str) -> bool:
         """False for a result of the other kind of task (test_accuracy of a regression)."""
         kind = self.kind
@@ -139,6 +143,14 @@ def _dig(tree: Any, dotted: str) -> Any:
             return None
         tree = tree[part]
     return tree
+
+
+def _has(tree: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
 
 
 def is_locked(lock: Path) -> bool:
@@ -267,14 +279,18 @@ def list_runs(folders: Iterable[Path], filters: Iterable[str] = (),
 
 
 def table_columns(records: list[RunRecord]) -> list[str]:
-    """The table's default columns: settings, then the results of the runs' kinds of task.
+    """The table's default columns: settings, then the results of the runs' kinds of task."""
+    return [*TABLE_HEAD, *kind_columns(record.kind for record in records), *TABLE_TAIL]
 
-    Regression runs show validation and test `mse` and `mae`, classification runs
-    accuracy; a table of both shows both.
+
+def kind_columns(kinds: Iterable[str | None]) -> list[str]:
+    """The results that mean something for these kinds of task (`ls` and `sweep` tables).
+
+    Regression shows validation and test `mse` and `mae`, classification accuracy; both
+    kinds show both.
     """
-    kinds = {record.kind for record in records}
-    results = [c for kind, columns in KIND_COLUMNS.items() if kind in kinds for c in columns]
-    return [*TABLE_HEAD, *results, *TABLE_TAIL]
+    kinds = set(kinds)
+    return [c for kind, columns in KIND_COLUMNS.items() if kind in kinds for c in columns]
 
 
 def all_columns(records: list[RunRecord]) -> list[str]:
@@ -291,30 +307,45 @@ def all_columns(records: list[RunRecord]) -> list[str]:
 
 
 def parse_columns(text: str, records: list[RunRecord]) -> list[str]:
-    """`--columns run,cell,test_mae` as a list, each name checked.
+    """`ls --columns run,cell,test_mae` as a list, each name checked.
 
     A name is a column (`all_columns`) or a config/summary path (`model.dropout`) that a
-    listed run has.
+    listed run has, whatever its value (`train.clipnorm` is null in most runs).
 
     Raises:
         SeqtrainError: No names, or a name that is neither.
     """
+    return check_columns(text, all_columns(records), "run,cell,units,test_mae",
+                         lambda name: not records or any(r.has(name) for r in records),
+                         "or a config or summary path such as model.dropout")
+
+
+def check_columns(text: str, allowed: Iterable[str], example: str,
+                  is_path: Callable[[str], bool] | None = None, paths_hint: str = "",
+                  ) -> list[str]:
+    """`--columns A,B,...` as a list of names from `allowed` (`ls` and `sweep`).
+
+    With `is_path`, a dotted name it accepts is allowed too (`paths_hint` says so in the
+    error).
+
+    Raises:
+        SeqtrainError: No names, or one that is not allowed.
+    """
     import difflib
 
+    allowed = list(allowed)
     names = [name.strip() for name in text.split(",") if name.strip()]
-    allowed = all_columns(records)
     for name in names:
-        if name in allowed or ("." in name and (not records or any(
-                record.get(name) is not None for record in records))):
+        if name in allowed or (is_path is not None and "." in name and is_path(name)):
             continue
         close = difflib.get_close_matches(name, allowed, n=1)
         raise SeqtrainError(
-            f"--columns: unknown column {name!r}. Expected names from: {', '.join(allowed)}; "
-            "or a config or summary path such as model.dropout"
+            f"--columns: unknown column {name!r}. Expected names from: {', '.join(allowed)}"
+            + (f"; {paths_hint}" if paths_hint else "")
             + (f". Did you mean {close[0]!r}?" if close else ""))
     if not names:
         raise SeqtrainError(f"--columns got {text!r}; expected names separated by commas, "
-                            "such as run,cell,units,test_mae")
+                            f"such as {example}")
     return names
 
 

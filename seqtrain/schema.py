@@ -83,6 +83,35 @@ def _canonical_map(node: Any) -> Any:
     return {name: canonical(value) for name, value in node.items()}
 
 
+def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """`node` with its `$ref` looked up in `schema["$defs"]`; its own keys win."""
+    if "$ref" in node:
+        return {**schema["$defs"][node["$ref"].rsplit("/", 1)[-1]], **{
+            key: value for key, value in node.items() if key != "$ref"}}
+    return node
+
+
+def alternatives(schema: dict[str, Any], node: dict[str, Any]) -> list[dict[str, Any]]:
+    """The schemas a value at `node` may match (its `anyOf`/`oneOf` branches), resolved."""
+    node = resolve(schema, node)
+    branches = node.get("anyOf") or node.get("oneOf")
+    if not branches:
+        return [node]
+    return [resolve(schema, branch) for branch in branches]
+
+
+def section(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    """The schema of the section at dotted `path` (`train.early_stopping`; "" the top).
+
+    Of a section that may also be null, the section. Use it on a `canonical` schema.
+    """
+    node = schema
+    for part in (path.split(".") if path else []):
+        node = next(alt for alt in alternatives(schema, node["properties"][part])
+                    if "properties" in alt)
+    return node
+
+
 def write_schema(path: Path) -> None:
     """Write `schema_text()` to `path` atomically.
 

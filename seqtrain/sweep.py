@@ -28,7 +28,14 @@ from typing import Any
 from seqtrain import atomic
 from seqtrain.config import load_config
 from seqtrain.errors import ConfigError, RunDirError, SeqtrainError
-from seqtrain.listing import COLUMNS, KIND_COLUMNS, RunRecord, is_locked, read_run
+from seqtrain.listing import (
+    COLUMNS,
+    RunRecord,
+    check_columns,
+    is_locked,
+    kind_columns,
+    read_run,
+)
 from seqtrain.rundir import RunDir, RunLock, run_stem
 
 
@@ -325,24 +332,12 @@ COMPARED = (*RESULTS, "best_epoch", "wall_seconds", "samples_per_second")
 
 
 def parse_columns(text: str) -> list[str]:
-    """`--columns best_val_loss,test_mae` as a list of COMPARED names.
+    """`sweep --columns best_val_loss,test_mae` as a list of COMPARED names.
 
     Raises:
         SeqtrainError: No names, or one the table cannot show.
     """
-    import difflib
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    for name in names:
-        if name not in COMPARED:
-            close = difflib.get_close_matches(name, COMPARED, n=1)
-            raise SeqtrainError(f"--columns: unknown column {name!r}. Expected names from: "
-                                f"{', '.join(COMPARED)}"
-                                + (f". Did you mean {close[0]!r}?" if close else ""))
-    if not names:
-        raise SeqtrainError(f"--columns got {text!r}; expected names separated by commas, "
-                            "such as best_val_loss,test_mae")
-    return names
+    return check_columns(text, COMPARED, "best_val_loss,test_mae")
 
 
 def compare(plan: SweepPlan) -> list[dict[str, Any]]:
@@ -382,14 +377,8 @@ def _std(values: list[float]) -> float | None:
 
 
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """The table's default columns: best_val_loss and the results of the trials' kind.
-
-    Validation and test mse and mae for regression, accuracy for classification; both for
-    a sweep of both.
-    """
-    kinds = {kind for row in rows for kind in row["kinds"]}
-    return ["best_val_loss", *(c for kind, columns in KIND_COLUMNS.items() if kind in kinds
-                               for c in columns)]
+    """The table's default columns: best_val_loss and the results of the trials' kinds."""
+    return ["best_val_loss", *kind_columns(kind for row in rows for kind in row["kinds"])]
 
 
 def comparison_table(rows: list[dict[str, Any]], columns: list[str] | None = None):

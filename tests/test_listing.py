@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, invoke, run_cli
+from tests.conftest import ROOT, invoke, run_cli, write_config
 
 
 def fake_run(folder: Path, name: str, cell: str, units: int, status: str = "completed",
@@ -170,6 +170,20 @@ def test_columns_choose_and_an_unknown_one_is_exit_2(runs: Path):
         assert "Traceback" not in bad.stderr
     assert "Did you mean 'test_accuracy'" in invoke("ls", runs, "--columns", "tset_accuracy").stderr
     assert "test_mae" in invoke("ls", runs, "--columns", "nope").stderr  # the allowed ones
+
+
+def test_columns_take_a_config_path_that_is_null_in_every_run(tmp_path: Path):
+    from seqtrain.config import dump_config, load_config
+
+    run = fake_run(tmp_path, "a", "lstm", 8)
+    # config.yaml as `seqtrain run` writes it: every field, train.clipnorm: null
+    (run / "config.yaml").write_text(dump_config(load_config(write_config(tmp_path))))
+    result = invoke("ls", tmp_path, "--columns", "run,train.clipnorm,train.early_stopping")
+    assert result.exit_code == 0, result.stderr
+    assert header(result) == ["run", "train.clipnorm", "train.early_stopping"]
+    assert result.stdout.splitlines()[1].split() == ["a", "-", "-"]
+    bad = invoke("ls", tmp_path, "--columns", "run,train.clipnorn")
+    assert bad.exit_code == 2 and "unknown column 'train.clipnorn'" in bad.stderr
 
 
 def test_csv_and_json_give_every_metric(tmp_path: Path):
