@@ -413,7 +413,7 @@ def sweep(
         "--json", help="Print the trials' results (or plan) as JSON on stdout.")] = False,
     columns: Annotated[Optional[str], typer.Option(
         "--columns", help="The results table's columns, e.g. best_val_loss,test_mae,"
-        "wall_seconds.  [default: by the task's kind: mse/mae for regression, accuracy for "
+        "wall_seconds.  \\[default: by the task's kind: mse/mae for regression, accuracy for "
         "classification]", show_default=False, metavar="A,B,...")] = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -545,7 +545,7 @@ def ls(
     = "table",
     columns: Annotated[Optional[str], typer.Option(
         "--columns", help="Columns to show, e.g. run,cell,units,test_mae (or config paths "
-        "such as model.dropout).  [default: the table's results follow the runs' kind of "
+        "such as model.dropout).  \\[default: the table's results follow the runs' kind of "
         "task: mse/mae for regression, accuracy for classification]", show_default=False,
         metavar="A,B,...")] = None,
 ) -> None:

@@ -4,10 +4,19 @@ Typer calls these with the word being completed; `seqtrain --install-completion`
 the shell's hook. `--set` keys come from the experiment file's JSON Schema (`schema.py`),
 so they follow the pydantic models: every section's fields, and under `data.` the fields
 of the config's task (all tasks' while no config is given or it names none).
+
+Bash splits the words it passes at `=` (COMP_WORDBREAKS): `--set model.cell=l` arrives as
+`--set`, `model.cell`, `=`, `l`, and the word it replaces is `l`. `BashComplete` joins them
+back before Click resolves the command line, offers what follows the break, and installs a
+hook that adds no space after a `key=` or a `folder/`. Typer registers its own completion
+classes and scripts whenever it builds the command, so `use_bash_complete` is called after
+that, as a completion request or `--show-completion`/`--install-completion` is handled.
+zsh and fish pass whole words and need none of this.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
 from collections.abc import Iterator
@@ -15,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer._completion_classes import BashComplete as _TyperBashComplete
 
 from seqtrain.schema import alternatives as _alternatives
 
@@ -66,6 +76,87 @@ def set_keys(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
             for name, field in fields.items() if f"{name}=".startswith(incomplete)]
 
 
+BASH_HOOK = """
+%(complete_func)s() {
+    local IFS=$'\\n'
+    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \\
+                   COMP_CWORD=$COMP_CWORD \\
+                   %(autocomplete_var)s=complete_bash $1 ) )
+    local candidate
+    for candidate in "${COMPREPLY[@]}"; do
+        [[ $candidate == *[=/] ]] && compopt -o nospace
+    done
+    return 0
+}
+
+complete -o default -F %(complete_func)s %(prog_name)s
+"""
+
+
+class BashComplete(_TyperBashComplete):
+    """Typer's bash completion, with the words bash split at `=` joined back."""
+
+    source_template = BASH_HOOK
+    _cut = ""  # what precedes the word bash replaces, in the word Click completes
+
+    def get_completion_args(self) -> tuple[list[str], str]:
+        words, incomplete = super().get_completion_args()
+        words, incomplete, self._cut = joined_words(
+            [*words, incomplete], len(words))
+        return words, incomplete
+
+    def format_completion(self, item: Any) -> str:
+        value = super().format_completion(item)
+        cut = self._cut
+        if cut.startswith("-") and not value.startswith(cut):  # `--set=key=`: Click
+            cut = cut.partition("=")[2]  # completes what follows the option's `=`
+        return value[len(cut):] if value.startswith(cut) else value
+
+
+def joined_words(words: list[str], current: int) -> tuple[list[str], str, str]:
+    """Bash's words (split at `=` too) as typed: those before, the current one, its cut.
+
+    The cut is the part of the current word before the text bash itself replaces.
+
+    `["--set", "model.cell", "=", "l"]`, current 3, gives `(["--set"], "model.cell=l",
+    "model.cell=")`; `["--set", "model.cell", "="]`, current 2, `(["--set"], "model.cell=",
+    "model.cell=")`. A word made of `=` only is bash's break, glued to its neighbours.
+    """
+    typed: list[str] = []
+    index = 0
+    glue = False
+    for position, word in enumerate(words):
+        is_break = bool(word) and set(word) == {"="}
+        if typed and (is_break or glue):
+            typed[-1] += word
+        else:
+            typed.append(word)
+        glue = is_break
+        if position == current:
+            index = len(typed) - 1
+    incomplete = typed[index]
+    replaced = "" if glue else words[current]  # right after a break bash completes ""
+    cut = incomplete[: len(incomplete) - len(replaced)] if incomplete.endswith(replaced) else ""
+    return typed[:index], incomplete, cut
+
+
+def use_bash_complete() -> None:
+    """Answer bash with `BashComplete`, and give out its hook; after Typer set up its own.
+
+    Reaches into Typer: its `_completion_scripts` (what `--show-completion` and
+    `--install-completion` write), checked on Typer 0.16 and 0.29. Without them, or with a
+    hook installed before, completion still works, only with a space after `key=`.
+    """
+    shell_completion = importlib.import_module(_TyperBashComplete.__mro__[1].__module__)
+    shell_completion.add_completion_class(BashComplete, "bash")
+    try:
+        from typer import _completion_shared
+
+        _completion_shared._completion_scripts["bash"] = BASH_HOOK
+    except (ImportError, AttributeError, TypeError):
+        pass
+
+
 def _entries(incomplete: str) -> Iterator[tuple[str, Path]]:
     """Entries of the folder `incomplete` points into whose names start with what follows.
 
@@ -102,8 +193,9 @@ def _config_path(ctx: typer.Context) -> str | None:
     """The CONFIG given on the command line being completed, if any.
 
     Click parses no argument before an option that still lacks its value (`--set <TAB>`),
-    so the words the shell passed are read too: bash's COMP_WORDS, Typer's
-    _TYPER_COMPLETE_ARGS for the other shells.
+    so the words the shell passed are read too: bash's COMP_WORDS, and for zsh, fish and
+    PowerShell _TYPER_COMPLETE_ARGS, the variable Typer's own hooks set (checked on Typer
+    0.16 and 0.29; a Typer without it only loses the task-specific `data.` keys).
     """
     if ctx.params.get("config") is not None:
         return str(ctx.params["config"])

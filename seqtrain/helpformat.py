@@ -1,10 +1,14 @@
-"""How `--help` reads: the same on every supported Typer (0.16 to 0.29), without noise.
+"""How `--help` reads on every supported Typer (0.16 to 0.29): without noise.
 
 Typer 0.29 writes a required argument as `{CONFIG}` in the usage line, decorates a metavar
 that is already decorated (`[[DIR]...]...`), and types every flag `<bool>`; 0.16 writes
 the usage as Click does and leaves flags bare. These classes keep Click's usage line
 (`CONFIG`, `[DIR]...`, `RUN_DIR...`), show no type after a flag, and name an option's
-value as Click does (`PATH`, `INTEGER`, `TEXT`) unless the option names it itself.
+value as Click does (`PATH`, `INTEGER`, `TEXT`) unless the option names it itself. The
+usage line and the options read the same on both; the arguments panel does not: 0.16
+shows an argument's Python name beside its metavar (`folders  DIR`), 0.29 the metavar.
+
+`Group` also hands bash completion to `completion.BashComplete` (see there).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import functools
 from typing import Any
 
 from typer.core import TyperCommand, TyperGroup
+
+from seqtrain import completion
 
 
 def usage_piece(argument: Any) -> str:
@@ -84,3 +90,9 @@ class Group(TyperGroup):
         for param in params:
             settle_metavar(param, ctx)
         return params
+
+    def _main_shell_completion(self, *args: Any, **kwargs: Any) -> None:
+        # Click's and Typer's `main` call this before parsing anything, after Typer set up its
+        # own completion classes: the moment to answer bash with seqtrain's (`completion`).
+        completion.use_bash_complete()
+        super()._main_shell_completion(*args, **kwargs)

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from shlex import quote as shlex_quote
+
+import pytest
 
 from tests.conftest import CONFIGS, ROOT, run_cli
 
 SINE = CONFIGS / "sine_gru.yaml"
 
 
+def bash_words(line: str) -> list[str]:
+    """COMP_WORDS as bash makes them: split at spaces, and at `=` (COMP_WORDBREAKS), the
+    `=` a word of its own (and the current word when the line ends with it)."""
+    return [part for word in line.split(" ") for part in re.findall(r"=+|[^=]+", word) or [""]]
+
+
 def complete(line: str, cwd: Path | None = None) -> list[str]:
-    """The candidates bash would get for the last word of `line` (empty after a space)."""
-    words = line.split(" ")
-    result = run_cli(cwd=cwd, env={"_SEQTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": line,
+    """What bash gets for the word it completes, the part of `line` after the last space or
+    `=`; passed as bash's hook passes it (the words one a line, the last one's index)."""
+    words = bash_words(line)
+    result = run_cli(cwd=cwd, env={"_SEQTRAIN_COMPLETE": "complete_bash",
+                                   "COMP_WORDS": "\n".join(words),
                                    "COMP_CWORD": str(len(words) - 1)})
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
@@ -34,10 +48,45 @@ def test_set_completes_the_dotted_keys_of_the_config_and_its_task():
 
 
 def test_set_completes_the_values_a_field_names():
-    assert complete(f"seqtrain run {SINE} --set model.cell=") == [
-        "model.cell=simple_rnn", "model.cell=lstm", "model.cell=gru"]
-    assert complete(f"seqtrain run {SINE} --set model.unroll=t") == ["model.unroll=true"]
+    # bash replaces only what follows the `=`, so that is what it is given
+    assert complete(f"seqtrain run {SINE} --set model.cell=") == ["simple_rnn", "lstm", "gru"]
+    assert complete(f"seqtrain run {SINE} --set model.unroll=t") == ["true"]
+    assert complete(f"seqtrain run {SINE} --set=model.cell=g") == ["gru"]
+    assert complete(f"seqtrain run {SINE} --set=train.le") == ["train.learning_rate="]
     assert complete(f"seqtrain run {SINE} --set train.epochs=") == []  # any number
+    # the words before are joined back too: a second --set after a complete one
+    assert complete(f"seqtrain run {SINE} --set model.cell=gru --set model.unr") == [
+        "model.unroll="]
+
+
+def test_zsh_and_fish_get_whole_words():
+    line = f"seqtrain run {SINE} --set model.cell="
+    zsh = run_cli(env={"_SEQTRAIN_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": line})
+    assert zsh.returncode == 0, zsh.stderr
+    assert '"model.cell=lstm"' in zsh.stdout and "_files" not in zsh.stdout
+    fish = run_cli(env={"_SEQTRAIN_COMPLETE": "complete_fish", "_TYPER_COMPLETE_ARGS": line,
+                        "_TYPER_COMPLETE_FISH_ACTION": "get-args"})
+    assert fish.returncode == 0, fish.stderr
+    assert fish.stdout.split() == ["model.cell=simple_rnn", "model.cell=lstm", "model.cell=gru"]
+    # the task-specific keys come from the CONFIG found in those words
+    data = run_cli(env={"_SEQTRAIN_COMPLETE": "complete_fish",
+                        "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+                        "_TYPER_COMPLETE_ARGS": f"seqtrain run {SINE} --set data.s"})
+    assert "data.split.train=" in data.stdout and "data.shift=" not in data.stdout
+
+
+def test_no_shell_words_at_all_means_no_config_and_every_task(monkeypatch):
+    # Typer's _TYPER_COMPLETE_ARGS (or bash's COMP_WORDS) missing: no crash, every task's keys
+    from types import SimpleNamespace
+
+    from seqtrain import completion
+
+    monkeypatch.delenv("COMP_WORDS", raising=False)
+    monkeypatch.delenv("_TYPER_COMPLETE_ARGS", raising=False)
+    ctx = SimpleNamespace(params={})
+    assert completion._config_path(ctx) is None
+    keys = [key for key, _ in completion.set_keys(ctx, "data.s")]
+    assert "data.shift=" in keys and "data.split.train=" in keys
 
 
 def test_config_completes_yaml_files_and_folders(tmp_path: Path):
@@ -85,4 +134,28 @@ def test_show_completion_prints_the_bash_hook_for_seqtrain():
     assert result.returncode == 0, result.stderr
     assert "_SEQTRAIN_COMPLETE=complete_bash" in result.stdout
     assert "complete -o default -F _seqtrain_completion seqtrain" in result.stdout
+    assert "compopt -o nospace" in result.stdout  # no space after `key=` or `folder/`
     assert "--install-completion" in run_cli("--help").stdout
+
+
+def test_bash_hook_answers_the_words_bash_splits(tmp_path: Path):
+    """The printed hook, run by a real bash on the words bash makes of `--set model.cell=`."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    hook = run_cli("--show-completion", "bash").stdout
+    words = " ".join(shlex_quote(word) for word in bash_words(
+        f"seqtrain run {SINE} --set model.cell="))
+    program = tmp_path / "seqtrain"  # the hook runs `env ... seqtrain`: a real program
+    program.write_text(f'#!/bin/sh\nexec {shlex_quote(sys.executable)} -m seqtrain "$@"\n')
+    program.chmod(0o755)
+    script = f"""{hook}
+PATH={shlex_quote(str(tmp_path))}:$PATH
+COMP_WORDS=({words}); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+_seqtrain_completion seqtrain 2>/dev/null
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([bash, "--norc", "--noprofile", "-c", script], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["simple_rnn", "lstm", "gru"], out.stdout + out.stderr
