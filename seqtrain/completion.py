@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from typer._completion_classes import BashComplete as _TyperBashComplete
+
+try:  # private, checked on Typer 0.16 (Click's class) and 0.29 (its own copy of Click's)
+    from typer._completion_classes import BashComplete as _TyperBashComplete
+except ImportError:  # elsewhere Typer's own class answers bash, with a space after `key=`
+    _TyperBashComplete = None
 
 from seqtrain.schema import alternatives as _alternatives
 
@@ -93,7 +97,7 @@ complete -o default -F %(complete_func)s %(prog_name)s
 """
 
 
-class BashComplete(_TyperBashComplete):
+class BashComplete(_TyperBashComplete or object):
     """Typer's bash completion, with the words bash split at `=` joined back."""
 
     source_template = BASH_HOOK
@@ -147,6 +151,9 @@ def use_bash_complete() -> None:
     `--install-completion` write), checked on Typer 0.16 and 0.29. Without them, or with a
     hook installed before, completion still works, only with a space after `key=`.
     """
+    if _TyperBashComplete is None:
+        return
+    # Click's module, or Typer's copy of it: where Typer looks its classes up.
     shell_completion = importlib.import_module(_TyperBashComplete.__mro__[1].__module__)
     shell_completion.add_completion_class(BashComplete, "bash")
     try:
