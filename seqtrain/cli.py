@@ -28,7 +28,7 @@ from seqtrain.errors import (
     EXIT_TRAINING_FAILED,
     SeqtrainError,
 )
-from seqtrain.helpformat import Group
+from seqtrain.helpformat import Command, Group
 
 app = typer.Typer(
     name="seqtrain",
@@ -112,7 +112,7 @@ def _main(
     """Train recurrent networks (SimpleRNN, LSTM, GRU) from YAML experiment files."""
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     config: ConfigArg,
     set_: SetOption = None,
@@ -149,7 +149,7 @@ def run(
     raise typer.Exit(code=_exit_code(summary))
 
 
-@app.command()
+@app.command(cls=Command)
 def resume(
     run_dir: RunDirArg,
     set_: Annotated[Optional[list[str]], typer.Option(
@@ -214,7 +214,7 @@ def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
     typer.echo(json.dumps(summary, indent=2) if json_ else str(path))
 
 
-@app.command()
+@app.command(cls=Command)
 def eval(  # noqa: A001 (the command's name is the user's word)
     run_dir: RunDirArg,
     inputs: Annotated[Optional[Path], typer.Argument(
@@ -246,7 +246,7 @@ def eval(  # noqa: A001 (the command's name is the user's word)
     typer.echo(json.dumps(result, indent=2) if json_ else str(run_dir / result["file"]))
 
 
-@app.command()
+@app.command(cls=Command)
 def predict(
     run_dir: RunDirArg,
     inputs: Annotated[Optional[Path], typer.Argument(
@@ -294,7 +294,7 @@ def predict(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     run_dir: RunDirArg,
     output: Annotated[Path, typer.Option(
@@ -335,7 +335,7 @@ def _checked_device(device: str) -> str:
     return device
 
 
-@app.command()
+@app.command(cls=Command)
 def validate(
     config: ConfigArg,
     set_: SetOption = None,
@@ -352,7 +352,7 @@ def validate(
     _say(f"{config}: valid", "green")
 
 
-@app.command()
+@app.command(cls=Command)
 def schema(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Write it to FILE (atomically) and print FILE, instead of the "
@@ -374,7 +374,7 @@ def schema(
     typer.echo(str(output))
 
 
-@app.command()
+@app.command(cls=Command)
 def sweep(
     config: ConfigArg,
     grid: Annotated[Optional[list[str]], typer.Option(
@@ -500,7 +500,7 @@ def _list_trials(plan, trials, retry_failed: bool, jobs: int, measure: bool,
              "by the trials the cluster runs at once", "default")
 
 
-@app.command()
+@app.command(cls=Command)
 def plan(
     config: ConfigArg,
     set_: SetOption = None,
@@ -529,7 +529,7 @@ def plan(
     typer.echo(plan_text(result))
 
 
-@app.command("ls")
+@app.command("ls", cls=Command)
 def ls(
     folders: Annotated[Optional[list[Path]], typer.Argument(
         help="Folders holding runs (searched recursively).  \\[default: runs]",
@@ -566,7 +566,7 @@ def ls(
         _say(f"{len(records)} run(s)", "default")
 
 
-@app.command()
+@app.command(cls=Command)
 def plot(
     run_dirs: Annotated[list[Path], typer.Argument(
         help="Run directories or folders of runs (a sweep folder).", show_default=False,

@@ -75,15 +75,7 @@ class Command(TyperCommand):
 
 
 class Group(TyperGroup):
-    """The `seqtrain` group: its own options as `Command`'s, every command a `Command`."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        for command in self.commands.values():
-            # Typer builds each command from `@app.command()` with its own class; this
-            # one adds only methods, so every command gets them whatever order it was added.
-            if type(command) is TyperCommand:
-                command.__class__ = Command
+    """The `seqtrain` group: its own options as `Command`'s (each command is `cls=Command`)."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
