@@ -115,8 +115,9 @@ def kill_then_resume(config: Path, run_dir: Path, fault: str, reference: Path) -
 
 @pytest.mark.parametrize("fault,stopped_at", [
     ("kill:resume.json:5", "committing a mid-epoch state: resumes from the one before"),
-    ("kill:best.keras:2", "saving the best model of epoch 2 (Keras's own .keras file)"),
     # More windows, in the slow set (CI runs it too):
+    pytest.param("kill:best.keras:2", "saving the best model of epoch 2 (Keras's own .keras "
+                 "file)", marks=pytest.mark.slow),
     pytest.param("kill:last.keras:1", "right after epoch 1's state", marks=pytest.mark.slow),
     pytest.param("kill:metrics.csv:2", "logging epoch 2, before its state",
                  marks=pytest.mark.slow),
@@ -279,6 +280,7 @@ def test_resume_of_a_run_being_trained_names_the_process(config, tmp_path):
         finish(proc)
 
 
+@pytest.mark.slow  # two processes racing
 def test_two_runs_racing_for_one_run_dir_one_trains_the_other_exits_2(config, tmp_path):
     run_dir = tmp_path / "contested"
     procs = [start(config, run_dir, "--set", "train.epochs=1") for _ in range(2)]

@@ -159,6 +159,7 @@ def test_a_streamed_model_drops_what_the_plain_one_drops():
     assert not np.allclose(streamed(x, training=True), streamed(x, training=False))
 
 
+@pytest.mark.slow  # three runs; the default set trains streams in other tests
 def test_a_streamed_model_trains_with_dropout_and_saves_as_plain_keras(tmp_path: Path):
     import keras
 

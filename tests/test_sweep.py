@@ -259,6 +259,7 @@ def test_ctrl_c_records_the_running_trial_as_interrupted_and_says_how_to_resume(
         "units=16": "run"}
 
 
+@pytest.mark.slow  # a second sweep; ls's wide-table test is in the default set
 def test_sweep_quiet_and_a_results_table_never_cut_to_80_columns(tmp_path: Path):
     config = write_config(tmp_path, QUICK)
     args = ["sweep", config, "--grid", "model.units=8", "--runs-dir", tmp_path / "runs",

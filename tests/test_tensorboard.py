@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import TINY, invoke, run_cli, write_config
 
@@ -97,6 +98,7 @@ def test_a_killed_and_resumed_run_has_one_value_per_epoch_as_in_metrics_csv(tmp_
     assert max(steps.values()) == 1
 
 
+@pytest.mark.slow  # a full disk at a checkpoint is in the default set
 def test_a_full_disk_while_writing_events_fails_the_run_with_exit_1_and_a_message(tmp_path):
     config = write_config(tmp_path, {**TINY, "train": {**TINY["train"], "epochs": 3}})
     run_dir = tmp_path / "run"
