@@ -617,13 +617,24 @@ def _strip_task_tag(loc: KeyPath) -> KeyPath:
 
 
 def _where(loc: KeyPath, lines: dict[KeyPath, int], overridden: dict[KeyPath, str]) -> str:
-    """Where a path's value came from: the --set that wrote it, or its nearest YAML line."""
+    """Where a path's value came from: the --set that wrote it, or its nearest YAML line.
+
+    A section's error (`model`: units and num_layers disagree) also names the --sets that
+    wrote inside it: they may be the cause.
+    """
     for depth in range(len(loc), 0, -1):
         if loc[:depth] in overridden:
             return f"--set {overridden[loc[:depth]]}"
         if loc[:depth] in lines:
-            return f"line {lines[loc[:depth]]}"
-    return "not in the file"
+            where = f"line {lines[loc[:depth]]}"
+            break
+    else:
+        where = "not in the file"
+    inside = [f"--set {text}" for path, text in overridden.items()
+              if len(path) > len(loc) and path[:len(loc)] == loc]
+    if not inside:
+        return where
+    return ", ".join(inside if where == "not in the file" else [where, *inside])
 
 
 def _dotted(loc: tuple) -> str:

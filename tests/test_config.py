@@ -274,6 +274,17 @@ def test_an_override_that_is_not_a_list_says_how_to_write_one(tmp_path: Path):
             "such as [load]") in message, message
 
 
+def test_a_section_error_names_the_sets_that_wrote_inside_it(tiny_config: Path):
+    result = invoke("validate", tiny_config, "--set", "model.units=[32,16]",
+                    "--set", "model.num_layers=3", "--set", "data.split.train=0.9")
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2
+    assert "model (line 14, --set model.units=[32,16], --set model.num_layers=3): units " \
+        "lists 2 layers" in message, message
+    assert "data.split (line 10, --set data.split.train=0.9): train + val + test must sum " \
+        "to 1" in message, message
+
+
 def _sections(model, prefix=()):
     """(key path, model) of every config section under `model`, options of unions included."""
     from pydantic import BaseModel
