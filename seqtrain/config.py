@@ -546,7 +546,8 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, i
     elif kind == "literal_error":
         choices = re.findall(r"'([^']*)'", error.get("ctx", {}).get("expected", ""))
         message = f"got {_shown(value)}; expected one of: {', '.join(choices)}"
-        close = difflib.get_close_matches(str(value), choices, n=1)
+        same_but_case = [c for c in choices if c.lower() == str(value).lower()]
+        close = same_but_case or difflib.get_close_matches(str(value), choices, n=1)
         if close:
             message += f". Did you mean {close[0]!r}?"
     elif kind in ("int_type", "int_parsing", "int_from_float"):

@@ -99,6 +99,8 @@ BAD = [
      ["model.cell", "'lstn'", "simple_rnn, lstm, gru", "Did you mean 'lstm'"]),
     ("unknown optimizer", lambda t: _bad(t, _set("train.optimizer", "adamm")), [],
      ["train.optimizer", "Did you mean 'adam'"]),
+    ("cell in capitals", lambda t: _bad(t, _set("model.cell", "LSTM")), [],
+     ["model.cell", "got 'LSTM'", "Did you mean 'lstm'"]),
     ("unknown task", lambda t: _bad(t, _set("data.task", "shifted_digt")), [],
      ["data.task", "Unknown task 'shifted_digt'", "Did you mean 'shifted_digit'"]),
     ("parameter the task does not take", lambda t: _bad(t, _set("data.units", 8)), [],
