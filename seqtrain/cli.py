@@ -345,8 +345,10 @@ def validate(
     """Check CONFIG and print the resolved config (defaults filled in); no TensorFlow."""
     with _user_errors():
         from seqtrain.config import dump_config, load_config
+        from seqtrain.data.registry import check_files
 
         experiment = load_config(config, set_ or [])
+        check_files(experiment.data)
     typer.echo(json.dumps(experiment.model_dump(mode="json"), indent=2) if json_
                else dump_config(experiment).rstrip("\n"))
     _say(f"{config}: valid", "green")

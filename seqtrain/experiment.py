@@ -24,7 +24,7 @@ from rich.console import Console
 from seqtrain import __version__, atomic, resources, runtime, tuning
 from seqtrain.config import ExperimentConfig, dump_config, load_config, monitor_mode
 from seqtrain.data import Dataset, build_dataset
-from seqtrain.data.registry import fingerprints
+from seqtrain.data.registry import check_files, fingerprints
 from seqtrain.errors import ConfigError, RunDirError, StorageError
 from seqtrain.report import ordered_metrics
 from seqtrain.rundir import (
@@ -86,6 +86,7 @@ def run_experiment(
             could not be written (`StorageError`, exit 1).
     """
     started_at = _now()
+    check_files(config.data)  # before TensorFlow starts: a typo is told at once
     prepared = _prepare(config)
     overrides = list(overrides)
     # From here a signal only asks to stop: the run directory is set up whole

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import yaml
+
 from seqtrain import __version__
 from tests.conftest import CONFIGS, ROOT, TINY, invoke, run_cli, write_config
 
@@ -29,6 +31,30 @@ def test_help_and_validate_never_import_tensorflow(tmp_path: Path):
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_missing_data_file_is_told_before_tensorflow_starts(tmp_path: Path):
+    config = yaml.safe_load((CONFIGS / "csv_series_example.yaml").read_text())
+    config["data"]["path"] = str(tmp_path / "lod.csv")
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    script = textwrap.dedent(f"""
+        import sys
+        from typer.testing import CliRunner
+        from seqtrain.cli import app
+        for args in (["validate", {str(path)!r}],
+                     ["run", {str(path)!r}, "--runs-dir", {str(tmp_path / "runs")!r}]):
+            result = CliRunner().invoke(app, args)
+            print(result.exit_code, result.stderr.strip())
+        print(sorted(m for m in {HEAVY!r} if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    missing = f"error: data.path: {tmp_path / 'lod.csv'} does not exist"
+    assert out.stdout.splitlines()[0].startswith(f"2 {missing}"), out.stdout + out.stderr
+    assert out.stdout.splitlines()[1].startswith(f"2 {missing}"), out.stdout + out.stderr
+    assert out.stdout.splitlines()[2] == "[]"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_console_script_answers_help_from_a_real_process():

@@ -466,6 +466,18 @@ def read_inputs(params: TaskParams, path: Path, preprocessing: dict,
     return split
 
 
+def check_files(params: TaskParams) -> None:
+    """Every data file the task reads exists: said at once, before TensorFlow starts.
+
+    Raises:
+        DataError: A file is missing (its contents are checked when it is read).
+    """
+    for path in params.files():
+        if not Path(path).is_file():
+            raise DataError(f"data.path: {path} does not exist (relative paths start at the "
+                            "config file's folder)")
+
+
 # --- reading new inputs --------------------------------------------------------------------
 
 def load_npz(path: Path, what: str = "data.path") -> dict[str, np.ndarray]:
