@@ -379,7 +379,7 @@ def sweep(
     config: ConfigArg,
     grid: Annotated[Optional[list[str]], typer.Option(
         "--grid", help="A grid axis: key.path=v1,v2,... Repeatable; trials are the product.",
-        show_default=False, metavar="KEY=V1,V2")] = None,
+        show_default=False, metavar="KEY=V1,V2", autocompletion=completion.grid_keys)] = None,
     set_: SetOption = None,
     seeds: Annotated[int, typer.Option(
         "--seeds", help="Seeds per grid point: the config's seed, seed + 1, ...")] = 1,
