@@ -381,7 +381,7 @@ def sweep(
     config: ConfigArg,
     grid: Annotated[Optional[list[str]], typer.Option(
         "--grid", help="A grid axis: key.path=v1,v2,... Repeatable; trials are the product.",
-        show_default=False, metavar="KEY=V1,V2")] = None,
+        show_default=False, metavar="KEY=V1,V2", autocompletion=completion.grid_keys)] = None,
     set_: SetOption = None,
     seeds: Annotated[int, typer.Option(
         "--seeds", help="Seeds per grid point: the config's seed, seed + 1, ...")] = 1,
@@ -546,9 +546,10 @@ def ls(
         "--format", help="table, csv or json (every column and metric, unless --columns).")]
     = "table",
     columns: Annotated[Optional[str], typer.Option(
-        "--columns", help="Columns to show, e.g. run,cell,units,test_mae (or config paths "
-        "such as model.dropout).  \\[default: the table's results follow the runs' kind of "
-        "task: mse/mae for regression, accuracy for classification]", show_default=False,
+        "--columns", help="Columns to show, e.g. run,path,cell,units,test_mae (or config or "
+        "summary paths such as model.dropout, train_seconds).  \\[default: the table's "
+        "results follow the runs' kind of task: mse/mae for regression, accuracy for "
+        "classification]", show_default=False,
         metavar="A,B,...")] = None,
 ) -> None:
     """List runs with their settings and results; reads only run-directory files."""

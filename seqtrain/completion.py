@@ -80,6 +80,22 @@ def set_keys(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
             for name, field in fields.items() if f"{name}=".startswith(incomplete)]
 
 
+def grid_keys(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """`--grid`: the keys `set_keys` offers, then the values it offers after `=`.
+
+    After each `,` too, the values the axis does not list yet (`model.cell=lstm,gru`):
+    bash splits words at `=` (`BashComplete` joins them back) but not at `,`.
+    """
+    key, sep, listed = incomplete.partition("=")
+    if not sep:
+        return set_keys(ctx, incomplete)
+    *done, last = listed.split(",")
+    head = f"{key}={''.join(value + ',' for value in done)}"
+    allowed = [found.partition("=")[2] for found, _ in set_keys(ctx, f"{key}=")]
+    return [(head + value, "") for value in allowed
+            if value not in done and value.startswith(last)]
+
+
 BASH_HOOK = """
 %(complete_func)s() {
     local IFS=$'\\n'

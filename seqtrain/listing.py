@@ -28,6 +28,7 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Column -> where its value lives: a summary path (s:) or a config path (c:); "" computed.
 COLUMNS: dict[str, str] = {
     "run": "",
+    "path": "",
     "name": "s:name",
     "status": "",
     "task": "c:data.task",
@@ -67,6 +68,17 @@ class RunRecord:
     summary: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    root: Path | None = None  # the folder it was listed under: `run` is relative to it
+
+    @property
+    def run(self) -> str:
+        """The run's path under the listed folder (`sweep-ab12cd/cell=gru`), else its name."""
+        if self.root is not None and self.path != self.root:
+            try:
+                return self.path.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return self.path.name
 
     @property
     def status(self) -> str:
@@ -111,7 +123,9 @@ class RunRecord:
             source, path = COLUMNS[key].split(":")
             return _dig(self.summary if source == "s" else self.config, path)
         if key == "run":
-            return self.path.name
+            return self.run
+        if key == "path":
+            return str(self.path)
         if key == "epochs":
             return f"{self.summary.get('epochs_run', '?')}/{self.summary.get('epochs', '?')}"
         found = _dig(self.config, key)
@@ -124,8 +138,14 @@ class RunRecord:
         return found
 
     def has(self, path: str) -> bool:
-        """Whether the config or summary has the dotted `path`, even if its value is null."""
-        return _has(self.config, path) or _has(self.summary, path)
+        """Whether the config or summary has the dotted `path`, even if its value is null.
+
+        `best_NAME`, `test_NAME` and `final_NAME` count as `best.NAME`..., as in `get`.
+        """
+        if _has(self.config, path) or _has(self.summary, path):
+            return True
+        section, _, metric = path.partition("_")
+        return section in SECTIONS and bool(metric) and _has(self.summary, f"{section}.{metric}")
 
     def applies(self, column: str) -> bool:
         """False for a result of the other kind of task (test_accuracy of a regression)."""
@@ -178,13 +198,22 @@ def find_runs(folders: Iterable[Path]) -> list[Path]:
     Raises:
         SeqtrainError: A folder does not exist.
     """
-    found: list[Path] = []
+    return [path for path, _ in find_runs_under(folders)]
+
+
+def find_runs_under(folders: Iterable[Path]) -> list[tuple[Path, Path]]:
+    """`find_runs`, each run with the folder it was found under.
+
+    Raises:
+        SeqtrainError: A folder does not exist.
+    """
+    found: list[tuple[Path, Path]] = []
     for folder in folders:
         if not folder.is_dir():
             raise SeqtrainError(f"{folder} is not a folder; pass folders that hold runs, "
                                 "such as runs/ or a sweep folder")
         if is_run_dir(folder):
-            found.append(folder)
+            found.append((folder, folder))
             continue
         for parent, dirs, _ in os.walk(folder):
             dirs.sort()
@@ -194,16 +223,16 @@ def find_runs(folders: Iterable[Path]) -> list[Path]:
                     continue
                 path = Path(parent) / name
                 if is_run_dir(path):
-                    found.append(path)  # a run's own folders hold no other runs
+                    found.append((path, folder))  # a run's own folders hold no other runs
                 else:
                     keep.append(name)
             dirs[:] = keep
     return found
 
 
-def read_run(path: Path) -> RunRecord:
-    """Read a run directory; problems are recorded, never raised."""
-    record = RunRecord(path)
+def read_run(path: Path, root: Path | None = None) -> RunRecord:
+    """Read a run directory (found under `root`); problems are recorded, never raised."""
+    record = RunRecord(path, root=root)
     try:
         record.summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -273,8 +302,11 @@ def sort_records(records: list[RunRecord], key: str | None) -> list[RunRecord]:
 def list_runs(folders: Iterable[Path], filters: Iterable[str] = (),
               sort: str | None = None) -> list[RunRecord]:
     """The runs under `folders` that match every filter, sorted."""
+    records = [read_run(path, root) for path, root in find_runs_under(folders)]
     parsed = parse_filters(filters)
-    records = [read_run(path) for path in find_runs(folders)]
+    check_keys([key for key, _ in parsed], records, "--filter")
+    if sort:
+        check_keys([sort.lstrip("-")], records, "--sort")
     return sort_records([r for r in records if matches(r, parsed)], sort)
 
 
@@ -294,7 +326,10 @@ def kind_columns(kinds: Iterable[str | None]) -> list[str]:
 
 
 def all_columns(records: list[RunRecord]) -> list[str]:
-    """Every column, then every other metric a run recorded (`best_loss`, `final_val_mae`...)."""
+    """Every column, then every other metric a run recorded (`best_loss`, `final_val_mae`...).
+
+    Not `path`: JSON rows have it anyway, and `--columns` can ask for it.
+    """
     extra: list[str] = []
     for section in SECTIONS:
         for record in records:
@@ -303,7 +338,7 @@ def all_columns(records: list[RunRecord]) -> list[str]:
                 column = f"{section}_{name}"
                 if column not in COLUMNS and column not in extra:
                     extra.append(column)
-    return [*(c for c in COLUMNS if c not in TABLE_TAIL), *extra, *TABLE_TAIL]
+    return [*(c for c in COLUMNS if c not in (*TABLE_TAIL, "path")), *extra, *TABLE_TAIL]
 
 
 def parse_columns(text: str, records: list[RunRecord]) -> list[str]:
@@ -315,18 +350,42 @@ def parse_columns(text: str, records: list[RunRecord]) -> list[str]:
     Raises:
         SeqtrainError: No names, or a name that is neither.
     """
-    return check_columns(text, all_columns(records), "run,cell,units,test_mae",
-                         lambda name: not records or any(r.has(name) for r in records),
-                         "or a config or summary path such as model.dropout")
+    return check_columns(text, [*all_columns(records), "path"], "run,cell,units,test_mae",
+                         lambda name: is_key(name, records), PATHS_HINT)
+
+
+PATHS_HINT = "or a config or summary path such as model.dropout or train_seconds"
+
+
+def is_key(name: str, records: list[RunRecord]) -> bool:
+    """Whether `--columns`, `--sort` and `--filter` accept `name`.
+
+    A column, or a config or summary path (`model.dropout`, `train_seconds`) that a listed
+    run has, whatever its value (`train.clipnorm` is null in most runs). Anything goes when
+    no run is listed.
+    """
+    return name in COLUMNS or not records or any(r.has(name) for r in records)
+
+
+def check_keys(names: Iterable[str], records: list[RunRecord], option: str) -> None:
+    """`--sort` and `--filter` keys, checked by the rule `--columns` follows (`is_key`).
+
+    Raises:
+        SeqtrainError: A key that no listed run has.
+    """
+    for name in names:
+        if not is_key(name, records):
+            check_columns(name, all_columns(records), "", lambda _: False, PATHS_HINT,
+                          option=option)
 
 
 def check_columns(text: str, allowed: Iterable[str], example: str,
                   is_path: Callable[[str], bool] | None = None, paths_hint: str = "",
-                  ) -> list[str]:
+                  option: str = "--columns") -> list[str]:
     """`--columns A,B,...` as a list of names from `allowed` (`ls` and `sweep`).
 
-    With `is_path`, a dotted name it accepts is allowed too (`paths_hint` says so in the
-    error).
+    With `is_path`, a name it accepts is allowed too (`paths_hint` says so in the error).
+    `option` names the option in the error (`--sort` and `--filter` check keys here too).
 
     Raises:
         SeqtrainError: No names, or one that is not allowed.
@@ -336,11 +395,11 @@ def check_columns(text: str, allowed: Iterable[str], example: str,
     allowed = list(allowed)
     names = [name.strip() for name in text.split(",") if name.strip()]
     for name in names:
-        if name in allowed or (is_path is not None and "." in name and is_path(name)):
+        if name in allowed or (is_path is not None and is_path(name)):
             continue
         close = difflib.get_close_matches(name, allowed, n=1)
         raise SeqtrainError(
-            f"--columns: unknown column {name!r}. Expected names from: {', '.join(allowed)}"
+            f"{option}: unknown column {name!r}. Expected names from: {', '.join(allowed)}"
             + (f"; {paths_hint}" if paths_hint else "")
             + (f". Did you mean {close[0]!r}?" if close else ""))
     if not names:

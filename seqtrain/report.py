@@ -34,10 +34,25 @@ def _cell(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def status_text(summary: dict[str, Any]) -> str:
+    """The run's status, and why it ended early when early stopping ended it.
+
+    `completed (stopped early at epoch 12: val_loss did not improve for 3 epochs)`.
+    """
+    epoch = summary.get("stopped_early")
+    if not epoch:
+        return summary["status"]
+    train = (summary.get("config") or {}).get("train") or {}
+    patience = (train.get("early_stopping") or {}).get("patience")
+    why = (f": {train.get('monitor') or 'the monitored value'} did not improve for "
+           f"{patience} epoch{'s' if patience != 1 else ''}" if patience else "")
+    return f"{summary['status']} (stopped early at epoch {epoch}{why})"
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """Final, best-epoch and test values of every metric of a run."""
     best_epoch = summary.get("best_epoch")
-    table = Table(title=f"{summary['name']}: {summary['status']}", title_justify="left")
+    table = Table(title=f"{summary['name']}: {status_text(summary)}", title_justify="left")
     table.add_column("metric")
     table.add_column(f"final (epoch {summary.get('epochs_run', 0)})", justify="right")
     table.add_column(f"best (epoch {best_epoch or '-'})", justify="right")

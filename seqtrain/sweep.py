@@ -343,26 +343,40 @@ def parse_columns(text: str) -> list[str]:
 def compare(plan: SweepPlan) -> list[dict[str, Any]]:
     """One row per grid point: mean and standard deviation across seeds.
 
-    Reads every completed trial in the folder, whichever shard ran it.
+    Reads every trial in the folder, whichever shard ran it. A trial that stopped early
+    (interrupted, killed, failed) counts with the results it recorded so far, its best so
+    far: `runs` counts the trials with results, `completed` those that finished, and
+    `status` says how the grid point's trials stand (`completed`, `1 interrupted`...).
     """
     groups: dict[tuple[str, ...], list[RunRecord]] = {}
     for trial in plan.trials:
         run_dir = plan.run_dir(trial)
-        groups.setdefault(trial.group, [])
-        if run_dir.exists():
-            record = read_run(run_dir)
-            if record.status == "completed":
-                groups[trial.group].append(record)
+        groups.setdefault(trial.group, []).append(
+            read_run(run_dir) if run_dir.exists() else RunRecord(run_dir, problem="not run"))
     rows = []
     for group, records in groups.items():
-        row: dict[str, Any] = {"trial": " ".join(group) or "(base config)", "runs": len(records),
+        statuses = ["not run" if r.problem == "not run" else r.status for r in records]
+        results = [r for r in records if r.get("best_val_loss") is not None]
+        row: dict[str, Any] = {"trial": " ".join(group) or "(base config)",
+                               "status": _status(statuses), "trials": len(records),
+                               "completed": statuses.count("completed"), "runs": len(results),
                                "kinds": sorted({r.kind for r in records if r.kind})}
         for column in COMPARED:
-            values = [r.get(column) for r in records if r.get(column) is not None]
+            values = [r.get(column) for r in results if r.get(column) is not None]
             row[column] = _mean(values)
             row[f"{column}_std"] = _std(values)
         rows.append(row)
     return rows
+
+
+def _status(statuses: list[str]) -> str:
+    """`completed` when all are; otherwise each status with its count (`1 interrupted`)."""
+    if len(set(statuses)) == 1 and (len(statuses) == 1 or statuses[0] == "completed"):
+        return statuses[0]
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{count} {status}" for status, count in counts.items())
 
 
 def _mean(values: list[float]) -> float | None:
@@ -382,12 +396,18 @@ def table_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def comparison_table(rows: list[dict[str, Any]], columns: list[str] | None = None):
-    """The sweep's results: `columns`, by default those of the trials' kind of task."""
+    """The sweep's results: `columns`, by default those of the trials' kind of task.
+
+    `runs` is the trials each mean is over (those with results; a trial that stopped
+    early gives its best so far), `status` whether they all completed.
+    """
     from rich.table import Table
 
     columns = columns or table_columns(rows)
-    table = Table(title="sweep results (mean ± std across seeds)", title_justify="left")
+    table = Table(title="sweep results (mean ± std across seeds; best so far of a trial "
+                  "not completed)", title_justify="left")
     table.add_column("trial")
+    table.add_column("status")
     table.add_column("runs", justify="right")
     for column in columns:
         table.add_column(column, justify="right")
@@ -397,7 +417,9 @@ def comparison_table(rows: list[dict[str, Any]], columns: list[str] | None = Non
             mean, std = row[column], row[f"{column}_std"]
             cells.append("-" if mean is None else f"{mean:.4g}" + (f" ± {std:.2g}" if std
                                                                    is not None else ""))
-        table.add_row(row["trial"], str(row["runs"]), *cells)
+        status = row.get("status", "completed")
+        table.add_row(row["trial"], status if status == "completed" else f"[yellow]{status}",
+                      str(row["runs"]), *cells)
     return table
 
 

@@ -209,3 +209,15 @@ def test_validation_is_traced_in_the_background_and_gives_the_same_results(
     plain, traced = _fit_with_validation(False, batches, steps_per_execution)
     assert traced == {"train": ["MainThread"], "test": ["MainThread"]}
     assert history == plain  # the same graphs: the same losses and metrics, to the bit
+
+
+def test_the_final_line_says_early_stopping_ended_the_run(tmp_path: Path):
+    # No change of 10 counts as an improvement: stops after epoch 2 of 5, patience 1.
+    config = write_config(tmp_path, {**TINY, "train": {
+        "epochs": 5, "batch_size": 32, "early_stopping": {"patience": 1, "min_delta": 10}}})
+    result = invoke("run", config, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped_early"] == 2 and summary["epochs_run"] == 2
+    assert "tiny: completed (stopped early at epoch 2: val_loss did not improve for 1 epoch)" \
+        in " ".join(result.stderr.split())

@@ -59,6 +59,24 @@ def test_set_completes_the_values_a_field_names():
         "model.unroll="]
 
 
+def test_grid_completes_keys_then_the_values_not_listed_yet():
+    assert complete(f"seqtrain sweep {SINE} --grid model.ce") == ["model.cell="]
+    assert complete(f"seqtrain sweep {SINE} --grid model.cell=") == ["simple_rnn", "lstm",
+                                                                     "gru"]
+    # bash does not split at `,`: it replaces the whole list after the `=`
+    assert complete(f"seqtrain sweep {SINE} --grid model.cell=lstm,") == [
+        "lstm,simple_rnn", "lstm,gru"]
+    assert complete(f"seqtrain sweep {SINE} --grid model.cell=lstm,gru,s") == [
+        "lstm,gru,simple_rnn"]
+    assert complete(f"seqtrain sweep {SINE} --grid model.units=8,") == []  # any number
+    assert complete(f"seqtrain sweep {SINE} --grid model.cell=gru --grid data.no") == [
+        "data.noise="]
+    fish = run_cli(env={"_SEQTRAIN_COMPLETE": "complete_fish",
+                        "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+                        "_TYPER_COMPLETE_ARGS": f"seqtrain sweep {SINE} --grid model.cell=gru,"})
+    assert fish.stdout.split() == ["model.cell=gru,simple_rnn", "model.cell=gru,lstm"]
+
+
 def test_zsh_and_fish_get_whole_words():
     line = f"seqtrain run {SINE} --set model.cell="
     zsh = run_cli(env={"_SEQTRAIN_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": line})
@@ -138,14 +156,18 @@ def test_show_completion_prints_the_bash_hook_for_seqtrain():
     assert "--install-completion" in run_cli("--help").stdout
 
 
-def test_bash_hook_answers_the_words_bash_splits(tmp_path: Path):
-    """The printed hook, run by a real bash on the words bash makes of `--set model.cell=`."""
+@pytest.mark.parametrize(("line", "expected"), [
+    ("run {} --set model.cell=", ["simple_rnn", "lstm", "gru"]),
+    ("sweep {} --grid model.cell=lstm,g", ["lstm,gru"])])
+def test_bash_hook_answers_the_words_bash_splits(tmp_path: Path, line: str, expected: list):
+    """The printed hook, run by a real bash on the words bash makes of `--set model.cell=`
+    (and of a `--grid` list: bash splits at `=` but not at `,`)."""
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("no bash")
     hook = run_cli("--show-completion", "bash").stdout
     words = " ".join(shlex_quote(word) for word in bash_words(
-        f"seqtrain run {SINE} --set model.cell="))
+        "seqtrain " + line.format(SINE)))
     program = tmp_path / "seqtrain"  # the hook runs `env ... seqtrain`: a real program
     program.write_text(f'#!/bin/sh\nexec {shlex_quote(sys.executable)} -m seqtrain "$@"\n')
     program.chmod(0o755)
@@ -158,4 +180,4 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([bash, "--norc", "--noprofile", "-c", script], cwd=tmp_path, env=env,
                          capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["simple_rnn", "lstm", "gru"], out.stdout + out.stderr
+    assert out.stdout.split() == expected, out.stdout + out.stderr

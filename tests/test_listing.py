@@ -59,7 +59,7 @@ def rows(result) -> list[dict]:
 
 def test_every_run_is_listed_broken_ones_with_their_problem(runs: Path):
     listed = {row["run"]: row for row in rows(invoke("ls", runs, "--format", "json"))}
-    assert sorted(listed) == ["a-lstm", "b-gru", "c-gru", "d-rnn", "e-broken", "f-torn"]
+    assert sorted(listed) == ["a-lstm", "b-gru", "d-rnn", "e-broken", "f-torn", "my-sweep/c-gru"]
     assert listed["a-lstm"]["cell"] == "lstm" and listed["a-lstm"]["units"] == 64
     assert listed["a-lstm"]["best_val_loss"] == 0.3 and listed["a-lstm"]["epochs"] == "3/3"
     assert listed["d-rnn"]["status"] == "killed"  # "running", but nobody holds its lock
@@ -72,9 +72,9 @@ def test_filters_on_config_paths_and_summary_fields(runs: Path):
         args = [a for f in filters for a in ("--filter", f)]
         return sorted(r["run"] for r in rows(invoke("ls", runs, *args, "--format", "json")))
 
-    assert names("model.cell=gru") == ["b-gru", "c-gru"]
+    assert names("model.cell=gru") == ["b-gru", "my-sweep/c-gru"]
     assert names("model.cell=gru", "status=completed") == ["b-gru"]
-    assert names("model.units=64", "seed=1") == ["a-lstm", "c-gru", "d-rnn"]
+    assert names("model.units=64", "seed=1") == ["a-lstm", "d-rnn", "my-sweep/c-gru"]
     assert names("best.val_loss=0.1") == ["b-gru"]
     assert names("model.cell=lstm_typo") == []
     assert names("runtime.cpu_tuning=off") == ["a-lstm"]  # `off`, a YAML boolean, as typed
@@ -83,11 +83,43 @@ def test_filters_on_config_paths_and_summary_fields(runs: Path):
 def test_sort_ascending_descending_missing_last(runs: Path):
     order = [r["run"] for r in rows(invoke("ls", runs, "--sort", "best_val_loss",
                                            "--format", "json"))]
-    assert order[:3] == ["b-gru", "c-gru", "a-lstm"]
+    assert order[:3] == ["b-gru", "my-sweep/c-gru", "a-lstm"]
     order = [r["run"] for r in rows(invoke("ls", runs, "--sort", "-best_val_loss",
                                            "--format", "json"))]
-    assert order[:3] == ["a-lstm", "c-gru", "b-gru"] and order[-1] in ("d-rnn", "e-broken",
-                                                                        "f-torn")
+    assert order[:3] == ["a-lstm", "my-sweep/c-gru", "b-gru"]
+    assert order[-1] in ("d-rnn", "e-broken", "f-torn")
+
+
+def test_a_nested_run_is_named_by_its_path_under_the_listed_folder(runs: Path, tmp_path: Path):
+    fake_run(runs / "other-sweep", "c-gru", "gru", 8)  # the same trial name in two sweeps
+    listed = rows(invoke("ls", runs, "--columns", "run,path", "--format", "json",
+                         "--filter", "model.cell=gru"))
+    assert [(r["run"], r["path"]) for r in listed] == [
+        ("b-gru", str(runs / "b-gru")), ("my-sweep/c-gru", str(runs / "my-sweep" / "c-gru")),
+        ("other-sweep/c-gru", str(runs / "other-sweep" / "c-gru"))]
+    assert all((runs / r["run"]).is_dir() for r in listed)  # pastes after the folder
+    alone = rows(invoke("ls", runs / "my-sweep", "--format", "json"))  # listing the sweep
+    assert [r["run"] for r in alone] == ["c-gru"]
+    itself = rows(invoke("ls", runs / "b-gru", "--format", "json"))  # a run dir itself
+    assert [r["run"] for r in itself] == ["b-gru"]
+    table = invoke("ls", runs, "--columns", "path,run")
+    assert str(runs / "other-sweep" / "c-gru") in table.stdout
+
+
+def test_columns_sort_and_filter_take_the_same_summary_paths(runs: Path):
+    """A top-level summary field (`epochs_run`, as `run_dir` or `train_seconds`) works in
+    all three options, and a key no run has is exit 2 in all three."""
+    result = invoke("ls", runs, "--columns", "run,epochs_run,best_val_accuracy",
+                    "--sort", "-epochs_run", "--filter", "epochs_run=3", "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    table = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert {r["epochs_run"] for r in table} == {"3"} and len(table) == 4
+    assert table[0]["best_val_accuracy"] != ""
+    for option, value in (("--columns", "run,epochs_rn"), ("--sort", "-epochs_rn"),
+                          ("--filter", "epochs_rn=3")):
+        bad = invoke("ls", runs, option, value)
+        assert bad.exit_code == 2 and f"{option}: unknown column 'epochs_rn'" in bad.stderr
+        assert bad.stdout == "" and "Traceback" not in bad.stderr
 
 
 def test_csv_and_table_formats(runs: Path):

@@ -18,11 +18,13 @@ from seqtrain.rundir import run_stem
 from seqtrain.sweep import (
     COMPARED,
     Trial,
+    compare,
     comparison_table,
     expand,
     parse_columns,
     parse_grid,
     parse_shard,
+    plan_sweep,
     shard,
     table_columns,
 )
@@ -310,3 +312,32 @@ def test_the_results_table_follows_the_trials_kind_of_task():
     for bad in ("test_f1", ","):
         with pytest.raises(SeqtrainError, match="--columns"):
             parse_columns(bad)
+
+
+def test_an_interrupted_trial_shows_its_best_so_far_and_its_status(tmp_path: Path):
+    from rich.console import Console
+
+    config = write_config(tmp_path, QUICK)
+    plan = plan_sweep(config, ["model.cell=lstm,gru,simple_rnn"], [], 1, "cells",
+                      tmp_path / "runs")
+    lstm, gru, rnn = (plan.run_dir(t) for t in plan.trials)
+    for run, status, loss in ((lstm, "interrupted", 0.0268), (gru, "completed", 0.05)):
+        run.mkdir(parents=True)  # as a run leaves it: an interrupted one has its best so far
+        (run / "summary.json").write_text(json.dumps({
+            "status": status, "task": {"kind": "classification"}, "epochs": 3,
+            "epochs_run": 1 if status == "interrupted" else 3,
+            "best": {"val_loss": loss, "val_accuracy": 1.0}, "config": QUICK}))
+    rows = {row["trial"]: row for row in compare(plan)}
+    assert rows["model.cell=lstm"]["status"] == "interrupted"
+    assert rows["model.cell=lstm"]["runs"] == 1 and rows["model.cell=lstm"]["completed"] == 0
+    assert rows["model.cell=lstm"]["best_val_loss"] == 0.0268
+    assert rows["model.cell=lstm"]["best_val_accuracy"] == 1.0
+    assert rows["model.cell=gru"]["status"] == "completed"
+    assert rows["model.cell=simple_rnn"]["status"] == "not run"
+    assert rows["model.cell=simple_rnn"]["runs"] == 0
+    console = Console(file=io.StringIO(), width=300)
+    console.print(comparison_table(list(rows.values())))
+    text = console.file.getvalue()
+    assert "best_val_accuracy" in text and "status" in text  # the kind's columns stay
+    line = next(line for line in text.splitlines() if "model.cell=lstm" in line)
+    assert "interrupted" in line and "0.0268" in line and "1 " in line
