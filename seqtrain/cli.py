@@ -197,7 +197,12 @@ def _exit_code(summary: dict) -> int:
 
 def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
     console = _stderr()
-    if not quiet:
+    if not quiet and not summary.get("epochs_run"):
+        # An empty table says nothing: a run stopped before its first epoch ended.
+        resume = "" if summary["status"] == "interrupted" else (  # its hint follows
+            f"; seqtrain resume {shlex.quote(str(path))} continues it")
+        _say(f"{summary['name']}: no epoch finished{resume}", "yellow")
+    elif not quiet:
         from seqtrain.report import summary_table
 
         console.print(summary_table(summary))
@@ -583,7 +588,7 @@ def plot(
     with _user_errors():
         from seqtrain.plots import plot_runs
 
-        path = plot_runs(run_dirs, output, metric)
+        path = plot_runs(run_dirs, output, metric, skipped=lambda line: _say(line, "yellow"))
     typer.echo(str(path))
 
 

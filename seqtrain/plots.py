@@ -9,22 +9,34 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from seqtrain import atomic
 from seqtrain.errors import SeqtrainError
-from seqtrain.listing import find_runs
+from seqtrain.listing import find_runs, is_run_dir
 
 CURVES_SIZE = (10, 4)  # inches at 100 dpi: 1000 x 400 pixels
 PLOT_SIZE = (8, 5)  # 800 x 500 pixels
 DPI = 100
 
 
-def _figure(size: tuple[int, int]):
+LABEL_KEYS = 3  # settings named in a legend label, at most
+LABEL_CHARS = 60  # a longer label is cut, ending in "…"
+
+
+def _figure(size: tuple[float, float]):
     from matplotlib.figure import Figure
 
     return Figure(figsize=size, dpi=DPI, layout="constrained")
+
+
+def _epoch_ticks(ax) -> None:
+    """Whole epochs on the x axis, also for runs of one epoch (a view of one integer)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def _save(figure, path: Path) -> None:
@@ -56,8 +68,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
 
 def write_curves(run_dir: Path, rows: list[dict[str, float]], config: dict[str, Any]) -> Path:
     """Draw loss and the main metric, train and validation, per epoch, to `curves.png`."""
-    from matplotlib.ticker import MaxNLocator
-
     figure = _figure(CURVES_SIZE)
     axes = figure.subplots(1, 2)
     epochs = [row["epoch"] for row in rows]
@@ -73,7 +83,7 @@ def write_curves(run_dir: Path, rows: list[dict[str, float]], config: dict[str, 
                 ax.plot(epochs, [row[key] for row in rows], style, marker="o", markersize=3,
                         label=key)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_ticks(ax)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -126,21 +136,62 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def legend_labels(configs: list[dict[str, Any]], names: list[str]) -> list[str]:
-    """One label per run (or group of seeds): the settings that differ between them.
+    """One short label per run (or group of seeds): the settings that tell them apart.
 
-    `model.cell=gru, model.units=32`, keys in the config's order; `seed` and `name` are left
-    out (seeds of one setting are one line). With nothing that differs (or one run), each
-    is labelled by its name in `names`.
+    Runs of different experiments (their `name` or `data.task` differ) are labelled by
+    name, plus up to two differing `model.`/`train.` settings: `adding: model.cell=gru`.
+    Otherwise by up to three differing settings, `model.*` first, then `train.*`, then
+    `seed`, then the rest: `model.cell=gru, model.units=64`. A setting missing from some
+    runs (`-`) is named only when nothing else differs; more settings are added only while
+    two labels would be the same. Labels are cut at `LABEL_CHARS`. With nothing that
+    differs (or one run), each is labelled by its name in `names`.
     """
-    flat = [{k: v for k, v in flatten(c).items() if k not in ("seed", "name")}
-            for c in configs]
+    flat = [flatten(c) for c in configs]
     keys: list[str] = []
     for settings_ in flat:
         keys += [k for k in settings_ if k not in keys]
     differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
     if len(configs) < 2 or not differ:
         return list(names)
-    return [", ".join(f"{k}={_shown(f.get(k))}" for k in differ) for f in flat]
+    complete = sorted((k for k in differ if all(f.get(k) is not None for f in flat)),
+                      key=_key_rank)
+    missing = sorted((k for k in differ if k not in complete), key=_key_rank)
+    if "name" in differ or "data.task" in differ:
+        head = ["name"] if "name" in differ else ["name", "data.task"]
+        rest = [k for k in complete + missing if k not in head]
+        chosen = [k for k in complete if k.startswith(("model.", "train."))][:2]
+    else:
+        head = []
+        rest = complete + missing
+        chosen = complete[:LABEL_KEYS] or missing[:LABEL_KEYS]
+    extra = [k for k in rest if k not in chosen]
+    while True:
+        labels = [_label(f, head, chosen) for f in flat]
+        if len(set(labels)) == len(labels) or not extra:
+            break
+        chosen.append(extra.pop(0))  # two lines would look the same: one more setting
+    if len(set(labels)) < len(labels):
+        labels = [f"{label} [{name}]" for label, name in zip(labels, names, strict=True)]
+    return [label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
+            for label in labels]
+
+
+def _key_rank(key: str) -> int:
+    """Which settings a label names first: model, train, seed, the rest."""
+    if key.startswith("model."):
+        return 0
+    if key.startswith("train."):
+        return 1
+    return 2 if key == "seed" else 3
+
+
+def _label(flat: dict[str, Any], head: list[str], keys: list[str]) -> str:
+    named = ", ".join(f"{k}={_shown(flat.get(k))}" for k in keys)
+    if not head:
+        return named
+    first = " ".join([_shown(flat.get("name"))]
+                     + [f"({_shown(flat.get(k))})" for k in head[1:]])
+    return f"{first}: {named}" if named else first
 
 
 def _shown(value: Any) -> str:
@@ -186,7 +237,8 @@ def best_epoch(run_dir: Path, rows: list[dict[str, float]]) -> int | None:
     return int(pick(scored, key=lambda row: row[monitor])["epoch"])
 
 
-def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss") -> Path:
+def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss",
+              skipped: Callable[[str], None] = lambda line: None) -> Path:
     """Overlay `metric` per epoch for every run in `folders` (run or sweep folders).
 
     Runs whose configs differ only in `seed` are drawn as one mean line with a min-max
@@ -194,20 +246,66 @@ def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss") -> Pa
     a star marks each run's best epoch; losses are drawn on a log axis when they span
     decades (`log_scale`).
 
+    A run found in a folder that has not finished an epoch, or lacks `metric`, is left out
+    and `skipped` is called with a line saying so; a run directory named in `folders` must
+    be plottable.
+
     Raises:
-        SeqtrainError: No runs found, a run is broken, or it lacks `metric`.
+        SeqtrainError: No runs found, all of them skipped, or a named run is broken or
+            lacks `metric`.
     """
-    runs = find_runs(folders)
+    runs: list[Path] = []
+    for folder in folders:
+        found = find_runs([folder])
+        if is_run_dir(folder):
+            runs += found  # named on the command line: its problem stops the plot
+            continue
+        for run_dir in found:
+            reason = _unplottable(run_dir, metric)
+            if reason is None:
+                runs.append(run_dir)
+            else:
+                skipped(f"skipped {run_dir}: {reason}")
+    where = ", ".join(map(str, folders))
     if not runs:
-        raise SeqtrainError(f"no run directories in {', '.join(map(str, folders))}")
+        if find_runs(folders):
+            raise SeqtrainError(f"nothing to plot in {where}: every run was skipped (above); "
+                                "plot runs that have finished an epoch and record "
+                                f"{metric!r}, or pick another --metric")
+        raise SeqtrainError(f"no run directories in {where}")
     figure = comparison_figure(runs, metric)
     output.parent.mkdir(parents=True, exist_ok=True)
     _save(figure, output)
     return output
 
 
+def _unplottable(run_dir: Path, metric: str) -> str | None:
+    """Why a run found in a folder cannot be plotted, in a few words; None if it can."""
+    try:
+        if len((run_dir / "metrics.csv").read_bytes().splitlines()) < 2:
+            return "no finished epoch yet"  # a header alone: the first epoch is under way
+    except FileNotFoundError:
+        return "no finished epoch yet"
+    except OSError as err:
+        return f"metrics.csv is unreadable ({err})"
+    try:
+        rows = read_metrics(run_dir)
+        _config(run_dir)
+    except SeqtrainError as err:
+        return str(err)
+    if metric in rows[-1]:
+        return None
+    kind = (_summary(run_dir).get("task") or {}).get("kind")
+    if kind and metric.removeprefix("val_") in ("accuracy", *LOSSES):
+        return f"no {metric!r} (a {kind} run)"  # a metric of the other kind of task
+    return f"no {metric!r} (it has {', '.join(k for k in rows[-1] if k != 'epoch')})"
+
+
 def comparison_figure(runs: list[Path], metric: str):
     """The figure `plot_runs` saves: one line (or band of seeds) per setting of `runs`.
+
+    The legend goes below the axes, in two columns when there are many short labels; the
+    figure grows taller for a long legend so that the axes keep their size.
 
     Raises:
         SeqtrainError: A run is broken, or it lacks `metric`.
@@ -225,26 +323,33 @@ def comparison_figure(runs: list[Path], metric: str):
                          sort_keys=True)
         groups[key].append((run_dir, rows))
         configs.setdefault(key, config)
-    # A line of one run is named after its folder, a band of seeds after the experiment.
+    # A line of one run is named after its folder, a band of seeds after the experiment;
+    # a band's label does not name the seed of its first run.
     names = [str(members[0][0].name if len(members) == 1
                  else configs[key].get("name") or members[0][0].name)
              for key, members in groups.items()]
-    labels = dict(zip(groups, legend_labels([configs[key] for key in groups], names),
-                      strict=True))
-    figure = _figure(PLOT_SIZE)
+    shown = [configs[key] if len(members) == 1
+             else {k: v for k, v in configs[key].items() if k != "seed"}
+             for key, members in groups.items()]
+    labels = dict(zip(groups, legend_labels(shown, names), strict=True))
+    entries = [labels[key] if len(members) == 1
+               else f"{labels[key]} (mean of {len(members)} seeds)"
+               for key, members in groups.items()] + ["best epoch (best.keras)"]
+    columns = 2 if len(entries) > 4 and max(map(len, entries)) <= 40 else 1
+    legend_rows = -(-len(entries) // columns)
+    figure = _figure((PLOT_SIZE[0], PLOT_SIZE[1] + max(0, legend_rows - 3) * 0.2))
     ax = figure.subplots()
-    for key, members in groups.items():
+    for members, label in zip(groups.values(), entries, strict=False):
         if len(members) == 1:
             rows = members[0][1]
             (line,) = ax.plot([r["epoch"] for r in rows], [r[metric] for r in rows],
-                              label=labels[key])
+                              label=label)
         else:
             length = min(len(rows) for _, rows in members)
             epochs = [members[0][1][i]["epoch"] for i in range(length)]
             values = [[rows[i][metric] for _, rows in members] for i in range(length)]
             mean = [sum(v) / len(v) for v in values]
-            (line,) = ax.plot(epochs, mean,
-                              label=f"{labels[key]} (mean of {len(members)} seeds)")
+            (line,) = ax.plot(epochs, mean, label=label)
             ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values],
                             color=line.get_color(), alpha=0.2)
         for run_dir, rows in members:
@@ -254,16 +359,15 @@ def comparison_figure(runs: list[Path], metric: str):
                 ax.plot([best], at, "*", color=line.get_color(), markersize=11,
                         markeredgecolor="black", markeredgewidth=0.5, zorder=3)
     ax.plot([], [], "*", color="gray", markersize=11, markeredgecolor="black",
-            markeredgewidth=0.5, label="best epoch (best.keras)")
+            markeredgewidth=0.5, label=entries[-1])
     if log_scale(metric, [[r[metric] for r in rows] for members in groups.values()
                           for _, rows in members]):
         ax.set_yscale("log")
-    from matplotlib.ticker import MaxNLocator
-
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_ticks(ax)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center",
+                  ncols=columns, fontsize=8)
     ax.set_title(f"{metric} of {len(runs)} run(s)", fontsize=10)
     return figure
