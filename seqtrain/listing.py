@@ -157,20 +157,20 @@ class RunRecord:
         return {column: self.get(column) for column in (columns or COLUMNS)}
 
 
-def _dig(tree: Any, dotted: str) -> Any:
+_ABSENT = object()
+
+
+def _dig(tree: Any, dotted: str, default: Any = None) -> Any:
     for part in dotted.split("."):
         if not isinstance(tree, dict) or part not in tree:
-            return None
+            return default
         tree = tree[part]
     return tree
 
 
 def _has(tree: Any, dotted: str) -> bool:
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return False
-        tree = tree[part]
-    return True
+    """Whether `dotted` is in `tree`, whatever its value (null included)."""
+    return _dig(tree, dotted, _ABSENT) is not _ABSENT
 
 
 def is_locked(lock: Path) -> bool:

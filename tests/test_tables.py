@@ -271,6 +271,12 @@ def _step_of(lines: list[str], number: int) -> tuple[str, int, int]:
     return machine, times.index(int(t)) + 1, len(times)
 
 
+def _last_line(lines: list[str], machine: str) -> int:
+    """The file's line of `machine`'s last step (the largest `t`)."""
+    return max((int(line.split(",")[1]), number) for number, line in enumerate(lines, 1)
+               if number > 1 and line.split(",")[0] == machine)[1]
+
+
 SEQUENCE_FILE_PROBLEMS = [
     ("a missing feature", 3, "", "column 'b' ({where}) is empty or NaN; set data.missing to "
      "mask, zero or ffill"),
@@ -314,8 +320,7 @@ def test_sequence_targets_that_are_no_class_and_repeated_order_values_are_named(
     path = sequences_csv(tmp_path)
     lines = path.read_text().splitlines()
     machine, _, length = _step_of(lines, 20)
-    last = max((int(line.split(",")[1]), number) for number, line in enumerate(lines, 1)
-               if number > 1 and line.split(",")[0] == machine)[1]
+    last = _last_line(lines, machine)
     _edit_lines(path, lambda lines: lines.__setitem__(last - 1, _cell(lines[last - 1], 4, "-1")))
     message = _refused(machines_config(tmp_path, kind="classification"), tmp_path)
     assert (f"machines.csv, line {last}, column 'faulty' (sequence '{machine}', step {length} of "
@@ -337,8 +342,7 @@ def test_new_sequences_with_a_class_the_run_never_saw_are_named_by_line(tmp_path
     path = sequences_csv(tmp_path)
     lines = path.read_text().splitlines()
     machine, _, length = _step_of(lines, 9)
-    last = max((int(line.split(",")[1]), number) for number, line in enumerate(lines, 1)
-               if number > 1 and line.split(",")[0] == machine)[1]
+    last = _last_line(lines, machine)
     _edit_lines(path, lambda lines: lines.__setitem__(last - 1, _cell(lines[last - 1], 4, "7")))
     params = load_config(machines_config(tmp_path)).data
     stored = {"input": {}, "output": {"kind": "classification", "classes": ["0", "1"],
