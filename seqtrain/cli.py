@@ -198,10 +198,9 @@ def _exit_code(summary: dict) -> int:
 def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
     console = _stderr()
     if not quiet and not summary.get("epochs_run"):
-        # An empty table says nothing: a run stopped before its first epoch ended.
-        resume = "" if summary["status"] == "interrupted" else (  # its hint follows
-            f"; seqtrain resume {shlex.quote(str(path))} continues it")
-        _say(f"{summary['name']}: no epoch finished{resume}", "yellow")
+        # An empty table says nothing: a run stopped before its first epoch ended (the
+        # interrupted run's resume hint follows).
+        _say(f"{summary['name']}: no epoch finished", "yellow")
     elif not quiet:
         from seqtrain.report import summary_table
 
@@ -454,8 +453,9 @@ def sweep(
         if not quiet:
             _table_console().print(sweeps.comparison_table(sweeps.compare(plan), chosen))
         typer.echo(json.dumps(results, indent=2) if json_ else str(plan.folder))
-    if runner.stopping and any(r["status"] != "completed" for r in results):
-        # (A signal after the last trial ended stopped nothing: the sweep is complete.)
+    if runner.stopping and any(r["action"] == "not started" or r["status"] == "interrupted"
+                               for r in results):
+        # (A signal after the last trial ended stopped nothing: the sweep has ended.)
         stopped = [r["trial"] for r in results if r["status"] == "interrupted"]
         _say(f"sweep interrupted ({'SIGTERM' if runner.stopping == 15 else 'SIGINT'}"
              + (f"; stopped {', '.join(stopped)}" if stopped else "")

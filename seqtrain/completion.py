@@ -10,7 +10,7 @@ Bash splits the words it passes at `=` (COMP_WORDBREAKS): `--set model.cell=l` a
 back before Click resolves the command line, offers what follows the break, and installs a
 hook that adds no space after a `key=` or a `folder/`. Typer registers its own completion
 classes and scripts whenever it builds the command, so `use_bash_complete` is called after
-that, as a completion request or `--show-completion`/`--install-completion` is handled.
+that, and only for a completion request or `--show-completion`/`--install-completion`.
 zsh and fish pass whole words and need none of this.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 import shlex
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from seqtrain.schema import alternatives as _alternatives
 RUN_FILES = ("summary.json", "config.yaml")  # either makes a folder a run directory
 CONFIG_SUFFIXES = (".yaml", ".yml")
 DEFAULT_RUNS = "runs/"
+COMPLETE_VAR = "_SEQTRAIN_COMPLETE"  # set by the shell hook on a completion request
 
 
 def config_files(incomplete: str) -> list[str]:
@@ -167,17 +169,19 @@ def use_bash_complete() -> None:
     `--install-completion` write), checked on Typer 0.16 and 0.29. Without them, or with a
     hook installed before, completion still works, only with a space after `key=`.
     """
-    if _TyperBashComplete is None:
+    completing = os.environ.get(COMPLETE_VAR) or any(
+        arg.startswith(("--show-completion", "--install-completion")) for arg in sys.argv)
+    if _TyperBashComplete is None or not completing:
         return
-    # Click's module, or Typer's copy of it: where Typer looks its classes up.
-    shell_completion = importlib.import_module(_TyperBashComplete.__mro__[1].__module__)
-    shell_completion.add_completion_class(BashComplete, "bash")
     try:
+        # Click's module, or Typer's copy of it: where Typer looks its classes up.
+        shell_completion = importlib.import_module(_TyperBashComplete.__mro__[1].__module__)
+        shell_completion.add_completion_class(BashComplete, "bash")
         from typer import _completion_shared
 
         _completion_shared._completion_scripts["bash"] = BASH_HOOK
-    except (ImportError, AttributeError, TypeError):
-        pass
+    except Exception:  # another Typer: its own completion answers  # noqa: BLE001
+        return
 
 
 def _entries(incomplete: str) -> Iterator[tuple[str, Path]]:

@@ -21,12 +21,13 @@ from seqtrain.data import get_task, task_names, task_params_models
 from seqtrain.data.registry import unknown_name_message
 from seqtrain.errors import ConfigError
 from seqtrain.fields import (
-    NOT_BOOLEAN,
+    DropoutRate,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     Section,
+    ShrinkFactor,
 )
 
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -45,11 +46,6 @@ MULTI_WORKER_MESSAGE = (
     "Use distribution: mirrored for the GPUs of one machine, and spread trials over machines "
     "with `seqtrain sweep --executor ray`"
 )
-
-# Finite only, as the float types of fields.py; bounds before NOT_BOOLEAN (see there).
-DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN]
-ShrinkFactor = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN]
-
 
 class ModelConfig(Section):
     """The recurrent network: `num_layers` layers of one cell, then the task's head."""
@@ -623,16 +619,13 @@ def _where(loc: KeyPath, lines: dict[KeyPath, int], overridden: dict[KeyPath, st
     A section's error (`model`: units and num_layers disagree) also names the --sets that
     wrote inside it: they may be the cause.
     """
-    for depth in range(len(loc), 0, -1):
+    for depth in range(len(loc), 0, -1):  # a --set is applied after the file: it wins
         if loc[:depth] in overridden:
             return f"--set {overridden[loc[:depth]]}"
-        if loc[:depth] in lines:
-            where = f"line {lines[loc[:depth]]}"
-            break
-    else:
-        where = "not in the file"
+    where = next((f"line {lines[loc[:depth]]}" for depth in range(len(loc), 0, -1)
+                  if loc[:depth] in lines), "not in the file")
     inside = [f"--set {text}" for path, text in overridden.items()
-              if len(path) > len(loc) and path[:len(loc)] == loc]
+              if loc and len(path) > len(loc) and path[:len(loc)] == loc]
     if not inside:
         return where
     return ", ".join(inside if where == "not in the file" else [where, *inside])

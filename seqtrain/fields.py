@@ -28,6 +28,8 @@ NOT_BOOLEAN = BeforeValidator(_reject_bool)
 PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False), NOT_BOOLEAN]
 NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False), NOT_BOOLEAN]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False), NOT_BOOLEAN]
+DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN]
+ShrinkFactor = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False), NOT_BOOLEAN]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 

@@ -9,6 +9,7 @@ never stops the listing.
 from __future__ import annotations
 
 import csv
+import difflib
 import fcntl
 import io
 import json
@@ -208,12 +209,19 @@ def find_runs_under(folders: Iterable[Path]) -> list[tuple[Path, Path]]:
         SeqtrainError: A folder does not exist.
     """
     found: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()  # folders may overlap (`runs runs/sweep`): each run once
+
+    def add(path: Path, folder: Path) -> None:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            found.append((path, folder))
+
     for folder in folders:
         if not folder.is_dir():
             raise SeqtrainError(f"{folder} is not a folder; pass folders that hold runs, "
                                 "such as runs/ or a sweep folder")
         if is_run_dir(folder):
-            found.append((folder, folder))
+            add(folder, folder)
             continue
         for parent, dirs, _ in os.walk(folder):
             dirs.sort()
@@ -223,7 +231,7 @@ def find_runs_under(folders: Iterable[Path]) -> list[tuple[Path, Path]]:
                     continue
                 path = Path(parent) / name
                 if is_run_dir(path):
-                    found.append((path, folder))  # a run's own folders hold no other runs
+                    add(path, folder)  # a run's own folders hold no other runs
                 else:
                     keep.append(name)
             dirs[:] = keep
@@ -351,7 +359,21 @@ def parse_columns(text: str, records: list[RunRecord]) -> list[str]:
         SeqtrainError: No names, or a name that is neither.
     """
     return check_columns(text, [*all_columns(records), "path"], "run,cell,units,test_mae",
-                         lambda name: is_key(name, records), PATHS_HINT)
+                         lambda name: is_key(name, records), PATHS_HINT,
+                         suggest=known_keys(records))
+
+
+def known_keys(records: list[RunRecord]) -> list[str]:
+    """Every column and every dotted config and summary path of `records`: to suggest from."""
+    def paths(tree: Any, prefix: str = "") -> Iterable[str]:
+        for key, value in tree.items() if isinstance(tree, dict) else ():
+            yield prefix + str(key)
+            yield from paths(value, f"{prefix}{key}.")
+
+    keys = dict.fromkeys([*all_columns(records), "path"])
+    for record in records:
+        keys.update(dict.fromkeys([*paths(record.config), *paths(record.summary)]))
+    return list(keys)
 
 
 PATHS_HINT = "or a config or summary path such as model.dropout or train_seconds"
@@ -374,36 +396,41 @@ def check_keys(names: Iterable[str], records: list[RunRecord], option: str) -> N
         SeqtrainError: A key that no listed run has.
     """
     for name in names:
+        if not name.strip():
+            raise SeqtrainError(f"{option} got {name!r}; expected a column or a config or "
+                                "summary path, such as model.units")
         if not is_key(name, records):
-            check_columns(name, all_columns(records), "", lambda _: False, PATHS_HINT,
-                          option=option)
+            close = difflib.get_close_matches(name, known_keys(records), n=1)
+            raise SeqtrainError(
+                f"{option}: unknown key {name!r}. Expected a column ("
+                f"{', '.join(all_columns(records))}) {PATHS_HINT}"
+                + (f". Did you mean {close[0]!r}?" if close else ""))
 
 
 def check_columns(text: str, allowed: Iterable[str], example: str,
                   is_path: Callable[[str], bool] | None = None, paths_hint: str = "",
-                  option: str = "--columns") -> list[str]:
+                  option: str = "--columns", suggest: Iterable[str] | None = None) -> list[str]:
     """`--columns A,B,...` as a list of names from `allowed` (`ls` and `sweep`).
 
     With `is_path`, a name it accepts is allowed too (`paths_hint` says so in the error).
-    `option` names the option in the error (`--sort` and `--filter` check keys here too).
+    `option` names the option in the error; `suggest` is what a "did you mean" picks from
+    (default `allowed`).
 
     Raises:
         SeqtrainError: No names, or one that is not allowed.
     """
-    import difflib
-
     allowed = list(allowed)
     names = [name.strip() for name in text.split(",") if name.strip()]
     for name in names:
         if name in allowed or (is_path is not None and is_path(name)):
             continue
-        close = difflib.get_close_matches(name, allowed, n=1)
+        close = difflib.get_close_matches(name, list(suggest or allowed), n=1)
         raise SeqtrainError(
             f"{option}: unknown column {name!r}. Expected names from: {', '.join(allowed)}"
             + (f"; {paths_hint}" if paths_hint else "")
             + (f". Did you mean {close[0]!r}?" if close else ""))
     if not names:
-        raise SeqtrainError(f"--columns got {text!r}; expected names separated by commas, "
+        raise SeqtrainError(f"{option} got {text!r}; expected names separated by commas, "
                             f"such as {example}")
     return names
 
@@ -424,7 +451,7 @@ def to_json(records: list[RunRecord], columns: list[str] | None = None) -> str:
     return json.dumps([{**r.row(columns), "path": str(r.path)} for r in records], indent=2)
 
 
-_LEFT = ("run", "name", "status", "task", "kind", "cell")
+_LEFT = ("run", "path", "name", "status", "task", "kind", "cell")
 
 
 def to_table(records: list[RunRecord], columns: list[str] | None = None) -> str:

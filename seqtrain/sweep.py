@@ -27,6 +27,7 @@ from typing import Any
 
 from seqtrain import atomic
 from seqtrain.config import load_config
+from seqtrain.data.registry import check_files
 from seqtrain.errors import ConfigError, RunDirError, SeqtrainError
 from seqtrain.listing import (
     COLUMNS,
@@ -139,7 +140,8 @@ def plan_sweep(config: Path, grids: list[str], sets: list[str], seeds: int,
     problems = []
     for trial in trials:
         try:
-            load_config(config, [*sets, *trial.overrides])
+            # Its data files too: before a trial starts TensorFlow only to find one missing.
+            check_files(load_config(config, [*sets, *trial.overrides]).data)
         except ConfigError as err:
             problems += [f"trial {trial.stem}: {p}" for p in err.problems]
     if problems:

@@ -43,7 +43,10 @@ def test_a_missing_data_file_is_told_before_tensorflow_starts(tmp_path: Path):
         from typer.testing import CliRunner
         from seqtrain.cli import app
         for args in (["validate", {str(path)!r}],
-                     ["run", {str(path)!r}, "--runs-dir", {str(tmp_path / "runs")!r}]):
+                     ["run", {str(path)!r}, "--runs-dir", {str(tmp_path / "runs")!r}],
+                     ["sweep", {str(path)!r}, "--grid", "model.cell=lstm,gru", "--runs-dir",
+                      {str(tmp_path / "runs")!r}],
+                     ["validate", {str(path)!r}, "--set", "data.path={tmp_path}"]):
             result = CliRunner().invoke(app, args)
             print(result.exit_code, result.stderr.strip())
         print(sorted(m for m in {HEAVY!r} if m in sys.modules))
@@ -53,7 +56,10 @@ def test_a_missing_data_file_is_told_before_tensorflow_starts(tmp_path: Path):
     missing = f"error: data.path: {tmp_path / 'lod.csv'} does not exist"
     assert out.stdout.splitlines()[0].startswith(f"2 {missing}"), out.stdout + out.stderr
     assert out.stdout.splitlines()[1].startswith(f"2 {missing}"), out.stdout + out.stderr
-    assert out.stdout.splitlines()[2] == "[]"
+    assert out.stdout.splitlines()[2].startswith(f"2 {missing}"), out.stdout + out.stderr
+    assert out.stdout.splitlines()[3] == f"2 error: data.path: {tmp_path} is a folder; " \
+        "expected a data file"
+    assert out.stdout.splitlines()[4] == "[]"
     assert not (tmp_path / "runs").exists()
 
 

@@ -287,6 +287,15 @@ def test_a_section_error_names_the_sets_that_wrote_inside_it(tiny_config: Path):
         "to 1" in message, message
 
 
+def test_a_set_wins_over_the_yaml_line_it_replaced_and_a_top_level_error_names_no_set(
+        tiny_config: Path):
+    replaced = invoke("validate", tiny_config, "--set", "model={cell: gru, units: 0}")
+    assert "model.units (--set model={cell: gru, units: 0}): got 0" in replaced.stderr
+    top = invoke("validate", tiny_config, "--set", "device=gpu:0,1", "--set", "train.epochs=3")
+    assert top.exit_code == 2 and "names several GPUs" in top.stderr
+    assert "--set train.epochs=3" not in top.stderr
+
+
 def _sections(model, prefix=()):
     """(key path, model) of every config section under `model`, options of unions included."""
     from pydantic import BaseModel

@@ -118,8 +118,18 @@ def test_columns_sort_and_filter_take_the_same_summary_paths(runs: Path):
     for option, value in (("--columns", "run,epochs_rn"), ("--sort", "-epochs_rn"),
                           ("--filter", "epochs_rn=3")):
         bad = invoke("ls", runs, option, value)
-        assert bad.exit_code == 2 and f"{option}: unknown column 'epochs_rn'" in bad.stderr
+        assert bad.exit_code == 2 and f"{option}: unknown " in bad.stderr
+        assert "'epochs_rn'" in bad.stderr and "Did you mean 'epochs_run'?" in bad.stderr
         assert bad.stdout == "" and "Traceback" not in bad.stderr
+    empty = invoke("ls", runs, "--sort=-")
+    assert empty.exit_code == 2 and "--sort got ''; expected a column or a config" in empty.stderr
+
+
+def test_overlapping_folders_list_each_run_once(runs: Path):
+    nested = next(p for p in runs.iterdir() if p.is_dir())
+    once = invoke("ls", runs, "--format", "json")
+    twice = invoke("ls", runs, nested.parent, "--format", "json")
+    assert twice.exit_code == 0 and twice.stdout == once.stdout
 
 
 def test_csv_and_table_formats(runs: Path):

@@ -473,6 +473,8 @@ def check_files(params: TaskParams) -> None:
         DataError: A file is missing (its contents are checked when it is read).
     """
     for path in params.files():
+        if Path(path).is_dir():
+            raise DataError(f"data.path: {path} is a folder; expected a data file")
         if not Path(path).is_file():
             raise DataError(f"data.path: {path} does not exist (relative paths start at the "
                             "config file's folder)")
