@@ -125,6 +125,7 @@ def mirrored(tmp_path_factory) -> tuple[Path, Path]:
     return config, folder / "run"
 
 
+@pytest.mark.slow  # a mirrored run on two logical CPUs
 def test_mirrored_trains_on_two_logical_cpus_and_eval_reproduces_its_test(mirrored):
     _, run_dir = mirrored
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -336,7 +336,7 @@ PLATEAU = {**CONFIG, "train": {**CONFIG["train"], "backup_every_steps": None,
 @pytest.mark.parametrize("learning_rate,epochs,killed_after", [
     # val_loss improves by less than Keras's default min_delta every epoch: best.keras and
     # the plateau once disagreed about epoch 2, which was best and also cut the rate
-    (3e-5, 4, 2),
+    pytest.param(3e-5, 4, 2, marks=pytest.mark.slow),  # two runs of four epochs
     # a real plateau: epoch 3 is worse than epoch 2 and the rate is cut after it
     pytest.param(0.5, 6, 3, marks=pytest.mark.slow),
 ])

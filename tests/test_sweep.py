@@ -117,6 +117,7 @@ def test_eight_runs_started_at_once_get_eight_directories(tmp_path: Path):
         assert json.loads((Path(run_dir) / "summary.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.slow  # four trials, twice; test_sweep_quiet_... trains one in the default set
 def test_a_sweep_with_two_jobs_then_a_rerun_skips_what_completed(tmp_path: Path):
     config = write_config(tmp_path, QUICK)
     args = ["sweep", config, "--grid", "model.cell=lstm,gru", "--seeds", "2", "--jobs", "2",
@@ -261,7 +262,6 @@ def test_ctrl_c_records_the_running_trial_as_interrupted_and_says_how_to_resume(
         "units=16": "run"}
 
 
-@pytest.mark.slow  # a second sweep; ls's wide-table test is in the default set
 def test_sweep_quiet_and_a_results_table_never_cut_to_80_columns(tmp_path: Path):
     config = write_config(tmp_path, QUICK)
     args = ["sweep", config, "--grid", "model.units=8", "--runs-dir", tmp_path / "runs",

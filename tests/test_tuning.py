@@ -51,6 +51,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return found
 
 
+@pytest.mark.slow  # three runs (a module fixture)
 def test_off_is_plain_keras_with_tensorflows_threads_and_the_same_metrics(runs):
     on, off = settings(runs["auto"]), settings(runs["off"])
     assert (on["cpu_tuning"], on["recurrent_loop"], on["warm_validation"]) == (
@@ -69,6 +70,7 @@ def test_off_is_plain_keras_with_tensorflows_threads_and_the_same_metrics(runs):
             np.testing.assert_allclose(tuned[key], plain[key], rtol=1e-4, err_msg=key)
 
 
+@pytest.mark.slow  # the same three runs
 def test_outside_the_tested_versions_it_warns_once_and_runs_plain_keras(runs):
     warnings = [line for line in runs["newer_stderr"].splitlines() if "warning" in line]
     assert warnings == ["seqtrain: warning: Keras 3.99.0 is outside the versions seqtrain's "
