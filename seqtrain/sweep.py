@@ -19,7 +19,7 @@ import os
 import shutil
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +38,8 @@ from seqtrain.listing import (
     read_run,
 )
 from seqtrain.rundir import RunDir, RunLock, run_stem
+
+SIGNAL_POLL_SECONDS = 0.2  # the longest a Ctrl-C waits for the sweep to act on it
 
 
 @dataclass(frozen=True)
@@ -221,13 +223,19 @@ class Sweep:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             with ThreadPoolExecutor(max_workers=self.executor.workers) as pool:
-                futures = {pool.submit(self._run_trial, t): t for t in trials}
-                for done, future in enumerate(as_completed(futures), 1):
-                    result = future.result()
-                    results.append(result)
-                    self.say(f"[{done}/{len(trials)}] {result['trial']}: {result['status']}"
-                             + (f" (exit {result['exit_code']})" if result["exit_code"] else "")
-                             + _brief(result))
+                pending = {pool.submit(self._run_trial, t) for t in trials}
+                while pending:
+                    # Waits that time out: the kernel may hand a Ctrl-C to a worker thread,
+                    # and Python runs the handler only when this (main) thread wakes.
+                    finished, pending = wait(pending, timeout=SIGNAL_POLL_SECONDS,
+                                             return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        result = future.result()
+                        results.append(result)
+                        self.say(f"[{len(results)}/{len(trials)}] {result['trial']}: "
+                                 f"{result['status']}"
+                                 + (f" (exit {result['exit_code']})" if result["exit_code"]
+                                    else "") + _brief(result))
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
