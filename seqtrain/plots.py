@@ -46,11 +46,15 @@ def _save(figure, path: Path) -> None:
         atomic.commit(tmp, path)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+def read_metrics(run_dir: Path, allow_empty: bool = False) -> list[dict[str, float]]:
     """`metrics.csv` of a run as rows of floats.
 
+    Args:
+        run_dir: The run directory.
+        allow_empty: Return no rows, rather than raise, for a file with no epoch yet.
+
     Raises:
-        SeqtrainError: The file is missing, empty or damaged.
+        SeqtrainError: The file is missing, damaged, or (unless `allow_empty`) empty.
     """
     path = run_dir / "metrics.csv"
     try:
@@ -61,7 +65,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
                             f"{run_dir} is not a run directory") from None
     except (ValueError, TypeError, OSError) as err:
         raise SeqtrainError(f"{path} is damaged ({err})") from None
-    if not rows:
+    if not rows and not allow_empty:
         raise SeqtrainError(f"{path} has no epochs yet")
     return rows
 
@@ -281,18 +285,15 @@ def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss",
 
 def _unplottable(run_dir: Path, metric: str) -> str | None:
     """Why a run found in a folder cannot be plotted, in a few words; None if it can."""
-    try:
-        if len((run_dir / "metrics.csv").read_bytes().splitlines()) < 2:
-            return "no finished epoch yet"  # a header alone: the first epoch is under way
-    except FileNotFoundError:
+    if not (run_dir / "metrics.csv").is_file():
         return "no finished epoch yet"
-    except OSError as err:
-        return f"metrics.csv is unreadable ({err})"
     try:
-        rows = read_metrics(run_dir)
+        rows = read_metrics(run_dir, allow_empty=True)
         _config(run_dir)
     except SeqtrainError as err:
         return str(err)
+    if not rows:
+        return "no finished epoch yet"  # a header alone: the first epoch is under way
     if metric in rows[-1]:
         return None
     kind = (_summary(run_dir).get("task") or {}).get("kind")
