@@ -193,17 +193,11 @@ def is_run_dir(path: Path) -> bool:
     return (path / "config.yaml").is_file() or (path / "summary.json").is_file()
 
 
-def find_runs(folders: Iterable[Path]) -> list[Path]:
-    """Run directories in or under `folders` (a folder may itself be a run directory).
-
-    Raises:
-        SeqtrainError: A folder does not exist.
-    """
-    return [path for path, _ in find_runs_under(folders)]
-
-
 def find_runs_under(folders: Iterable[Path]) -> list[tuple[Path, Path]]:
-    """`find_runs`, each run with the folder it was found under.
+    """Run directories in or under `folders`, each with the folder it was found under.
+
+    A folder may itself be a run directory (then it is its own folder); a run under two of
+    the folders is listed once.
 
     Raises:
         SeqtrainError: A folder does not exist.

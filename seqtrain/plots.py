@@ -15,7 +15,7 @@ from typing import Any
 
 from seqtrain import atomic
 from seqtrain.errors import SeqtrainError
-from seqtrain.listing import find_runs, is_run_dir
+from seqtrain.listing import find_runs_under
 
 CURVES_SIZE = (10, 4)  # inches at 100 dpi: 1000 x 400 pixels
 PLOT_SIZE = (8, 5)  # 800 x 500 pixels
@@ -259,20 +259,19 @@ def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss",
             lacks `metric`.
     """
     runs: list[Path] = []
-    for folder in folders:
-        found = find_runs([folder])
-        if is_run_dir(folder):
-            runs += found  # named on the command line: its problem stops the plot
+    found = find_runs_under(folders)  # each run once, even where the folders overlap
+    for run_dir, folder in found:
+        if run_dir == folder:
+            runs.append(run_dir)  # named on the command line: its problem stops the plot
             continue
-        for run_dir in found:
-            reason = _unplottable(run_dir, metric)
-            if reason is None:
-                runs.append(run_dir)
-            else:
-                skipped(f"skipped {run_dir}: {reason}")
+        reason = _unplottable(run_dir, metric)
+        if reason is None:
+            runs.append(run_dir)
+        else:
+            skipped(f"skipped {run_dir}: {reason}")
     where = ", ".join(map(str, folders))
     if not runs:
-        if find_runs(folders):
+        if found:
             raise SeqtrainError(f"nothing to plot in {where}: every run was skipped (above); "
                                 "plot runs that have finished an epoch and record "
                                 f"{metric!r}, or pick another --metric")
