@@ -188,6 +188,10 @@ class TrainedRun:
         if source == "text":
             if isinstance(inputs, (list, tuple)) and inputs and all(
                     isinstance(text, str) for text in inputs):
+                if not any("\n" in text or "\r" in text for text in inputs):
+                    path = folder / "inputs.txt"  # keyed 1, 2, ...: their places in the list
+                    path.write_text("".join(f"{text}\n" for text in inputs), encoding="utf-8")
+                    return path
                 column = self.preprocessing["input"]["text_column"]
                 inputs = [{column: text} for text in inputs]
             source = "csv"  # rows or columns, written as a CSV

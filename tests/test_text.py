@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seqtrain.errors import DataError
 from tests.conftest import ROOT, invoke, run_cli, write_config
 
 
@@ -309,3 +310,69 @@ def test_the_shipped_text_example_needs_word_order(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["test"]["accuracy"] >= 0.99
     assert summary["baseline"]["accuracy"] < 0.6
+
+
+def test_a_changed_file_is_read_with_the_stored_vocabulary_and_classes(text_run, tmp_path):
+    """Nothing is adapted again: new words in the file stay unknown to the run."""
+    import shutil
+
+    from seqtrain.trained import TrainedRun
+
+    copy = tmp_path / "run"
+    shutil.copytree(text_run, copy)
+    path = Path(stored_path(text_run))
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"zebra zebra zebra,neutral\n" * 5)
+        with pytest.raises(DataError, match="class 'neutral' is not one this run was trained on"):
+            TrainedRun(copy).dataset()
+        path.write_bytes(original + b"zebra zebra zebra,positive\n" * 50)
+        dataset = TrainedRun(copy).dataset()
+    finally:
+        path.write_bytes(original)
+    vocabulary = dataset.preprocessing["input"]["vocabulary"]
+    assert vocabulary == stored(text_run)["input"]["vocabulary"] and "zebra" not in vocabulary
+    assert dataset.preprocessing["output"]["classes"] == ["negative", "positive"]
+
+
+def test_files_the_run_cannot_read_are_refused_before_tensorflow_starts(text_run, tmp_path):
+    (tmp_path / "new.txt").write_bytes(b"fine\nthe caf\xe9\n")
+    code = ("import sys; from typer.testing import CliRunner; from seqtrain.cli import app; "
+            f"result = CliRunner().invoke(app, ['predict', {str(text_run)!r}, "
+            f"{str(tmp_path / 'new.txt')!r}]); "
+            "print(result.exit_code, 'tensorflow' in sys.modules); print(result.stderr)")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    first, message = found.stdout.split("\n", 1)
+    assert first == "2 False", found.stderr
+    assert "new.txt, line 2 is not UTF-8 text" in message
+
+
+def test_the_python_api_predicts_a_list_of_texts(text_run):
+    import seqtrain
+
+    predictions = seqtrain.load(text_run).predict(["the food was good, it was not bad",
+                                                   "the bed was bad,\nit was not nice"])
+    rows = list(predictions.rows())
+    assert predictions.columns() == ["line", "predicted", "prob_negative", "prob_positive"]
+    assert [row[0] for row in rows] == [2, 3]  # a text holds a line break: written as a CSV
+    assert all(row[1] in ("negative", "positive") for row in rows)
+    single = seqtrain.load(text_run).predict(["the food was good, it was not bad"])
+    assert next(iter(single.rows()))[0] == 1  # its place in the list
+    np.testing.assert_allclose(single.outputs[0], predictions.outputs[0], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_resumed_text_run_equals_training_longer_in_one_go(text_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "resumed"
+    shutil.copytree(text_run, copy)
+    result = invoke("resume", copy, "--set", "train.epochs=2", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    result = invoke("run", text_run / "config.yaml", "--run-dir", tmp_path / "straight",
+                    "--set", "train.epochs=2", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    test = [json.loads((run / "summary.json").read_text())["test"]
+            for run in (copy, tmp_path / "straight")]
+    assert test[0] == test[1]

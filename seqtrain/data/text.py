@@ -145,8 +145,11 @@ def read_texts(params: TextCsvParams, path: Path, with_targets: bool,
             raise DataError(f"{path} is a .txt file of texts alone; scoring needs a CSV with "
                             f"the columns {params.text_column!r} and "
                             f"{params.target or params.label_column!r}")
-        rows = [(n, {params.text_column: line})
-                for n, line in enumerate(read_text(path).splitlines(), start=1)]
+        lines = read_text(path).split("\n")  # only \n ends a line, as editors count them
+        if lines[-1] == "":
+            lines.pop()  # the last line's newline
+        rows = [(n, {params.text_column: line.removesuffix("\r")})
+                for n, line in enumerate(lines, start=1)]
         where = ""
     else:
         target_column = params.target or params.label_column
