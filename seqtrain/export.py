@@ -3,7 +3,8 @@
     DIR/                     a new folder, claimed first (empty), then replaced whole by the
                              finished export; never overwritten, removed if the export fails
       saved_model.pb, variables/, ...   --format saved_model: a TensorFlow SavedModel whose
-                                        `serving_default` signature TF Serving calls
+                                        `serving_default` signature TF Serving calls (a text
+                                        run's takes raw strings: its tokeniser is inside)
       model.onnx                        --format onnx (the `seqtrain[onnx]` extra)
       preprocessing.json                the run's: how raw inputs become the model's input,
                                         and its output predictions; plus `export`: the
