@@ -77,7 +77,7 @@ class ModelConfig(Section):
     )
     embedding_dim: PositiveInt | None = Field(
         None, description="Learn an Embedding of this size for symbol (token) inputs; null "
-        "feeds them one-hot."
+        "feeds them one-hot (text tasks, which always embed their words: 64)."
     )
     unroll: bool = Field(
         False, description="Unroll the recurrence: faster for short sequences, more memory, and "
@@ -338,6 +338,8 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _embedding_needs_symbols(self) -> ExperimentConfig:
+        if self.model.embedding_dim is None and self.data.default_embedding_dim():
+            self.model.embedding_dim = self.data.default_embedding_dim()  # text: words
         if self.model.embedding_dim and self.data.vocabulary_size() == 0:
             raise ValueError(
                 f"model.embedding_dim needs symbol inputs, but task {self.data.task!r} (with "

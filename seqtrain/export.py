@@ -3,7 +3,8 @@
     DIR/                     a new folder, claimed first (empty), then replaced whole by the
                              finished export; never overwritten, removed if the export fails
       saved_model.pb, variables/, ...   --format saved_model: a TensorFlow SavedModel whose
-                                        `serving_default` signature TF Serving calls
+                                        `serving_default` signature TF Serving calls (a text
+                                        run's takes raw strings: its tokeniser is inside)
       model.onnx                        --format onnx (the `seqtrain[onnx]` extra)
       preprocessing.json                the run's: how raw inputs become the model's input,
                                         and its output predictions; plus `export`: the
@@ -77,7 +78,10 @@ def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A
         _remove_empty([output, *reversed(parents)])
         raise SeqtrainError(f"cannot create {output}: {err.strerror or err}") from None
     try:
-        if format == "saved_model":
+        if format == "saved_model" and preprocessing["input"].get("encoding") == "text":
+            _export_texts(model, preprocessing, building)
+            signature = _saved_model_signature(building)
+        elif format == "saved_model":
             _export(model, building, "tf_saved_model")
             signature = _saved_model_signature(building)
         else:
@@ -111,6 +115,40 @@ def _remove_empty(folders: list[Path]) -> None:
 def _export(model, path: Path, format: str) -> None:  # noqa: A002
     """`model.export`, its messages kept off stdout (which carries only results)."""
     model.export(path, format=format, verbose=False)
+
+
+def _export_texts(model, preprocessing: dict, path: Path) -> None:
+    """A SavedModel whose `serving_default` takes raw texts: the run's tokeniser, then the model.
+
+    The tokeniser is a `TextVectorization` holding the stored vocabulary (nothing adapted),
+    so the signature gives what `seqtrain predict` gives: `probabilities` and the
+    `predicted` class name per text (regression: `prediction`).
+    """
+    import keras
+    import tensorflow as tf
+
+    from seqtrain.data.text import _vectorizer
+
+    inputs, output = preprocessing["input"], preprocessing["output"]
+    vectorizer = _vectorizer(inputs, inputs["vocabulary"])
+    vectorizer(tf.constant([""]))  # built, as the archive wants its layers
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(vectorizer)
+    if output["kind"] == "classification":
+        names = tf.constant([str(name) for name in output["classes"]])
+
+        def serve(texts):
+            probabilities = model(tf.cast(vectorizer(texts), tf.int32), training=False)
+            return {"probabilities": probabilities,
+                    "predicted": tf.gather(names, tf.argmax(probabilities, axis=-1))}
+    else:
+        def serve(texts):
+            return {"prediction": model(tf.cast(vectorizer(texts), tf.int32), training=False)}
+
+    archive.add_endpoint("serving_default", serve,
+                         input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
+    archive.write_out(str(path), verbose=False)
 
 
 def _saved_model_signature(folder: Path) -> dict[str, Any]:
@@ -163,6 +201,8 @@ def sample_inputs(preprocessing: dict, input_shape: tuple, count: int = 8):
     steps = input_shape[1] or model_input["timesteps_in_training"]
     if model_input["name"] == "tokens":
         vocabulary = preprocessing["input"].get("vocabulary") or 2
+        if isinstance(vocabulary, list):  # text: the words themselves
+            vocabulary = len(vocabulary)
         return rng.integers(0, vocabulary, (count, steps)).astype(np.int32)
     x = rng.normal(size=(count, steps, model_input["features"])).astype(np.float32)
     if "padding_value" in model_input:

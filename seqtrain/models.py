@@ -46,8 +46,9 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain",
     steps = spec.timesteps if config.unroll else None
     if spec.tokens:
         layers: list = [keras.Input(shape=(steps,), dtype="int32", name="tokens"),
+                        # Token 0 is padding when the task masks: skipped, as Masking would.
                         keras.layers.Embedding(spec.tokens, config.embedding_dim, name="embedding",
-                                               dtype=precision)]
+                                               mask_zero=spec.masked, dtype=precision)]
     else:
         layers = [keras.Input(shape=(steps, spec.features), name="sequence")]
         if spec.masked:

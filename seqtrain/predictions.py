@@ -149,13 +149,14 @@ class Predictions:
             key = f"key_{key}"
         found: dict[str, np.ndarray] = {key: self.keys}
         if self.kind == "classification":
-            found["predicted"] = self.outputs.argmax(axis=-1)
+            found["predicted"] = np.asarray(self.classes)[self.outputs.argmax(axis=-1)]
             found["probabilities"] = self.outputs
         else:
             found["prediction"] = self.values()
         true = self.true_values()
         if true is not None:
-            found["true"] = true
+            found["true"] = np.asarray(self.classes)[true] if self.kind == "classification" \
+                else true
             found["sample_weight"] = self.weights().astype(np.float32)
         if self.per_step:
             found["valid"] = self.steps()
@@ -182,6 +183,7 @@ class Predictions:
         true = self.true_values()
         weights = self.weights()
         if self.kind == "classification":
+            classes = self.classes  # names as the user's data spells them (0, 1, ... if none)
             predicted = self.outputs.argmax(axis=-1)
         else:
             values = self.values()
@@ -194,9 +196,9 @@ class Predictions:
                 row: list[Any] = [keys[n]] + ([place[1]] if self.per_step else [])
                 counts = weights[place] > 0
                 if self.kind == "classification":
-                    row += [int(predicted[place]), *self.outputs[place].tolist()]
+                    row += [classes[predicted[place]], *self.outputs[place].tolist()]
                     if true is not None:
-                        row.append(int(true[place]) if counts else None)
+                        row.append(classes[true[place]] if counts else None)
                 else:
                     row += values[place].tolist()
                     if true is not None:

@@ -80,15 +80,29 @@ class TrainedRun:
     @cached_property
     def model(self) -> keras.Model:
         """The checkpoint's plain Keras model (TensorFlow starts here)."""
-        runtime.select_device(self.device, self.config.runtime.intra_op_threads,
-                              self.config.runtime.inter_op_threads)
+        self.start_tensorflow()
         return load_checkpoint(self.checkpoint_path)
+
+    @cached_property
+    def _started(self) -> runtime.Devices:
+        return runtime.select_device(self.device, self.config.runtime.intra_op_threads,
+                                     self.config.runtime.inter_op_threads)
+
+    def start_tensorflow(self) -> None:
+        """Start TensorFlow on the run's device and threads, once.
+
+        The model needs it, and a task that tokenises texts needs it before.
+        """
+        self._started  # noqa: B018
 
     def dataset(self):
         """The run's data, rebuilt from its config and stored statistics (`build_dataset`)."""
+        from seqtrain.data.registry import get_task
         from seqtrain.rundir import stored_preprocessing
 
         config = self.config
+        if get_task(config.data.task).tensorflow:
+            self.start_tensorflow()
         return build_dataset(config.data, config.seed, bool(config.model.embedding_dim),
                              stored_preprocessing(self.run, config.data.task))
 
@@ -101,9 +115,10 @@ class TrainedRun:
         """Model inputs from `inputs` (or the run's own `split`), as the run's task reads them.
 
         Args:
-            inputs: A file in the task's form (`.npz`, `.csv`); or, as that file would hold
-                them, a NumPy array (the `x` array), a dict of arrays (an `.npz`'s arrays, or
-                a CSV's columns), or a list of rows (dicts, a CSV's rows).
+            inputs: A file in the task's form (`.npz`, `.csv`, `.txt` for text); or, as that
+                file would hold them, a NumPy array (the `x` array), a dict of arrays (an
+                `.npz`'s arrays, or a CSV's columns), a list of rows (dicts, a CSV's rows),
+                or for a text run a list of texts.
             split: `train`, `val` or `test`: the run's own split, with its targets.
             targets: Also read the targets of `inputs` (to score them).
 
@@ -126,12 +141,14 @@ class TrainedRun:
             if not path.is_file():
                 raise DataError(f"input {path} is a folder, not a file" if path.is_dir()
                                 else f"input {path} does not exist")
-            part = read_inputs(self.config.data, path, self.preprocessing, targets)
+            part = read_inputs(self.config.data, path, self.preprocessing, targets,
+                               self.start_tensorflow)
         else:
             with tempfile.TemporaryDirectory(prefix=".seqtrain-inputs.") as folder:
                 path = self._as_file(inputs, Path(folder))
                 try:
-                    part = read_inputs(self.config.data, path, self.preprocessing, targets)
+                    part = read_inputs(self.config.data, path, self.preprocessing, targets,
+                                       self.start_tensorflow)
                 except DataError as err:  # the temporary file means nothing to the caller
                     raise DataError(str(err).replace(str(path), "the inputs given")) from None
         self._check_length(part)
@@ -168,6 +185,16 @@ class TrainedRun:
         import numpy as np
 
         source = self.preprocessing["input"].get("source")
+        if source == "text":
+            if isinstance(inputs, (list, tuple)) and inputs and all(
+                    isinstance(text, str) for text in inputs):
+                if not any("\n" in text or "\r" in text for text in inputs):
+                    path = folder / "inputs.txt"  # keyed 1, 2, ...: their places in the list
+                    path.write_text("".join(f"{text}\n" for text in inputs), encoding="utf-8")
+                    return path
+                column = self.preprocessing["input"]["text_column"]
+                inputs = [{column: text} for text in inputs]
+            source = "csv"  # rows or columns, written as a CSV
         if isinstance(inputs, np.ndarray):
             if source == "csv":
                 raise DataError("this run reads a CSV table: give its rows (a list of dicts) "

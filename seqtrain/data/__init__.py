@@ -1,6 +1,14 @@
 """Sequence tasks: a registry of numpy dataset builders (no TensorFlow here)."""
 
-from seqtrain.data import bits, digits, files, memory, series, tables  # noqa: F401  (registers)
+from seqtrain.data import (  # noqa: F401  (registers)
+    bits,
+    digits,
+    files,
+    memory,
+    series,
+    tables,
+    text,
+)
 from seqtrain.data.registry import (
     Dataset,
     Split,

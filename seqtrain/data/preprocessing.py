@@ -46,8 +46,8 @@ def complete(params: TaskParams, dataset: Dataset, token_inputs: bool) -> dict[s
         "features": None if spec.tokens else spec.features,
         "timesteps_in_training": spec.timesteps,
     }
-    if spec.masked:
-        model_input["padding_value"] = PAD
+    if spec.masked:  # token 0 is padding (an `Embedding` with mask_zero), else PAD
+        model_input["padding_value"] = 0 if spec.tokens else PAD
     output: dict[str, Any] = {"kind": spec.kind, "per_step": spec.per_step}
     if spec.kind == "classification":
         output["classes"] = list(range(spec.num_classes))
@@ -153,7 +153,7 @@ def describe_steps(document: dict[str, Any]) -> list[str]:
     elif normalization == "window":
         steps.append("make each window relative to its last row: (value - value at the last "
                      "row) / input.scale[c]")
-    if "padding_value" in model_input:
+    if "padding_value" in model_input and encoding != "text":  # text: said in its reading
         steps.append(f"right-pad sequences to one length (and mark missing steps) with "
                      f"{model_input['padding_value']:g} in every feature: the model skips "
                      "those steps")

@@ -63,6 +63,13 @@ class TaskParams(Section):
         """
         return 0
 
+    def default_embedding_dim(self) -> int | None:
+        """`model.embedding_dim` when the config leaves it out; None: no embedding.
+
+        A task whose inputs are words (text) needs an embedding and gives its size here.
+        """
+        return None
+
     def files(self) -> list[Path]:
         """The data files the task reads (recorded, with their SHA-256, in the run)."""
         return []
@@ -330,24 +337,30 @@ class Task:
             in the form the task reads, as model inputs (`seqtrain predict`); with
             `targets`, their targets too (`seqtrain eval` on a file), or a DataError saying
             what the file lacks. None: the task cannot read new inputs.
+        tensorflow: The builder (and the reading of new inputs, after the file is checked)
+            uses TensorFlow: its callers start it first, on the run's device.
     """
 
     name: str
     params: type[TaskParams]
     build: Callable[..., Dataset]
     read: Callable[..., Split] | None = None
+    tensorflow: bool = False
 
 
 _TASKS: dict[str, Task] = {}
 
 
-def register_task(name: str, params: type[TaskParams]):
-    """Register `build(params, seed) -> Dataset` under `name`, validated by `params`."""
+def register_task(name: str, params: type[TaskParams], tensorflow: bool = False):
+    """Register `build(params, seed) -> Dataset` under `name`, validated by `params`.
+
+    `tensorflow`: the builder imports TensorFlow (see `Task.tensorflow`).
+    """
 
     def decorator(build: Callable[[TaskParams, int], Dataset]):
         if name in _TASKS:
             raise ValueError(f"task {name!r} is registered twice")
-        _TASKS[name] = Task(name, params, build)
+        _TASKS[name] = Task(name, params, build, tensorflow=tensorflow)
         return build
 
     return decorator
@@ -434,6 +447,8 @@ def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False,
     if preprocessing and "preprocessing" in inspect.signature(build).parameters:
         extra["preprocessing"] = preprocessing
     dataset = build(params, seed, **extra)
+    # A task that gives tokens itself (text) has them embedded as they are.
+    token_inputs = token_inputs and not dataset.spec.tokens
     if token_inputs:
         dataset = with_token_inputs(dataset)
     document = complete(params, dataset, token_inputs)
@@ -443,7 +458,7 @@ def build_dataset(params: TaskParams, seed: int, token_inputs: bool = False,
 
 
 def read_inputs(params: TaskParams, path: Path, preprocessing: dict,
-                targets: bool = False) -> Split:
+                targets: bool = False, start: Callable[[], object] | None = None) -> Split:
     """A file of new inputs as the trained model reads them (see `Task.read`).
 
     Args:
@@ -451,6 +466,8 @@ def read_inputs(params: TaskParams, path: Path, preprocessing: dict,
         path: The file.
         preprocessing: The run's stored `preprocessing.json`.
         targets: Also read the targets (to score the file), or fail naming what is missing.
+        start: Starts TensorFlow on the run's device, for a task that tokenises texts; it
+            is called only once the whole file has been read and checked.
 
     Raises:
         DataError: The file does not fit the run, or the task reads no files.
@@ -463,6 +480,12 @@ def read_inputs(params: TaskParams, path: Path, preprocessing: dict,
         raise DataError(f"{path} holds no targets to score the model against")
     if preprocessing["input"].get("encoding") == "tokens":
         split = as_tokens(split)
+    elif preprocessing["input"].get("encoding") == "text":
+        from seqtrain.data.text import tokenized
+
+        if start is not None:
+            start()
+        split = tokenized(split, preprocessing)
     return split
 
 

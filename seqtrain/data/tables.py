@@ -30,6 +30,7 @@ Statistics come from the training part only and are stored in the run directory
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -91,7 +92,7 @@ def read_table(params: CsvSeriesParams, path: Path | None = None,
 
     path = Path(path or params.path)
     names = [*params.columns, *([params.target] if with_target else [])]
-    rows = _rows(path, [*names, *([params.date_column] if params.date_column else [])])
+    rows = read_rows(path, [*names, *([params.date_column] if params.date_column else [])])
     if params.date_column:
         rows = _in_order(rows, params.date_column, path)
         keys = np.array([row[params.date_column].strip() for _, row in rows])
@@ -385,7 +386,7 @@ def group_sequences(params: CsvSequencesParams, path: Path, with_target: bool) -
     """Rows grouped by id, each group in order; every cell checked, naming its line."""
     import numpy as np
 
-    rows = _rows(path, [params.id_column, *params.columns,
+    rows = read_rows(path, [params.id_column, *params.columns,
                         *([params.target] if with_target else []),
                         *([params.order_column] if params.order_column else [])])
     groups: dict[str, list[tuple[int, dict]]] = {}
@@ -510,7 +511,7 @@ def read_sequences(params: CsvSequencesParams, path: Path, preprocessing: dict,
     return replace(split, keys=table.ids)
 
 
-def _rows(path: Path, needed: list[str]) -> list[tuple[int, dict[str, str]]]:
+def read_rows(path: Path, needed: list[str]) -> list[tuple[int, dict[str, str]]]:
     """The data rows of a CSV file as text, each with its line in the file (header = 1).
 
     Lines count as an editor counts them: blank lines and cells quoted over several lines
@@ -525,27 +526,46 @@ def _rows(path: Path, needed: list[str]) -> list[tuple[int, dict[str, str]]]:
                         "config file's folder)")
     rows: list[tuple[int, dict[str, str]]] = []
     header: list[str] | None = None
+    text = read_text(path)
     try:
-        # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file)
-            end = 0  # the line the previous record ended on
-            for record in reader:
-                start, end = end + 1, reader.line_num
-                if not record or (len(record) == 1 and not record[0].strip()):
-                    continue  # a blank line
-                if header is None:
-                    header = _header(record, start, path, needed)
-                    continue
-                rows.append((start, _cells(record, header, start, path)))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path} is not a readable CSV file ({err})") from None
+        reader = csv.reader(io.StringIO(text, newline=""))
+        end = 0  # the line the previous record ended on
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # a blank line
+            if header is None:
+                header = _header(record, start, path, needed)
+                continue
+            rows.append((start, _cells(record, header, start, path)))
+    except csv.Error as err:
+        raise DataError(f"{path}, line {reader.line_num} is not readable CSV ({err})") from None
     if header is None:
         raise DataError(f"{path} is empty; expected a header row naming the columns, then the "
                         "data rows")
     if not rows:
         raise DataError(f"{path} has no data rows; expected a header row and at least one row")
     return rows
+
+
+def read_text(path: Path) -> str:
+    """A text file's content, decoded as UTF-8 (a byte-order mark, as Excel writes, dropped).
+
+    Raises:
+        DataError: The file cannot be read, or is not UTF-8: the message names the line
+            and the first byte that is not.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(f"{path}, line {line} is not UTF-8 text (byte {data[err.start]:#04x} "
+                        f"at byte {column} of the line); save the file as UTF-8") from None
 
 
 def _header(record: list[str], line: int, path: Path, needed: list[str]) -> list[str]:
