@@ -44,6 +44,16 @@ def attention_run(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def plain_run(tmp_path_factory) -> Path:
+    """The same task read from the last state (model.attention: none), one epoch."""
+    folder = tmp_path_factory.mktemp("no-attention")
+    result = invoke("run", recall_config(folder, "none"), "--run-dir", folder / "run",
+                    "--quiet", "--set", "train.epochs=1")
+    assert result.exit_code == 0, result.stderr
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
 def recall_file(tmp_path_factory) -> Path:
     """Five new sequences in marked_recall's file form: symbols and the marked steps."""
     path = tmp_path_factory.mktemp("recall-file") / "recall.npz"
@@ -132,14 +142,11 @@ def test_plot_attention_draws_a_png(attention_run, recall_file, tmp_path):
     assert result.exit_code == 2 and "--count got 0" in result.stderr
 
 
-def test_a_run_without_attention_is_refused_by_predict_and_plot_attention(tmp_path):
+def test_a_run_without_attention_is_refused_by_predict_and_plot_attention(plain_run, tmp_path):
     folder = tmp_path
-    result = invoke("run", recall_config(folder, "none"), "--run-dir", folder / "run", "--quiet",
-                    "--set", "train.epochs=1")
-    assert result.exit_code == 0, result.stderr
-    for command in (("predict", folder / "run", "--split", "test", "--attention",
+    for command in (("predict", plain_run, "--split", "test", "--attention",
                      "-o", folder / "p.csv"),
-                    ("plot-attention", folder / "run", "--split", "test", "-o", folder / "a.png")):
+                    ("plot-attention", plain_run, "--split", "test", "-o", folder / "a.png")):
         result = invoke(*command)
         assert result.exit_code == 2, result.stderr
         assert "has no attention layer (model.attention: none)" in result.stderr
@@ -271,3 +278,21 @@ def test_the_shipped_marked_recall_configs_attention_recalls_the_last_state_does
     # docs/attention.md reports 1.000 and 0.144 (chance: 1/8)
     assert accuracy["marked_recall_attention"] >= 0.99, accuracy
     assert accuracy["marked_recall_lstm"] <= 0.25, accuracy
+
+
+@pytest.mark.parametrize("arrays,words", [
+    ({"x": np.zeros((3, 12), int)}, "has no array 'marked'"),
+    ({"x": np.zeros((3, 12), int), "marked": np.zeros(2, int)},
+     "array 'marked' has shape (2,) and dtype int64; expected (3,) integers"),
+    ({"x": np.zeros((3, 12), int), "marked": np.array([0, 12, 1])},
+     "array 'marked' holds 12 at sequence 1; the sequences of 'x' have steps 0 to 11"),
+    ({"x": np.full((3, 12), 4), "marked": np.zeros(3, int)}, "symbols are 0 to 3"),
+])
+def test_a_marked_recall_file_that_does_not_fit_is_exit_2_naming_the_array(
+        arrays, words, plain_run, tmp_path):
+    folder = tmp_path
+    np.savez(folder / "bad.npz", **arrays)
+    result = invoke("predict", plain_run, folder / "bad.npz", "-o", folder / "p.csv")
+    assert result.exit_code == 2, result.stderr
+    assert words in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    assert not (folder / "p.csv").exists()
