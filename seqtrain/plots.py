@@ -427,18 +427,20 @@ def plot_attention(run_dir: Path, inputs: Path | None, output: Path, *, split: s
     weights = np.asarray(predictions.attention)
     # A sequence's steps end at its last observed one: padding has weight 0 and no bar.
     lengths = predictions.steps().sum(axis=1).tolist()
+    longest = max(lengths)  # one step axis for all panels: shorter sequences end earlier
     figure = _figure((10, 0.6 + ATTENTION_ROW_HEIGHT * len(part)))
     axes = figure.subplots(len(part), 1, squeeze=False)[:, 0]
     keys = predictions.keys.tolist()
     true = predictions.true_values()
     for n, ax in enumerate(axes):
         steps = lengths[n]
-        ax.bar(np.arange(steps), weights[n, :steps], width=1.0, color="tab:blue")
+        ax.bar(np.arange(steps), weights[n, :steps], width=0.9 if longest <= 100 else 1.0,
+               color="tab:blue")
         labels = step_labels(trained.preprocessing, part.x[n], steps)
-        every = max(1, -(-steps // MAX_STEP_LABELS))
+        every = _label_spacing(longest)
         ax.set_xticks(np.arange(0, steps, every), labels[::every],
-                      fontsize=7, rotation=90 if every == 1 and steps > 20 else 0)
-        ax.set_xlim(-0.5, steps - 0.5)
+                      fontsize=7, rotation=90 if max(map(len, labels)) > 3 else 0)
+        ax.set_xlim(-0.5, longest - 0.5)
         ax.set_ylim(0, max(float(weights[n, :steps].max()) * 1.1, 1e-6))
         ax.set_ylabel("weight")
         ax.set_title(f"{predictions.key_name} {keys[n]}: {_predicted(predictions, n, true)}",
@@ -452,11 +454,21 @@ def plot_attention(run_dir: Path, inputs: Path | None, output: Path, *, split: s
     return output
 
 
+def _label_spacing(steps: int) -> int:
+    """Steps between labels: 1, 2, 5, 10, 20, 50, ... so that at most MAX_STEP_LABELS show."""
+    spacing = 1
+    while -(-steps // spacing) > MAX_STEP_LABELS:
+        spacing *= 2.5 if str(spacing).startswith("2") else 2
+        spacing = int(spacing)
+    return spacing
+
+
 def _predicted(predictions, n: int, true) -> str:
-    """'predicted 3 (true 3)' for one sequence of a plot's title."""
+    """'predicted 3 (p 0.97), true 3' for one sequence of a plot's title."""
     if predictions.kind == "classification":
-        text = f"predicted {int(predictions.outputs[n].argmax())}"
-        return text + (f" (true {int(true[n])})" if true is not None else "")
+        chosen = int(predictions.outputs[n].argmax())
+        text = f"predicted {chosen} (p {float(predictions.outputs[n, chosen]):.2f})"
+        return text + (f", true {int(true[n])}" if true is not None else "")
     values = ", ".join(f"{v:.4g}" for v in predictions.values()[n].tolist())
     known = "" if true is None else " (true " + ", ".join(
         f"{v:.4g}" for v in true[n].tolist()) + ")"
