@@ -43,6 +43,8 @@ def load_checkpoint(path: Path) -> keras.Model:
     """
     import keras
 
+    import seqtrain.layers  # noqa: F401  (registers the layers a model may hold)
+
     if not path.is_file():
         raise RunDirError(f"checkpoint {path} is missing")
     check_archive(path)

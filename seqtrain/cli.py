@@ -268,6 +268,9 @@ def predict(
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", help="Sequences per call of the model (default: 1024).",
         show_default=False)] = None,
+    attention: Annotated[bool, typer.Option(
+        "--attention", help="Add each sequence's attention weight at every step (runs "
+        "trained with model.attention).")] = False,
     json_: Annotated[bool, typer.Option(
         "--json", help="JSON lines on stdout instead of CSV; with -o, a JSON report instead of "
         "the file's path.")] = False,
@@ -279,7 +282,7 @@ def predict(
 
         predictions, report = predict_run(
             run_dir, inputs, split=split, output=output, checkpoint=checkpoint,
-            device=_checked_device(device), batch_size=batch_size)
+            device=_checked_device(device), batch_size=batch_size, attention=attention)
     for warning in report["warnings"]:
         _say(f"warning: {warning}", "yellow")
     if not quiet:
@@ -589,6 +592,31 @@ def plot(
         from seqtrain.plots import plot_runs
 
         path = plot_runs(run_dirs, output, metric, skipped=lambda line: _say(line, "yellow"))
+    typer.echo(str(path))
+
+
+@app.command("plot-attention", cls=Command)
+def plot_attention(
+    run_dir: RunDirArg,
+    inputs: Annotated[Optional[Path], typer.Argument(
+        help="Inputs in the form the run's task reads (as for predict).", show_default=False,
+        metavar="INPUT")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The PNG to write.")]
+    = Path("attention.png"),
+    split: Annotated[Optional[str], typer.Option(
+        "--split", help="Draw sequences of the run's own split instead (train, val or test).",
+        show_default=False)] = None,
+    count: Annotated[int, typer.Option("--count", help="Sequences drawn (the first ones).")] = 4,
+    checkpoint: Annotated[str, typer.Option(
+        "--checkpoint", help="Which checkpoint: best or last.")] = "best",
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | gpu | gpu:N.")] = "auto",
+) -> None:
+    """Draw the attention weights of RUN_DIR's model (model.attention) over INPUT's steps."""
+    with _user_errors():
+        from seqtrain.plots import plot_attention as draw
+
+        path = draw(run_dir, inputs, output, split=split, count=count, checkpoint=checkpoint,
+                    device=_checked_device(device))
     typer.echo(str(path))
 
 

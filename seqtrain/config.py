@@ -83,6 +83,11 @@ class ModelConfig(Section):
         False, description="Unroll the recurrence: faster for short sequences, more memory, and "
         "the model then reads only its training length."
     )
+    attention: Literal["none", "additive", "dot"] = Field(
+        "none", description="Per-sequence heads: pool the last recurrent layer's outputs over "
+        "time with learned attention (additive: Bahdanau's score; dot: a learned query) "
+        "instead of reading its last state; none reads the last state."
+    )
     reset_after: bool = Field(
         True, description="GRU only: apply the reset gate after the recurrent matrix product "
         "(Keras' default, cuDNN-compatible); false applies it before, as Cho et al. (2014)."
@@ -337,6 +342,12 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _attention_needs_sequence_head(self) -> ExperimentConfig:
+        if self.model.attention != "none" and self.data.per_step() is True:
+            raise ValueError(attention_refusal(self.model.attention, self.data.task))
+        return self
+
+    @model_validator(mode="after")
     def _embedding_needs_symbols(self) -> ExperimentConfig:
         if self.model.embedding_dim is None and self.data.default_embedding_dim():
             self.model.embedding_dim = self.data.default_embedding_dim()  # text: words
@@ -347,6 +358,13 @@ class ExperimentConfig(Section):
                 "with symbols (shifted_digit with encoding onehot, copy_memory)"
             )
         return self
+
+
+def attention_refusal(attention: str, task: str) -> str:
+    """Why `model.attention` cannot apply to task `task` with these settings."""
+    return (f"model.attention: {attention} pools a sequence into one vector for a "
+            f"per-sequence head, but task {task!r} (with these settings) predicts at every "
+            "step; use attention: none, or a per-sequence task")
 
 
 def monitor_mode(monitor: str) -> str:

@@ -26,6 +26,7 @@ from seqtrain.config import ExperimentConfig, dump_config, load_config, monitor_
 from seqtrain.data import Dataset, build_dataset
 from seqtrain.data.registry import check_files, fingerprints
 from seqtrain.errors import ConfigError, RunDirError, StorageError
+from seqtrain.models import check_attention
 from seqtrain.report import ordered_metrics
 from seqtrain.rundir import (
     RunDir,
@@ -119,6 +120,7 @@ def _prepare(config: ExperimentConfig) -> _Prepared:
     resources.check_data(config)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     check_monitor(config, dataset)
+    check_attention(config.model, dataset.spec, config.data.task)
     resources.check_model(config, dataset)
     return _Prepared(config, resolved, devices, in_force, dataset)
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from seqtrain.config import ModelConfig, TrainConfig
+from seqtrain.config import ModelConfig, TrainConfig, attention_refusal
 from seqtrain.data import TaskSpec
 from seqtrain.data.preprocessing import PAD
 from seqtrain.data.registry import loss_divisor
+from seqtrain.errors import ConfigError
 
 if TYPE_CHECKING:
     import keras
@@ -24,7 +25,10 @@ GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
 
 def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain",
                 precision: str = "float32") -> keras.Sequential:
-    """`Input` -> `num_layers` recurrent layers -> per-step or per-sequence softmax `Dense`.
+    """`Input` -> `num_layers` recurrent layers [-> attention pooling] -> softmax `Dense`.
+
+    The head reads every step (per-step tasks), the last recurrent layer's last state, or,
+    with `model.attention`, the attention-weighted sum of its outputs over all steps.
 
     Args:
         config: The `model:` section.
@@ -60,14 +64,20 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain",
     if config.cell == "gru":
         options["reset_after"] = config.reset_after
     units = config.layer_units
+    pooled = config.attention != "none"
     for index, width in enumerate(units):
         is_last = index == len(units) - 1
-        layer = cell(width, return_sequences=spec.per_step or not is_last,
+        layer = cell(width, return_sequences=spec.per_step or pooled or not is_last,
                      name=f"{config.cell}_{index + 1}", **options)
         if config.bidirectional:
             layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index + 1}",
                                                dtype=precision)
         layers.append(layer)
+    if pooled:
+        from seqtrain.layers import AttentionPooling
+
+        # float32 like the head: the scores' softmax must not lose small weights.
+        layers.append(AttentionPooling(config.attention, name="attention", dtype="float32"))
     activation = "softmax" if spec.kind == "classification" else None
     layers.append(keras.layers.Dense(spec.output_units, activation=activation, name="head",
                                      dtype="float32"))
@@ -77,6 +87,16 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain",
         layers.append(keras.layers.Rescaling(list(spec.output_scale), list(spec.output_offset),
                                              name="output_scaling", dtype="float32"))
     return keras.Sequential(layers, name=name.replace(".", "_"))
+
+
+def check_attention(config: ModelConfig, spec: TaskSpec, task: str) -> None:
+    """`model.attention` needs a per-sequence head: the data may tell only when it is built.
+
+    Raises:
+        ConfigError: Attention is on and the task predicts at every step.
+    """
+    if config.attention != "none" and spec.per_step:
+        raise ConfigError("model.attention", [attention_refusal(config.attention, task)])
 
 
 def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,

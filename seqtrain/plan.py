@@ -9,6 +9,8 @@ FLOPs are counted from the layer sizes, as 2 per multiply-add of the matrix prod
 
     forward, per sequence step:  gates * 2 * units * (inputs + units)
                                  gates = 1 (SimpleRNN), 3 (GRU), 4 (LSTM); x2 if bidirectional
+    attention pooling, per step: additive 2 * (D * D + D) + 2 * D, dot 2 * D + 2 * D
+                                 (D: the last recurrent layer's output width)
     head (Dense):                2 * inputs * outputs, per step or once per sequence
     training step:               3 * forward * batch_size  (backward ~ 2x forward)
 """
@@ -81,6 +83,33 @@ def layer_plans(config: ExperimentConfig, dataset: Dataset) -> list[LayerPlan]:
     return plans
 
 
+@dataclass
+class AttentionPlan:
+    """The attention pooling (`model.attention`): its parameters and FLOPs."""
+
+    score: str
+    inputs: int
+    params: int
+    forward_flops_per_step: int
+
+
+def attention_plan(config: ExperimentConfig) -> AttentionPlan | None:
+    """Size and FLOPs of the attention pooling over the last recurrent layer; None: none.
+
+    Additive (`v^T tanh(W h_t + b)`, W of D x D): D * D + 2 * D parameters; dot (a query
+    of D): D. Every step also adds its weighted output to the sum: 2 * D FLOPs.
+    """
+    model = config.model
+    if model.attention == "none":
+        return None
+    width = model.layer_units[-1] * (2 if model.bidirectional else 1)
+    if model.attention == "additive":
+        params, score = width * width + 2 * width, 2 * (width * width + width)
+    else:
+        params, score = width, 2 * width
+    return AttentionPlan(model.attention, width, params, score + 2 * width)
+
+
 def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
               num_params: int, tuning: Tuning = OFF) -> dict[str, Any]:
     """Everything `seqtrain plan` prints, as a JSON-ready dict (also `plan.json` of a run).
@@ -91,7 +120,10 @@ def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
     layers = layer_plans(config, dataset)
     last = config.model.layer_units[-1] * (2 if config.model.bidirectional else 1)
     head = 2 * last * spec.output_units * (spec.timesteps if spec.per_step else 1)
-    forward = sum(layer.forward_flops_per_step for layer in layers) * spec.timesteps + head
+    attention = attention_plan(config)
+    per_step = sum(layer.forward_flops_per_step for layer in layers) + (
+        attention.forward_flops_per_step if attention else 0)
+    forward = per_step * spec.timesteps + head
     step = 3 * forward * train.batch_size
     batches = dataset.train.num_batches(train.batch_size)
     on_gpu = any("GPU" in device for device in devices)
@@ -102,6 +134,7 @@ def make_plan(config: ExperimentConfig, dataset: Dataset, devices: list[str],
         "task": {"kind": spec.kind, "per_step": spec.per_step, "metric": spec.metric},
         "num_params": num_params,
         "layers": [asdict(layer) for layer in layers],
+        "attention": asdict(attention) if attention else None,
         "flops": {"forward_per_sequence": forward, "train_step": step,
                   "epoch": step * batches, "batches_per_epoch": batches},
         "devices": devices,
@@ -187,8 +220,10 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     resources.check_data(config)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
+    from seqtrain.models import build_model, check_attention, compile_model
+
+    check_attention(config.model, dataset.spec, config.data.task)
     resources.check_model(config, dataset)
-    from seqtrain.models import build_model, compile_model
 
     with runtime.scope(config.distribution, devices):
         model = tuning.install(build_model(config.model, dataset.spec, name=config.name,

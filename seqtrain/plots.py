@@ -1,4 +1,7 @@
-"""Learning curves: `curves.png` of one run, and `seqtrain plot` overlays of many.
+"""Learning curves and attention weights, drawn as PNG files.
+
+`curves.png` of one run, `seqtrain plot` overlays of many runs' curves, and `seqtrain
+plot-attention`'s weights of a model with `model.attention`.
 
 matplotlib is imported only here, only when plotting, and only its object API (`Figure`)
 with the Agg renderer: no pyplot state, no display needed.
@@ -371,3 +374,102 @@ def comparison_figure(runs: list[Path], metric: str):
                   ncols=columns, fontsize=8)
     ax.set_title(f"{metric} of {len(runs)} run(s)", fontsize=10)
     return figure
+
+
+# --- attention weights ---------------------------------------------------------------------
+
+ATTENTION_ROW_HEIGHT = 1.8  # inches per sequence
+MAX_STEP_LABELS = 25  # more steps than this: every k-th step is labelled
+
+
+def step_labels(preprocessing: dict[str, Any], x: Any, steps: int) -> list[str]:
+    """Labels of one sequence's steps on an attention plot: its step numbers.
+
+    Args:
+        preprocessing: The run's `preprocessing.json` (what the inputs are: a task whose
+            steps are tokens can label them with the tokens).
+        x: The sequence's model inputs, (T, ...).
+        steps: How many steps to label (the sequence's steps before any padding).
+    """
+    return [str(t) for t in range(steps)]
+
+
+def plot_attention(run_dir: Path, inputs: Path | None, output: Path, *, split: str | None = None,
+                   count: int = 4, checkpoint: str = "best", device: str = "auto") -> Path:
+    """Draw the attention weights of the first `count` sequences of `inputs` (or `split`).
+
+    One panel per sequence: its weight at every step (padding left out), titled with its
+    key, the prediction and, for a split, the true value.
+
+    Raises:
+        SeqtrainError: A run without attention, a bad count or output, inputs that do not
+            fit the run.
+    """
+    import numpy as np
+
+    from seqtrain.predictions import Predictions
+    from seqtrain.trained import TrainedRun
+
+    if count < 1:
+        raise SeqtrainError(f"--count got {count}; expected 1 or more sequences")
+    if output.suffix.lower() != ".png":
+        raise SeqtrainError(f"-o {output}: plot-attention writes a PNG; name it ….png")
+    if output.is_dir():
+        raise SeqtrainError(f"-o {output} is a folder; give a file name such as "
+                            f"{output / 'attention.png'}")
+    trained = TrainedRun(run_dir, checkpoint, device)
+    trained.check_attention()
+    part = trained.prepare(inputs, split)
+    part = part.take(slice(min(count, len(part))))
+    predictions = Predictions(trained.preprocessing, trained.predict_arrays(part.x), part,
+                              with_true=split is not None,
+                              attention=trained.attention_arrays(part.x))
+    weights = np.asarray(predictions.attention)
+    # A sequence's steps end at its last observed one: padding has weight 0 and no bar.
+    lengths = predictions.steps().sum(axis=1).tolist()
+    longest = max(lengths)  # one step axis for all panels: shorter sequences end earlier
+    figure = _figure((10, 0.6 + ATTENTION_ROW_HEIGHT * len(part)))
+    axes = figure.subplots(len(part), 1, squeeze=False)[:, 0]
+    keys = predictions.keys.tolist()
+    true = predictions.true_values()
+    for n, ax in enumerate(axes):
+        steps = lengths[n]
+        ax.bar(np.arange(steps), weights[n, :steps], width=0.9 if longest <= 100 else 1.0,
+               color="tab:blue")
+        labels = step_labels(trained.preprocessing, part.x[n], steps)
+        every = _label_spacing(longest)
+        ax.set_xticks(np.arange(0, steps, every), labels[::every],
+                      fontsize=7, rotation=90 if max(map(len, labels)) > 3 else 0)
+        ax.set_xlim(-0.5, longest - 0.5)
+        ax.set_ylim(0, max(float(weights[n, :steps].max()) * 1.1, 1e-6))
+        ax.set_ylabel("weight")
+        ax.set_title(f"{predictions.key_name} {keys[n]}: {_predicted(predictions, n, true)}",
+                     fontsize=9, loc="left")
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1].set_xlabel("step")
+    figure.suptitle(f"attention weights, {trained.path.name} ({checkpoint} checkpoint)",
+                    fontsize=10)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _save(figure, output)
+    return output
+
+
+def _label_spacing(steps: int) -> int:
+    """Steps between labels: 1, 2, 5, 10, 20, 50, ... so that at most MAX_STEP_LABELS show."""
+    spacing = 1
+    while -(-steps // spacing) > MAX_STEP_LABELS:
+        spacing *= 2.5 if str(spacing).startswith("2") else 2
+        spacing = int(spacing)
+    return spacing
+
+
+def _predicted(predictions, n: int, true) -> str:
+    """'predicted 3 (p 0.97), true 3' for one sequence of a plot's title."""
+    if predictions.kind == "classification":
+        chosen = int(predictions.outputs[n].argmax())
+        text = f"predicted {chosen} (p {float(predictions.outputs[n, chosen]):.2f})"
+        return text + (f", true {int(true[n])}" if true is not None else "")
+    values = ", ".join(f"{v:.4g}" for v in predictions.values()[n].tolist())
+    known = "" if true is None else " (true " + ", ".join(
+        f"{v:.4g}" for v in true[n].tolist()) + ")"
+    return f"predicted {values}{known}"

@@ -39,7 +39,8 @@ def check_output(output: Path, run_dir: Path, inputs: Path | None) -> None:
 
 def predict_run(path: Path, inputs: Path | None = None, *, split: str | None = None,
                 output: Path | None = None, checkpoint: str = "best", device: str = "auto",
-                batch_size: int | None = None) -> tuple[Predictions, dict[str, Any]]:
+                batch_size: int | None = None, attention: bool = False
+                ) -> tuple[Predictions, dict[str, Any]]:
     """Predict with a run's checkpoint, and write the predictions to `output` if given.
 
     Args:
@@ -50,6 +51,8 @@ def predict_run(path: Path, inputs: Path | None = None, *, split: str | None = N
         checkpoint: `best` or `last`.
         device: Where the model runs.
         batch_size: Sequences per call of the model.
+        attention: Add each sequence's attention weights per step (a run trained with
+            `model.attention`).
 
     Returns:
         The predictions, and a report: what was predicted, where it went, how long each
@@ -62,6 +65,8 @@ def predict_run(path: Path, inputs: Path | None = None, *, split: str | None = N
     if batch_size is not None and batch_size < 1:
         raise SeqtrainError(f"--batch-size got {batch_size}; expected 1 or more")
     trained = TrainedRun(path, checkpoint, device)
+    if attention:
+        trained.check_attention()
     if output is not None:
         check_output(Path(output), trained.path, inputs)
     part = trained.prepare(inputs, split)
@@ -69,8 +74,10 @@ def predict_run(path: Path, inputs: Path | None = None, *, split: str | None = N
     trained.model  # noqa: B018 (TensorFlow starts and the checkpoint loads: timed apart)
     loaded = time.perf_counter()
     outputs = trained.predict_arrays(part.x, batch_size)
+    weights = trained.attention_arrays(part.x, batch_size) if attention else None
     predicted = time.perf_counter()
-    predictions = Predictions(trained.preprocessing, outputs, part, with_true=split is not None)
+    predictions = Predictions(trained.preprocessing, outputs, part, with_true=split is not None,
+                              attention=weights)
     if output is not None:
         predictions.write(output)
     summary = trained.summary if trained.run.summary.exists() else {}

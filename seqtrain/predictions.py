@@ -8,7 +8,10 @@ file), and the step for per-step tasks. With true values (a run's own split), `t
 columns stand beside the predictions, and the metrics follow from them.
 
 Files by extension: `.csv` (one row per sequence or step), `.jsonl` (the same rows as JSON
-objects), `.npz` (the arrays, shaped as the model's outputs). No TensorFlow here.
+objects), `.npz` (the arrays, shaped as the model's outputs). With attention weights (a run
+trained with `model.attention`), each sequence's weight at every step: CSV columns
+`attention_0` ... `attention_<T-1>`, a JSON list `attention`, an (N, T) array `attention`.
+No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 FORMATS = (".csv", ".jsonl", ".npz")
 # The arrays of an .npz of predictions, beside the key (which is renamed if it clashes).
 ARRAY_NAMES = ("step", "predicted", "probabilities", "prediction", "true", "sample_weight",
-               "valid")
+               "valid", "attention")
 
 
 def output_format(path: Path) -> str:
@@ -60,12 +63,15 @@ class Predictions:
             (relative to `split.level` under `normalization: window`).
         split: The inputs: keys, weights, levels, and targets when `with_true`.
         with_true: Whether to report true values (a run's own split).
+        attention: (N, T) attention weights of each sequence's steps (0 on padding, each
+            row summing to 1), or None.
     """
 
     preprocessing: dict
     outputs: np.ndarray
     split: Split
     with_true: bool = False
+    attention: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.outputs)
@@ -160,6 +166,8 @@ class Predictions:
             found["sample_weight"] = self.weights().astype(np.float32)
         if self.per_step:
             found["valid"] = self.steps()
+        if self.attention is not None:
+            found["attention"] = self.attention
         return found
 
     def columns(self) -> list[str]:
@@ -173,6 +181,8 @@ class Predictions:
             columns += self.names
             if self.with_true:
                 columns += [f"true_{name}" for name in self.names]
+        if self.attention is not None:
+            columns += [f"attention_{t}" for t in range(self.attention.shape[1])]
         return columns
 
     def rows(self) -> Iterator[list[Any]]:
@@ -203,6 +213,8 @@ class Predictions:
                     row += values[place].tolist()
                     if true is not None:
                         row += true[place].tolist() if counts else [None] * len(self.names)
+                if self.attention is not None:  # per-sequence heads only
+                    row += self.attention[n].tolist()
                 yield row
 
     def metrics(self) -> dict[str, float]:
@@ -264,9 +276,13 @@ class Predictions:
     def write_jsonl(self, file: IO[str]) -> None:
         """The table as JSON lines, one object per row; floats as the CSV has them, NaN null."""
         columns = self.columns()
+        steps = 0 if self.attention is None else self.attention.shape[1]
+        named = len(columns) - steps
         for row in self.rows():
             record = {c: (_short(v) if isinstance(v, float) else v)
-                      for c, v in zip(columns, row, strict=True)}
+                      for c, v in zip(columns[:named], row[:named], strict=True)}
+            if steps:  # one list, not T keys
+                record["attention"] = [_short(v) for v in row[named:]]
             file.write(json.dumps(record) + "\n")
 
 

@@ -120,9 +120,14 @@ def plan_text(plan: dict[str, Any]) -> str:
     lines.append("model:")
     for layer in plan.get("model", []):
         output = tuple(layer["output"])
-        lines.append(f"  {layer['layer']:<18} {layer['type']:<14} {str(output):<18} "
+        lines.append(f"  {layer['layer']:<18} {layer['type']:<16} {str(output):<18} "
                      f"{layer['params']:>9,} params")
     lines.append(f"  total {plan['num_params']:,} parameters")
+    attention = plan.get("attention")
+    if attention:
+        lines.append(f"  attention: {attention['score']} pooling over the steps' "
+                     f"{attention['inputs']}-wide outputs, {attention['params']:,} params, "
+                     f"{attention['forward_flops_per_step']:,} FLOP per step")
     flops = plan["flops"]
     lines.append(f"flops:  {flops['forward_per_sequence'] / 1e6:.3g} MFLOP forward per sequence, "
                  f"{flops['train_step'] / 1e9:.3g} GFLOP per training step, "

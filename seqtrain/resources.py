@@ -63,6 +63,10 @@ def parameter_count(config: ExperimentConfig, spec: TaskSpec) -> int:
         biases = 2 if model.cell == "gru" and model.reset_after else 1
         total += directions * gates * units * (inputs + units + biases)
         inputs = units * directions
+    if model.attention == "additive":  # W (D x D), its bias and v
+        total += inputs * inputs + 2 * inputs
+    elif model.attention == "dot":  # the query
+        total += inputs
     return total + inputs * spec.output_units + spec.output_units
 
 

@@ -155,15 +155,22 @@ class TrainedRun:
         return part
 
     def predict(self, inputs: Any = None, *, split: str | None = None,
-                batch_size: int | None = None) -> Predictions:
+                batch_size: int | None = None, attention: bool = False) -> Predictions:
         """Predictions for `inputs` (or the run's `split`, with true values); see `prepare`.
+
+        With `attention`, each sequence's attention weights per step too (a run trained
+        with `model.attention`).
 
         Returns:
             `Predictions`: `.arrays()`, `.rows()`, `.metrics()` (with a split), `.write(path)`.
         """
+        if attention:
+            self.check_attention()
         part = self.prepare(inputs, split)
         outputs = self.predict_arrays(part.x, batch_size)
-        return Predictions(self.preprocessing, outputs, part, with_true=split is not None)
+        weights = self.attention_arrays(part.x, batch_size) if attention else None
+        return Predictions(self.preprocessing, outputs, part, with_true=split is not None,
+                           attention=weights)
 
     def predict_arrays(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """The model's raw outputs for prepared inputs `x` (see `prepare`)."""
@@ -172,6 +179,50 @@ class TrainedRun:
             raise SeqtrainError(f"batch size (--batch-size) got {batch_size}; expected 1 or "
                                 "more")
         return self.model.predict(x, batch_size=batch_size, verbose=0)
+
+    def check_attention(self) -> None:
+        """Refuse attention weights of a run without attention, before TensorFlow starts.
+
+        Raises:
+            SeqtrainError: The run's model has no attention layer.
+        """
+        if self.config.model.attention == "none":
+            raise SeqtrainError(f"--attention: run {self.path} has no attention layer "
+                                "(model.attention: none); train with model.attention: additive "
+                                "or dot to see attention weights")
+
+    def attention_arrays(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """(N, T) attention weights of prepared inputs `x`: 0 on padding, each row sums to 1.
+
+        Raises:
+            SeqtrainError: The run's model has no attention layer.
+        """
+        self.check_attention()
+        batch_size = PREDICT_BATCH_SIZE if batch_size is None else batch_size
+        return self._attention_model.predict(x, batch_size=batch_size, verbose=0)
+
+    @cached_property
+    def _attention_model(self) -> keras.Model:
+        """The checkpoint's layers up to its attention pooling, returning the weights."""
+        import keras
+
+        from seqtrain.layers import AttentionPooling
+
+        model = self.model
+        index = next(i for i, layer in enumerate(model.layers)
+                     if isinstance(layer, AttentionPooling))
+        source = model.inputs[0]
+        inputs = keras.Input(shape=source.shape[1:], dtype=source.dtype, name=source.name)
+        sequence = inputs
+        for layer in model.layers[:index]:  # masks travel with the tensors, as in the model
+            sequence = layer(sequence)
+        # A copy of the pooling layer: a Functional model takes a layer's output structure
+        # from its first call, which returned the pooled vector alone.
+        pooling = model.layers[index]
+        probe = AttentionPooling.from_config(pooling.get_config())
+        _, weights = probe(sequence, return_attention_scores=True)
+        probe.set_weights(pooling.get_weights())
+        return keras.Model(inputs, weights, name="attention_weights")
 
     def _check_length(self, part: Split) -> None:
         """An unrolled model reads exactly its training length."""

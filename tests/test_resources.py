@@ -31,10 +31,14 @@ def test_a_run_that_cannot_fit_is_exit_2_naming_the_estimate(override, words, ti
 def test_the_parameter_count_is_keras_own():
     from seqtrain.models import build_model
 
-    for model in ({"cell": "gru", "units": [8, 5], "bidirectional": True},
-                  {"cell": "lstm", "units": 7, "embedding_dim": 3},
-                  {"cell": "simple_rnn", "units": 4}):
-        config = validate_config({**TINY, "model": model}, {})
+    recall = {**TINY["data"], "mode": "recall"}
+    for data, model in ((TINY["data"], {"cell": "gru", "units": [8, 5], "bidirectional": True}),
+                        (TINY["data"], {"cell": "lstm", "units": 7, "embedding_dim": 3}),
+                        (TINY["data"], {"cell": "simple_rnn", "units": 4}),
+                        (recall, {"cell": "gru", "units": 6, "bidirectional": True,
+                                  "attention": "additive"}),
+                        (recall, {"cell": "lstm", "units": 5, "attention": "dot"})):
+        config = validate_config({**TINY, "data": data, "model": model}, {})
         dataset = build_dataset(config.data, 0, bool(config.model.embedding_dim))
         keras_model = build_model(config.model, dataset.spec)
         assert resources.parameter_count(config, dataset.spec) == keras_model.count_params()

@@ -53,6 +53,8 @@ def metrics(run_dir: Path) -> list[dict[str, str]]:
 def weights(run_dir: Path) -> list[np.ndarray]:
     import keras
 
+    import seqtrain.layers  # noqa: F401  (a model with attention holds seqtrain's layers)
+
     model = keras.saving.load_model(run_dir / "checkpoints" / "last.keras", safe_mode=True)
     return [np.asarray(w) for w in model.get_weights()]
 
@@ -142,6 +144,15 @@ def test_sigkill_at_any_write_then_resume_gives_the_uninterrupted_result(
     result = resume(run_dir)
     assert result.exit_code == 0, result.stderr
     assert_same_run(run_dir, reference)
+
+
+@pytest.mark.slow  # two runs; CI runs the slow set too
+def test_a_run_with_attention_killed_mid_epoch_resumes_bit_identical(tmp_path):
+    attention = {**CONFIG, "model": {**CONFIG["model"], "attention": "additive"},
+                 "data": {**CONFIG["data"], "mode": "recall"}}
+    config = write_config(tmp_path, attention, name="attention.yaml")
+    reference = _reference(config, tmp_path / "reference")
+    kill_then_resume(config, tmp_path / "run", "kill:resume.json:5", reference)
 
 
 @pytest.mark.parametrize("fault", [

@@ -65,14 +65,46 @@ def test_shifted_digit_recall_asks_for_one_digit_per_sequence():
     assert data.baseline.metrics["accuracy"] == pytest.approx(0.1, abs=0.1)
 
 
+def test_marked_recall_asks_for_the_symbol_at_the_one_marked_step_in_the_first_half(tmp_path):
+    data = dataset("marked_recall", sequence_length=20, alphabet=5, num_samples=300)
+    x, y = data.train.x, data.train.y
+    assert x.shape == (240, 20, 6) and y.shape == (240,) and not data.spec.per_step
+    np.testing.assert_array_equal(x[..., :5].sum(axis=-1), 1.0)  # one symbol at every step
+    np.testing.assert_array_equal(x[..., 5].sum(axis=1), 1.0)  # one marked step
+    marked = x[..., 5].argmax(axis=1)
+    assert marked.max() < 10 and len(set(marked.tolist())) > 5
+    np.testing.assert_array_equal(y, x[np.arange(240), marked, :5].argmax(-1))
+    assert data.baseline.metrics["loss"] == pytest.approx(math.log(5))
+    # The file form: symbols and marked steps, read back into the same inputs and targets.
+    from seqtrain.data.registry import read_inputs
+
+    config = validate_config({"name": "t", "data": {"task": "marked_recall",
+                                                    "sequence_length": 20, "alphabet": 5}}, {})
+    np.savez(tmp_path / "new.npz", x=x[..., :5].argmax(-1), marked=marked)
+    split = read_inputs(config.data, tmp_path / "new.npz", data.preprocessing, targets=True)
+    np.testing.assert_array_equal(split.x, x)
+    np.testing.assert_array_equal(split.y, y)
+
+
 @pytest.mark.parametrize("task,params", [
     ("adding", {"sequence_length": 8}), ("copy_memory", {"delay": 3, "num_symbols": 2}),
-    ("parity", {}), ("sine", {}), ("shifted_digit", {"mode": "recall"})])
+    ("parity", {}), ("sine", {}), ("shifted_digit", {"mode": "recall"}),
+    ("marked_recall", {"sequence_length": 10})])
 def test_every_task_is_a_function_of_its_seed(task, params):
     first, again, other = (dataset(task, s, num_samples=50, **params) for s in (3, 3, 4))
     np.testing.assert_array_equal(first.train.x, again.train.x)
     np.testing.assert_array_equal(first.test.y, again.test.y)
     assert not np.array_equal(first.train.x, other.train.x)
+
+
+@pytest.mark.parametrize("task,params", [
+    ("adding", {}), ("copy_memory", {}), ("parity", {}), ("parity", {"mode": "final"}),
+    ("sine", {}), ("shifted_digit", {}), ("shifted_digit", {"mode": "recall"}),
+    ("marked_recall", {})])
+def test_a_generated_tasks_parameters_tell_its_head_before_the_data_is_made(task, params):
+    config = validate_config({"name": "t", "data": {"task": task, "num_samples": 40,
+                                                    **params}}, {})
+    assert config.data.per_step() is build_dataset(config.data, 1).spec.per_step
 
 
 # Tiny settings that train in seconds yet must clear the task's trivial baseline.
@@ -84,6 +116,8 @@ TINY_RUNS = {
     "sine": {"task": "sine", "sequence_length": 20, "horizon": 2, "num_samples": 800},
     "recall": {"task": "shifted_digit", "mode": "recall", "sequence_length": 5, "shift": 2,
                "num_classes": 4, "num_samples": 1200},
+    "marked_recall": {"task": "marked_recall", "sequence_length": 6, "alphabet": 3,
+                      "num_samples": 1200},
 }
 
 

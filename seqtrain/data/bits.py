@@ -35,6 +35,9 @@ class ParityParams(GeneratedTaskParams):
         "end."
     )
 
+    def per_step(self) -> bool:
+        return self.mode == "running"
+
     def sequence_shape(self) -> tuple[int, int]:
         return self.sequence_length, 1
 

@@ -67,6 +67,9 @@ class ShiftedDigitParams(GeneratedTaskParams):
                              "length-1 sequences)")
         return value
 
+    def per_step(self) -> bool:
+        return self.mode == "every_step"
+
     def vocabulary_size(self) -> int:
         return self.num_classes if self.encoding == "onehot" else 0
 

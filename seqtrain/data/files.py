@@ -73,6 +73,9 @@ class NpzParams(FileTaskParams):
         "training split's mean and std, reported in their own units; none: as they are."
     )
 
+    def per_step(self) -> bool | None:
+        return None if self.targets == "auto" else self.targets == "per_step"
+
 
 TARGET_NORMALIZATION_DESCRIPTION = NpzParams.model_fields["normalization"].description
 

@@ -1,13 +1,15 @@
-"""Long-memory benchmarks: the adding problem and the copy-memory task.
+"""Long-memory benchmarks: the adding problem, the copy-memory task and marked recall.
 
-Both are classic tests of what recurrent cells can remember across many steps: a SimpleRNN's
-gradient vanishes over long sequences while an LSTM or GRU can carry the information.
+All test what recurrent cells can remember across many steps: a SimpleRNN's gradient
+vanishes over long sequences while an LSTM or GRU can carry the information. Marked recall
+asks for one symbol far from the end, which attention pooling (`model.attention`) reads
+straight from that step's output instead of carrying it through the last state.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
@@ -28,6 +30,9 @@ from seqtrain.data.registry import (
 from seqtrain.errors import DataError
 from seqtrain.fields import PositiveInt
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 class AddingParams(GeneratedTaskParams):
     """Parameters of `task: adding` (Hochreiter & Schmidhuber 1997)."""
@@ -36,6 +41,9 @@ class AddingParams(GeneratedTaskParams):
     sequence_length: Annotated[int, Field(strict=True, ge=2)] = Field(
         100, description="Steps per sequence (at least 2); one marker falls in each half."
     )
+
+    def per_step(self) -> bool:
+        return False
 
     def sequence_shape(self) -> tuple[int, int]:
         return self.sequence_length, 2
@@ -102,6 +110,9 @@ class CopyMemoryParams(GeneratedTaskParams):
         50, description="Steps between the end of the symbols and the delimiter."
     )
 
+    def per_step(self) -> bool:
+        return True
+
     def vocabulary_size(self) -> int:
         return self.alphabet + 2  # blank, the symbols, the delimiter
 
@@ -160,3 +171,86 @@ def read_copy_memory(params: CopyMemoryParams, path: Path, preprocessing: dict,
     y = np.zeros(tokens.shape, dtype=np.int32)
     y[:, -count:] = tokens[:, :count]
     return Split(np.eye(classes, dtype=np.float32)[tokens], y, None)
+
+
+class MarkedRecallParams(GeneratedTaskParams):
+    """Parameters of `task: marked_recall`."""
+
+    task: Literal["marked_recall"] = Field("marked_recall", description="Task name.")
+    sequence_length: Annotated[int, Field(strict=True, ge=2)] = Field(
+        200, description="Steps per sequence (at least 2); the marked step falls in the first "
+        "half."
+    )
+    alphabet: Annotated[int, Field(strict=True, ge=2)] = Field(
+        8, description="Distinct symbols (classes 0..alphabet-1), one at every step."
+    )
+
+    def per_step(self) -> bool:
+        return False
+
+    def sequence_shape(self) -> tuple[int, int]:
+        return self.sequence_length, self.alphabet + 1
+
+
+@register_task("marked_recall", MarkedRecallParams)
+def marked_recall(params: MarkedRecallParams, seed: int) -> Dataset:
+    """Name the symbol at the one marked step (classification, one target per sequence).
+
+    Every step holds a random symbol (one-hot, `alphabet` channels) and a marker channel
+    that is 1 at exactly one step, in the first half of the sequence: at least T/2 steps
+    of distractors follow it. Guessing scores 1/alphabet accuracy.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n, length, alphabet = params.num_samples, params.sequence_length, params.alphabet
+    symbols = rng.integers(0, alphabet, (n, length), dtype=np.int32)
+    marked = rng.integers(0, length // 2, n)
+    x, y = _marked_inputs(symbols, marked, alphabet)
+    train, val, test = split_arrays(x, y, None, params.split)
+    spec = TaskSpec(timesteps=length, features=alphabet + 1, per_step=False,
+                    num_classes=alphabet)
+    baseline = classification_baseline("a uniform guess",
+                                       np.full(test.y.shape + (alphabet,), 1.0 / alphabet), test)
+    inputs = {"source": "npz", "x": "x", "marked": "marked",
+              "reading": [f"array 'x' of an .npz file: (N, T) symbols 0..{alphabet - 1}, fed "
+                          f"one-hot ({alphabet} features)",
+                          "array 'marked' (N,): the marked step of each sequence, fed as one "
+                          "more feature, 1 there and 0 elsewhere"]}
+    return Dataset(spec=spec, train=train, val=val, test=test, baseline=baseline,
+                   preprocessing={"input": inputs})
+
+
+def _marked_inputs(symbols: np.ndarray, marked: np.ndarray, alphabet: int):
+    """(N, T, alphabet + 1) one-hot symbols and marker channel; the marked symbols (N,)."""
+    import numpy as np
+
+    n, length = symbols.shape
+    x = np.zeros((n, length, alphabet + 1), dtype=np.float32)
+    x[..., :alphabet] = np.eye(alphabet, dtype=np.float32)[symbols]
+    rows = np.arange(n)
+    x[rows, marked, alphabet] = 1.0
+    return x, symbols[rows, marked].astype(np.int32)
+
+
+@register_reader("marked_recall")
+def read_marked_recall(params: MarkedRecallParams, path: Path, preprocessing: dict,
+                       targets: bool = False) -> Split:
+    """`x`: (N, T) symbols; `marked`: (N,) marked steps. The target is the marked symbol."""
+    import numpy as np
+
+    arrays = load_npz(path, what="")
+    symbols = integer_array(arrays, "x", path, 2, params.alphabet, "symbols")
+    marked = npz_array(arrays, "marked", path)
+    n, length = symbols.shape
+    if marked.shape != (n,) or not np.issubdtype(marked.dtype, np.integer):
+        raise DataError(f"{path}: array 'marked' has shape {marked.shape} and dtype "
+                        f"{marked.dtype}; expected ({n},) integers, the marked step of each "
+                        "sequence of 'x'")
+    outside = (marked < 0) | (marked >= length)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise DataError(f"{path}: array 'marked' holds {int(marked[row])} at sequence {row}; "
+                        f"the sequences of 'x' have steps 0 to {length - 1}")
+    x, y = _marked_inputs(symbols, marked, params.alphabet)
+    return Split(x, y, None)

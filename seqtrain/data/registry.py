@@ -70,6 +70,14 @@ class TaskParams(Section):
         """
         return None
 
+    def per_step(self) -> bool | None:
+        """Whether the task predicts at every step (True) or once per sequence (False).
+
+        None: the data file tells, when it is loaded. Checked before training for settings
+        that fit only one kind of head (`model.attention`).
+        """
+        return None
+
     def files(self) -> list[Path]:
         """The data files the task reads (recorded, with their SHA-256, in the run)."""
         return []

@@ -76,6 +76,9 @@ class CsvSeriesParams(FileTaskParams):
         "range); none: raw. Metrics stay in the target's units."
     )
 
+    def per_step(self) -> bool:
+        return False
+
 
 def read_table(params: CsvSeriesParams, path: Path | None = None,
                with_target: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -341,6 +344,9 @@ class CsvSequencesParams(FileTaskParams):
     normalization: Literal["standard", "none"] = Field(
         "standard", description=TARGET_NORMALIZATION_DESCRIPTION
     )
+
+    def per_step(self) -> bool:
+        return self.targets == "per_step"
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,9 @@ class TextCsvParams(FileTaskParams):
     def default_embedding_dim(self) -> int | None:
         return TEXT_EMBEDDING_DIM
 
+    def per_step(self) -> bool:
+        return False  # one class (or value) per text
+
     @property
     def kind(self) -> str:
         return "regression" if self.target is not None else "classification"
