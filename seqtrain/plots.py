@@ -383,14 +383,18 @@ MAX_STEP_LABELS = 25  # more steps than this: every k-th step is labelled
 
 
 def step_labels(preprocessing: dict[str, Any], x: Any, steps: int) -> list[str]:
-    """Labels of one sequence's steps on an attention plot: its step numbers.
+    """Labels of one sequence's steps on an attention plot: its words, or its step numbers.
 
     Args:
-        preprocessing: The run's `preprocessing.json` (what the inputs are: a task whose
-            steps are tokens can label them with the tokens).
+        preprocessing: The run's `preprocessing.json`: a text run's steps are labelled with
+            their words from the stored vocabulary (`[UNK]` for a word it lacks).
         x: The sequence's model inputs, (T, ...).
         steps: How many steps to label (the sequence's steps before any padding).
     """
+    inputs = preprocessing["input"]
+    if inputs.get("encoding") == "text":
+        vocabulary = inputs["vocabulary"]
+        return [vocabulary[int(token)] for token in x[:steps]]
     return [str(t) for t in range(steps)]
 
 
@@ -439,9 +443,12 @@ def plot_attention(run_dir: Path, inputs: Path | None, output: Path, *, split: s
         labels = step_labels(trained.preprocessing, part.x[n], steps)
         every = _label_spacing(longest)
         ax.set_xticks(np.arange(0, steps, every), labels[::every],
-                      fontsize=7, rotation=90 if max(map(len, labels)) > 3 else 0)
-        ax.set_xlim(-0.5, longest - 0.5)
-        ax.set_ylim(0, max(float(weights[n, :steps].max()) * 1.1, 1e-6))
+                      fontsize=7, rotation=90 if max(map(len, labels), default=0) > 3 else 0)
+        ax.set_xlim(-0.5, max(longest, 1) - 0.5)
+        ax.set_ylim(0, float(weights[n, :steps].max()) * 1.1 if steps else 1.0)
+        if not steps:  # e.g. a text of punctuation only: every step is padding
+            ax.text(0.5, 0.5, "no steps: all padding", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=9)
         ax.set_ylabel("weight")
         ax.set_title(f"{predictions.key_name} {keys[n]}: {_predicted(predictions, n, true)}",
                      fontsize=9, loc="left")
@@ -466,9 +473,10 @@ def _label_spacing(steps: int) -> int:
 def _predicted(predictions, n: int, true) -> str:
     """'predicted 3 (p 0.97), true 3' for one sequence of a plot's title."""
     if predictions.kind == "classification":
+        classes = predictions.classes  # the names the user's data gives them
         chosen = int(predictions.outputs[n].argmax())
-        text = f"predicted {chosen} (p {float(predictions.outputs[n, chosen]):.2f})"
-        return text + (f", true {int(true[n])}" if true is not None else "")
+        text = f"predicted {classes[chosen]} (p {float(predictions.outputs[n, chosen]):.2f})"
+        return text + (f", true {classes[int(true[n])]}" if true is not None else "")
     values = ", ".join(f"{v:.4g}" for v in predictions.values()[n].tolist())
     known = "" if true is None else " (true " + ", ".join(
         f"{v:.4g}" for v in true[n].tolist()) + ")"

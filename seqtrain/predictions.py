@@ -131,11 +131,13 @@ class Predictions:
         import numpy as np
 
         x = self.split.x
-        if x.ndim == 3 and "padding_value" in self.preprocessing["model_input"]:
-            observed = ~(x == PAD).all(axis=-1)
-            last = x.shape[1] - 1 - np.argmax(observed[:, ::-1], axis=1)
-            return np.arange(x.shape[1])[None, :] <= last[:, None]
-        return np.ones(x.shape[:2], dtype=bool)
+        if "padding_value" not in self.preprocessing["model_input"]:
+            return np.ones(x.shape[:2], dtype=bool)
+        # Padded steps: every feature PAD, or token 0 (an embedding with mask_zero).
+        observed = ~(x == PAD).all(axis=-1) if x.ndim == 3 else x != 0
+        last = x.shape[1] - 1 - np.argmax(observed[:, ::-1], axis=1)
+        last = np.where(observed.any(axis=1), last, -1)  # all padding: no step
+        return np.arange(x.shape[1])[None, :] <= last[:, None]
 
     def weights(self) -> np.ndarray:
         """Weight of each target: 0 where none counts (padding, a step with nothing to recall)."""

@@ -376,3 +376,43 @@ def test_a_resumed_text_run_equals_training_longer_in_one_go(text_run, tmp_path)
     test = [json.loads((run / "summary.json").read_text())["test"]
             for run in (copy, tmp_path / "straight")]
     assert test[0] == test[1]
+
+
+def test_attention_over_words_skips_padding_labels_steps_with_words_and_exports(tmp_path):
+    """Text with attention: padded steps get weight 0, plots show the words, strings export."""
+    from seqtrain.plots import step_labels
+
+    reviews_csv(tmp_path / "reviews.csv", rows=160)
+    config = text_config(tmp_path)
+    run = tmp_path / "run"
+    result = invoke("run", config, "--run-dir", run, "--set", "model.attention=dot", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the food was not good, it was bad\nnot bad\n", encoding="utf-8")
+    out = tmp_path / "p.npz"
+    result = invoke("predict", run, texts, "--attention", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    weights = np.load(out)["attention"]
+    assert weights.shape == (2, 12)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    assert (weights[0, 8:] == 0).all() and (weights[1, 2:] == 0).all()  # the padding
+    document = stored(run)
+    vocabulary = document["input"]["vocabulary"]
+    tokens = [vocabulary.index(word) if word in vocabulary else 1 for word in ("not", "bad")]
+    assert step_labels(document, np.array(tokens + [0] * 10), 2) == ["not", "bad"]
+    png = tmp_path / "attention.png"
+    result = invoke("plot-attention", run, texts, "-o", png)
+    assert result.exit_code == 0, result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    exported = tmp_path / "export"
+    result = invoke("export", run, "-o", exported, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(exported)).signatures["serving_default"]
+    probabilities = serve(texts=tf.constant(["the food was not good, it was bad", "not bad"]))
+    result = invoke("predict", run, texts, "-o", tmp_path / "p.csv")
+    rows = read_csv((tmp_path / "p.csv").read_text())
+    np.testing.assert_allclose(probabilities["probabilities"].numpy(),
+                               [[float(row["prob_negative"]), float(row["prob_positive"])]
+                                for row in rows], rtol=1e-5, atol=1e-6)
