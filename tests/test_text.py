@@ -416,3 +416,32 @@ def test_attention_over_words_skips_padding_labels_steps_with_words_and_exports(
     np.testing.assert_allclose(probabilities["probabilities"].numpy(),
                                [[float(row["prob_negative"]), float(row["prob_positive"])]
                                 for row in rows], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_onnx_of_a_text_run_with_attention_takes_tokens_and_matches_predict(tmp_path):
+    """ONNX takes token ids (preprocessing.json says how to make them) and agrees with predict."""
+    if importlib.util.find_spec("tf2onnx") is None:
+        if os.environ.get("SEQTRAIN_REQUIRE_EXTRAS"):
+            pytest.fail("the onnx extra is not installed, and CI requires it")
+        pytest.skip("needs the onnx extra: pip install 'seqtrain[onnx]'")
+    import onnxruntime
+
+    from seqtrain.trained import TrainedRun
+
+    reviews_csv(tmp_path / "reviews.csv", rows=160)
+    run = tmp_path / "run"
+    result = invoke("run", text_config(tmp_path), "--run-dir", run, "--quiet",
+                    "--set", "model.attention=additive")
+    assert result.exit_code == 0, result.stderr
+    result = invoke("export", run, "-o", tmp_path / "onnx", "--format", "onnx", "--json",
+                    "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["checked"]["max_abs_difference"] <= 1e-4
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the food was not good, it was bad\nnot bad\n", encoding="utf-8")
+    trained = TrainedRun(run)
+    tokens = trained.prepare(texts).x
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    (found,) = session.run(None, {session.get_inputs()[0].name: tokens})
+    np.testing.assert_allclose(found, trained.predict(texts).outputs, atol=1e-4, rtol=1e-4)
