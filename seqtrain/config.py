@@ -360,11 +360,15 @@ class ExperimentConfig(Section):
         return self
 
 
-def attention_refusal(attention: str, task: str) -> str:
-    """Why `model.attention` cannot apply to task `task` with these settings."""
+def attention_refusal(attention: str, task: str, path: str | None = None) -> str:
+    """Why `model.attention` cannot apply to task `task` with these settings.
+
+    `path`: the data file whose targets are per step, when the file (not the config) told.
+    """
+    which = (f"{path} (task {task!r}) holds a target at every step" if path
+             else f"task {task!r} (with these settings) predicts at every step")
     return (f"model.attention: {attention} pools a sequence into one vector for a "
-            f"per-sequence head, but task {task!r} (with these settings) predicts at every "
-            "step; use attention: none, or a per-sequence task")
+            f"per-sequence head, but {which}; use attention: none, or a per-sequence task")
 
 
 def monitor_mode(monitor: str) -> str:
@@ -596,11 +600,17 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], lines: dict[KeyPath, i
                    f"{'at least' if kind == 'too_short' else 'at most'} {_items(limit)}")
     elif kind in ("value_error", "assertion_error"):
         message = str(error["ctx"]["error"])
+        named = _NAMED_KEY.match(message) if not loc else None
+        if named:  # a rule across sections, told at the key it names (and that key's line)
+            loc, dotted = tuple(named[1].split(".")), named[1]
+            message = message[named.end():]
     else:  # a type no config field has yet: still in seqtrain's words
         message = f"got {_shown(value)}; {_plain(error['msg'])}"
     return f"{dotted} ({_where(loc, lines, overridden)}): {message}"
 
 
+# A top-level rule's message that starts with the key it is about: `model.attention: ...`.
+_NAMED_KEY = re.compile(r"^((?:model|data|train|runtime)\.[a-z_]+)(?::\s*|\s+(?=\S))")
 _UNION_TAG = re.compile(r"^(int|float|str|bool|list\[.*\]|constrained-.*|function-.*)$")
 
 

@@ -120,7 +120,7 @@ def _prepare(config: ExperimentConfig) -> _Prepared:
     resources.check_data(config)
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     check_monitor(config, dataset)
-    check_attention(config.model, dataset.spec, config.data.task)
+    check_attention(config.model, dataset.spec, config.data)
     resources.check_model(config, dataset)
     return _Prepared(config, resolved, devices, in_force, dataset)
 

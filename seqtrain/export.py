@@ -63,6 +63,9 @@ def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A
         if missing:
             raise SeqtrainError(f"--format onnx needs {' and '.join(missing)}: {ONNX_EXTRA}")
     trained = TrainedRun(path, checkpoint, device="cpu")
+    if output.resolve().is_relative_to(trained.path.resolve()):
+        raise SeqtrainError(f"-o {output} is inside the run directory {path}, whose files "
+                            "seqtrain keeps; export elsewhere")
     preprocessing = trained.preprocessing
     model = trained.model
     parents = [p for p in reversed(output.absolute().parents) if not p.exists()]
@@ -127,7 +130,7 @@ def _export_texts(model, preprocessing: dict, path: Path) -> None:
     import keras
     import tensorflow as tf
 
-    from seqtrain.data.text import _vectorizer
+    from seqtrain.data.text import _vectorizer, standardized
 
     inputs, output = preprocessing["input"], preprocessing["output"]
     vectorizer = _vectorizer(inputs, inputs["vocabulary"])
@@ -135,16 +138,20 @@ def _export_texts(model, preprocessing: dict, path: Path) -> None:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(vectorizer)
+
+    def tokens(texts):
+        return tf.cast(vectorizer(standardized(texts, inputs)), tf.int32)
+
     if output["kind"] == "classification":
         names = tf.constant([str(name) for name in output["classes"]])
 
         def serve(texts):
-            probabilities = model(tf.cast(vectorizer(texts), tf.int32), training=False)
+            probabilities = model(tokens(texts), training=False)
             return {"probabilities": probabilities,
                     "predicted": tf.gather(names, tf.argmax(probabilities, axis=-1))}
     else:
         def serve(texts):
-            return {"prediction": model(tf.cast(vectorizer(texts), tf.int32), training=False)}
+            return {"prediction": model(tokens(texts), training=False)}
 
     archive.add_endpoint("serving_default", serve,
                          input_signature=[tf.TensorSpec([None], tf.string, name="texts")])

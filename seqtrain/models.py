@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from seqtrain.config import ModelConfig, TrainConfig, attention_refusal
-from seqtrain.data import TaskSpec
+from seqtrain.data import TaskParams, TaskSpec
 from seqtrain.data.preprocessing import PAD
 from seqtrain.data.registry import loss_divisor
-from seqtrain.errors import ConfigError
+from seqtrain.errors import DataError
 
 if TYPE_CHECKING:
     import keras
@@ -89,14 +89,16 @@ def build_model(config: ModelConfig, spec: TaskSpec, name: str = "seqtrain",
     return keras.Sequential(layers, name=name.replace(".", "_"))
 
 
-def check_attention(config: ModelConfig, spec: TaskSpec, task: str) -> None:
+def check_attention(config: ModelConfig, spec: TaskSpec, params: TaskParams) -> None:
     """`model.attention` needs a per-sequence head: the data may tell only when it is built.
 
     Raises:
-        ConfigError: Attention is on and the task predicts at every step.
+        DataError: Attention is on and the task's data file holds per-step targets.
     """
     if config.attention != "none" and spec.per_step:
-        raise ConfigError("model.attention", [attention_refusal(config.attention, task)])
+        files = params.files()
+        raise DataError(attention_refusal(config.attention, params.task,
+                                          str(files[0]) if files else None))
 
 
 def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,

@@ -222,7 +222,7 @@ def plan_experiment(config: ExperimentConfig, measure_steps: bool = False) -> di
     dataset = build_dataset(config.data, config.seed, bool(config.model.embedding_dim))
     from seqtrain.models import build_model, check_attention, compile_model
 
-    check_attention(config.model, dataset.spec, config.data.task)
+    check_attention(config.model, dataset.spec, config.data)
     resources.check_model(config, dataset)
 
     with runtime.scope(config.distribution, devices):

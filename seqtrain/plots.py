@@ -280,7 +280,6 @@ def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss",
                                 f"{metric!r}, or pick another --metric")
         raise SeqtrainError(f"no run directories in {where}")
     figure = comparison_figure(runs, metric)
-    output.parent.mkdir(parents=True, exist_ok=True)
     _save(figure, output)
     return output
 
@@ -421,8 +420,13 @@ def plot_attention(run_dir: Path, inputs: Path | None, output: Path, *, split: s
     if output.is_dir():
         raise SeqtrainError(f"-o {output} is a folder; give a file name such as "
                             f"{output / 'attention.png'}")
+    if not output.parent.is_dir():
+        raise SeqtrainError(f"-o {output}: the folder {output.parent} does not exist")
     trained = TrainedRun(run_dir, checkpoint, device)
-    trained.check_attention()
+    if output.resolve().is_relative_to(trained.path.resolve()):
+        raise SeqtrainError(f"-o {output} is inside the run directory {run_dir}, whose files "
+                            "seqtrain keeps; write the plot elsewhere")
+    trained.check_attention("plot-attention")
     part = trained.prepare(inputs, split)
     part = part.take(slice(min(count, len(part))))
     predictions = Predictions(trained.preprocessing, trained.predict_arrays(part.x), part,
@@ -456,7 +460,6 @@ def plot_attention(run_dir: Path, inputs: Path | None, output: Path, *, split: s
     axes[-1].set_xlabel("step")
     figure.suptitle(f"attention weights, {trained.path.name} ({checkpoint} checkpoint)",
                     fontsize=10)
-    output.parent.mkdir(parents=True, exist_ok=True)
     _save(figure, output)
     return output
 

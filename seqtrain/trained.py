@@ -180,14 +180,16 @@ class TrainedRun:
                                 "more")
         return self.model.predict(x, batch_size=batch_size, verbose=0)
 
-    def check_attention(self) -> None:
+    def check_attention(self, what: str = "--attention") -> None:
         """Refuse attention weights of a run without attention, before TensorFlow starts.
+
+        `what` names what asked for them, for the message.
 
         Raises:
             SeqtrainError: The run's model has no attention layer.
         """
         if self.config.model.attention == "none":
-            raise SeqtrainError(f"--attention: run {self.path} has no attention layer "
+            raise SeqtrainError(f"{what}: run {self.path} has no attention layer "
                                 "(model.attention: none); train with model.attention: additive "
                                 "or dot to see attention weights")
 

@@ -140,6 +140,16 @@ def test_plot_attention_draws_a_png(attention_run, recall_file, tmp_path):
     assert result.exit_code == 2 and "PNG" in result.stderr
     result = invoke("plot-attention", attention_run, "--split", "test", "--count", "0")
     assert result.exit_code == 2 and "--count got 0" in result.stderr
+    before = sorted(path.name for path in attention_run.iterdir())
+    for output, words in ((attention_run / "a.png", "inside the run directory"),
+                          (tmp_path / "missing" / "a.png", "does not exist")):
+        result = invoke("plot-attention", attention_run, "--split", "test", "-o", output)
+        assert result.exit_code == 2 and words in result.stderr, result.stderr
+    assert sorted(path.name for path in attention_run.iterdir()) == before
+    assert not (tmp_path / "missing").exists()
+    result = invoke("export", attention_run, "-o", attention_run / "served")
+    assert result.exit_code == 2 and "inside the run directory" in result.stderr
+    assert sorted(path.name for path in attention_run.iterdir()) == before
 
 
 def test_a_run_without_attention_is_refused_by_predict_and_plot_attention(plain_run, tmp_path):
@@ -149,6 +159,8 @@ def test_a_run_without_attention_is_refused_by_predict_and_plot_attention(plain_
                     ("plot-attention", plain_run, "--split", "test", "-o", folder / "a.png")):
         result = invoke(*command)
         assert result.exit_code == 2, result.stderr
+        assert f"{command[0] if command[0] != 'predict' else '--attention'}: run" in (
+            result.stderr)
         assert "has no attention layer (model.attention: none)" in result.stderr
         assert "Traceback" not in result.stderr
     assert not (folder / "p.csv").exists() and not (folder / "a.png").exists()
@@ -184,7 +196,8 @@ def test_per_step_tasks_are_refused_when_the_config_or_the_data_tells(tmp_path):
                                      "model": {"attention": "dot"}}, name="copy.yaml")
     result = invoke("validate", config)
     assert result.exit_code == 2
-    assert "model.attention: dot" in result.stderr and "'copy_memory'" in result.stderr
+    assert "model.attention (line " in result.stderr and "'copy_memory'" in result.stderr
+    assert "top level" not in result.stderr  # told at the key, with its line
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "steps.npz", x=rng.normal(size=(40, 6, 2)).astype("float32"),
              y=rng.integers(0, 3, (40, 6)))
@@ -197,6 +210,7 @@ def test_per_step_tasks_are_refused_when_the_config_or_the_data_tells(tmp_path):
             else invoke(command, config)
         assert result.exit_code == 2, result.stderr
         assert "model.attention: additive" in result.stderr and "'npz'" in result.stderr
+        assert "steps.npz" in result.stderr  # the file that told
         assert "every step" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
 

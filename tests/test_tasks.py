@@ -159,4 +159,4 @@ def test_an_embedding_needs_symbol_inputs(tmp_path):
     config = write_config(tmp_path, {"name": "x", "data": {"task": "adding"},
                                      "model": {"embedding_dim": 4}})
     result = invoke("validate", config)
-    assert result.exit_code == 2 and "embedding_dim needs symbol inputs" in result.stderr
+    assert result.exit_code == 2 and "needs symbol inputs" in result.stderr

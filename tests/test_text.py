@@ -161,7 +161,7 @@ def test_the_saved_model_takes_raw_strings_and_agrees_with_predict(text_run, tmp
     import tensorflow as tf
 
     texts = ["the food was good, it was not bad", "the food was not good, it was bad",
-             "THE ROOM WAS AWFUL!!", "nothing we know"]
+             "THE ROOM WAS AWFUL!!", "nothing we know", "THE CAFÉ WAS NOT ÜBEL"]
     (tmp_path / "new.txt").write_text("\n".join(texts), encoding="utf-8")
     result = invoke("predict", text_run, tmp_path / "new.txt", "-o", tmp_path / "p.npz",
                     "--quiet")
@@ -286,7 +286,29 @@ def test_predict_refuses_a_txt_with_an_empty_line_naming_it(text_run, tmp_path):
     result = invoke("predict", text_run, tmp_path / "new.txt", "-o", tmp_path / "p.csv")
     assert result.exit_code == 2
     assert "new.txt, line 2: the text is empty" in result.stderr
+    assert "trained with data.missing: error" in result.stderr  # no config to change here
     assert not (tmp_path / "p.csv").exists()
+    # Blank lines after the last text are no texts: an editor's trailing newlines.
+    (tmp_path / "new.txt").write_text("the food was good\nthe food was bad\n\n \n")
+    result = invoke("predict", text_run, tmp_path / "new.txt", "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.stderr
+    assert [row["line"] for row in read_csv((tmp_path / "p.csv").read_text())] == ["1", "2"]
+    (tmp_path / "empty.txt").write_text("\n")
+    result = invoke("predict", text_run, tmp_path / "empty.txt")
+    assert result.exit_code == 2 and "empty.txt holds no texts" in result.stderr
+
+
+def test_letters_beyond_ascii_are_lowercased_in_training_predict_and_export(tmp_path):
+    """TextVectorization lowercases ASCII only; seqtrain lowercases UTF-8 before it."""
+    from seqtrain import runtime
+    from seqtrain.data.text import tokenize
+
+    runtime.select_device("cpu")
+    inputs = {"lowercase": True, "standardize": "strip_punctuation", "split": "whitespace",
+              "max_length": 4, "vocabulary": ["", "[UNK]", "café", "über", "σοφία"]}
+    tokens = tokenize(["CAFÉ Über ΣΟΦΊΑ", "café über σοφία!"], inputs)
+    assert tokens.tolist() == [[2, 3, 4, 0], [2, 3, 4, 0]]
+    assert tokenize(["CAFÉ"], {**inputs, "lowercase": False}).tolist() == [[1, 0, 0, 0]]
 
 
 @pytest.mark.slow

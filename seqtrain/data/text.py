@@ -110,10 +110,6 @@ class TextCsvParams(FileTaskParams):
     def kind(self) -> str:
         return "regression" if self.target is not None else "classification"
 
-    @property
-    def standardize(self) -> str:
-        """`TextVectorization`'s `standardize` for these settings."""
-        return "lower_and_strip_punctuation" if self.lowercase else "strip_punctuation"
 
 
 @dataclass(frozen=True)
@@ -138,8 +134,16 @@ class Texts:
 
 
 def read_texts(params: TextCsvParams, path: Path, with_targets: bool,
-               with_split: bool = False) -> Texts:
+               with_split: bool = False, new_inputs: bool = False) -> Texts:
     """A CSV's (or, for new inputs, a `.txt` file's) texts, every cell checked: no TensorFlow.
+
+    Args:
+        params: The `data:` section.
+        path: The file.
+        with_targets: Read the label or target column too.
+        with_split: Read the split column too (training).
+        new_inputs: The file holds new inputs for a trained run (`eval`, `predict`): its
+            messages speak of the run's policy, not of a config to change.
 
     Raises:
         DataError: Not UTF-8 (file and line), a missing column (the file's columns), an
@@ -152,8 +156,8 @@ def read_texts(params: TextCsvParams, path: Path, with_targets: bool,
                             f"the columns {params.text_column!r} and "
                             f"{params.target or params.label_column!r}")
         lines = read_text(path).split("\n")  # only \n ends a line, as editors count them
-        if lines[-1] == "":
-            lines.pop()  # the last line's newline
+        while lines and not lines[-1].strip():
+            lines.pop()  # the last line's newline, and blank lines after the last text
         rows = [(n, {params.text_column: line.removesuffix("\r")})
                 for n, line in enumerate(lines, start=1)]
         where = ""
@@ -171,6 +175,10 @@ def read_texts(params: TextCsvParams, path: Path, with_targets: bool,
         if not text.strip():
             if params.missing == "drop":
                 continue
+            if new_inputs:
+                raise DataError(f"{path}, line {line}{where}: the text is empty, and this run "
+                                "was trained with data.missing: error; fill the text or remove "
+                                "the line")
             raise DataError(f"{path}, line {line}{where}: the text is empty; fill it or "
                             "remove the row (or set data.missing: drop to skip empty texts)")
         found.texts.append(text)
@@ -195,6 +203,9 @@ def read_texts(params: TextCsvParams, path: Path, with_targets: bool,
                                 f"{row[params.split_column]!r} is no split; expected train, "
                                 "val or test")
             found.splits.append(name)
+    if not rows:
+        raise DataError(f"{path} holds no texts" + (
+            "" if where == "" else ": it has a header but no rows below it"))
     if not found.texts:
         raise DataError(f"{path} has no text left to read: every row's {params.text_column!r} "
                         "is empty" + (" (data.missing: drop skipped them)"
@@ -237,6 +248,20 @@ def _vectorizer(inputs: dict, vocabulary: list[str] | None = None):
         vocabulary=vocabulary, output_sequence_length=inputs["max_length"], **options)
 
 
+def standardized(texts, inputs: dict):
+    """The texts as a string tensor, lowercased when the run lowercases.
+
+    `tf.strings.lower` with UTF-8, before the `TextVectorization`, so that letters beyond
+    ASCII (É, Ü, Σ) are lowercased too: the layer's own `lower_and_strip_punctuation`
+    lowercases ASCII letters only. Training, `predict` and the exported SavedModel all
+    call this.
+    """
+    import tensorflow as tf
+
+    texts = tf.convert_to_tensor(texts, dtype=tf.string)
+    return tf.strings.lower(texts, encoding="utf-8") if inputs["lowercase"] else texts
+
+
 def adapt_vocabulary(texts: list[str], inputs: dict) -> list[str]:
     """The vocabulary `TextVectorization.adapt` learns from `texts`.
 
@@ -246,7 +271,7 @@ def adapt_vocabulary(texts: list[str], inputs: dict) -> list[str]:
     import numpy as np
 
     layer = _vectorizer(inputs)
-    layer.adapt(np.array(texts, dtype=object), batch_size=TOKENIZE_BATCH)
+    layer.adapt(standardized(np.array(texts, dtype=object), inputs), batch_size=TOKENIZE_BATCH)
     return [str(word) for word in layer.get_vocabulary()]
 
 
@@ -261,7 +286,7 @@ def tokenize(texts, inputs: dict) -> np.ndarray:
 
     layer = _vectorizer(inputs, inputs["vocabulary"])
     texts = np.asarray(texts, dtype=object)
-    parts = [layer(texts[start:start + TOKENIZE_BATCH]).numpy()
+    parts = [layer(standardized(texts[start:start + TOKENIZE_BATCH], inputs)).numpy()
              for start in range(0, len(texts), TOKENIZE_BATCH)]
     return np.concatenate(parts).astype(np.int32)
 
@@ -345,7 +370,8 @@ def text_csv(params: TextCsvParams, seed: int, preprocessing: dict | None = None
     parts = _split_indices(params, texts, seed)
     stored = (preprocessing or {}).get("input", {})
     inputs = {"source": "text", "encoding": "text", "text_column": params.text_column,
-              "standardize": params.standardize, "split": "whitespace",
+              "lowercase": params.lowercase, "standardize": "strip_punctuation",
+              "split": "whitespace",
               "max_length": params.max_length, "max_tokens": params.max_tokens,
               "missing": params.missing}
     if "vocabulary" in stored:
@@ -382,13 +408,14 @@ def text_csv(params: TextCsvParams, seed: int, preprocessing: dict | None = None
 
 def reading_steps(params: TextCsvParams, size: int) -> list[str]:
     """`preprocessing.json`'s `steps` for the texts, in words."""
-    case = "lowercase each text (ASCII letters, as tf.strings.lower), " if params.lowercase else ""
+    case = ("lowercase each text (every letter, UTF-8: tf.strings.lower(texts, "
+            "encoding='utf-8')), " if params.lowercase else "")
     return [f"read the CSV file (header row, UTF-8); each row's {params.text_column!r} is one "
             "text (for predict, a .txt file holds one text per line); empty texts: "
             + ("their rows are skipped" if params.missing == "drop" else "refused"),
             f"{case}delete the ASCII punctuation !\"#$%&()*+,-./:;<=>?@[\\]^_`{{|}}~' and "
-            "split on whitespace into words (Keras TextVectorization, standardize="
-            f"{params.standardize!r}, split='whitespace')",
+            "split on whitespace into words (Keras TextVectorization, "
+            "standardize='strip_punctuation', split='whitespace')",
             f"replace each word by its index in input.vocabulary ({size} entries: 0 is the "
             "padding \"\", 1 the unknown word \"[UNK]\" that any other word becomes)",
             f"keep the first {params.max_length} tokens; right-pad shorter texts with 0 to "
@@ -405,7 +432,7 @@ def read_new_texts(params: TextCsvParams, path: Path, preprocessing: dict,
     """
     import numpy as np
 
-    texts = read_texts(params, path, with_targets=targets)
+    texts = read_texts(params, path, with_targets=targets, new_inputs=True)
     y = None
     if targets and params.kind == "classification":
         y = np.array(class_ids(texts, params.label_column, preprocessing["output"]["classes"]),
