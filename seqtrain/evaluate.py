@@ -24,6 +24,9 @@ from seqtrain.rundir import (
 if TYPE_CHECKING:
     import keras
 
+# What the model was trained on, fixed by the run's preprocessing.json: not a data.* to change.
+FIXED_BY_THE_RUN = ("data.normalization", "data.lowercase", "data.max_tokens")
+
 def evaluate_split(model: keras.Model, split: Split, batch_size: int) -> dict[str, float]:
     """The model's loss and metrics on one split, with its sample weights."""
     from seqtrain.pipeline import evaluation_dataset
@@ -63,23 +66,39 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
     if outside:
         raise ConfigError("--set", [f"eval takes only data.* overrides (the model is fixed by "
                                     f"the run), got: {', '.join(outside)}"])
-    fixed = [o for o in overrides if o.strip().split("=")[0].strip() == "data.normalization"]
+    fixed = [o for o in overrides if o.strip().split("=")[0].strip() in FIXED_BY_THE_RUN]
     if fixed:
         raise ConfigError("--set", [f"{fixed[0]}: the model was trained on the run's own "
-                                    "normalization and statistics (preprocessing.json); eval "
-                                    "applies those"])
+                                    "normalization, statistics and vocabulary "
+                                    "(preprocessing.json); eval applies those"])
     if overrides and inputs is not None:
         raise ConfigError("--set", ["give INPUT or --set data.*=..., not both: INPUT is read "
                                     "with the run's own data settings"])
     if overrides:
         config = load_config(run.config, overrides)
     checkpoint_path = checkpoint_file(run, checkpoint)
+    from seqtrain import tuning
+
+    try:  # as the run resolved its speed layer: the computation it trained with
+        summary = read_json(run.summary)
+    except RunDirError:
+        summary = None
+    recorded = tuning.recorded(summary or {})
+    started: list = []
+
+    def start():  # TensorFlow, once: after an input file is checked, before it is tokenised
+        if not started:
+            started.append(tuning.select(config, tuning.choose(config, recorded), device=device,
+                                         training=False))
+        return started[0]
+
     part = None
     if inputs is not None:  # read and checked before TensorFlow starts
         from seqtrain.trained import TrainedRun
 
         try:
-            part = TrainedRun(path, checkpoint, device).prepare(inputs, targets=True)
+            part = TrainedRun(path, checkpoint, device, start=start).prepare(inputs,
+                                                                           targets=True)
         except DataError as err:
             if "has no column" in str(err) or "has no array" in str(err):
                 raise DataError(f"{err}\n(eval scores a file against its targets; "
@@ -88,15 +107,7 @@ def evaluate_run(path: Path, checkpoint: str = "best", device: str = "auto",
         if part.sample_weight is not None and not part.sample_weight.any():
             raise DataError(f"{inputs}: no step of it has a target to score (each sequence "
                             "is too short for the task's targets)")
-    from seqtrain import tuning
-
-    try:  # as the run resolved its speed layer: the computation it trained with
-        summary = read_json(run.summary)
-    except RunDirError:
-        summary = None
-    recorded = tuning.recorded(summary or {})
-    _, chosen = tuning.select(config, tuning.choose(config, recorded), device=device,
-                              training=False)
+    _, chosen = start()
     runtime.seed_everything(config.seed, config.runtime.deterministic)
     if part is None:
         part = build_dataset(config.data, config.seed, bool(config.model.embedding_dim),

@@ -130,17 +130,17 @@ def _export_texts(model, preprocessing: dict, path: Path) -> None:
     import keras
     import tensorflow as tf
 
-    from seqtrain.data.text import _vectorizer, standardized
+    from seqtrain.data.text import standardized, vectorizer
 
     inputs, output = preprocessing["input"], preprocessing["output"]
-    vectorizer = _vectorizer(inputs, inputs["vocabulary"])
-    vectorizer(tf.constant([""]))  # built, as the archive wants its layers
+    tokenizer = vectorizer(inputs, inputs["vocabulary"])
+    tokenizer(tf.constant([""]))  # built, as the archive wants its layers
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.track(vectorizer)
+    archive.track(tokenizer)
 
     def tokens(texts):
-        return tf.cast(vectorizer(standardized(texts, inputs)), tf.int32)
+        return tf.cast(tokenizer(standardized(texts, inputs)), tf.int32)
 
     if output["kind"] == "classification":
         names = tf.constant([str(name) for name in output["classes"]])

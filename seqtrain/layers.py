@@ -71,8 +71,11 @@ class AttentionPooling(keras.layers.Layer):
             scale = 1.0 / float(values.shape[-1]) ** 0.5
             scores = ops.matmul(values, ops.cast(self.query, "float32")) * scale
         if mask is not None:
-            scores = ops.where(ops.cast(mask, "bool"), scores, MASKED_SCORE)
+            mask = ops.cast(mask, "bool")
+            scores = ops.where(mask, scores, MASKED_SCORE)
         weights = ops.softmax(scores, axis=-1)
+        if mask is not None:  # a sequence with every step masked: all weights 0, not 1/T
+            weights = weights * ops.cast(mask, "float32")
         pooled = ops.sum(values * weights[..., None], axis=1)
         return (pooled, weights) if return_attention_scores else pooled
 

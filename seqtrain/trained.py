@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,8 +47,10 @@ class TrainedRun:
         RunDirError: Not a run directory, or the checkpoint is missing.
     """
 
-    def __init__(self, path: str | os.PathLike, checkpoint: str = "best", device: str = "auto"):
+    def __init__(self, path: str | os.PathLike, checkpoint: str = "best", device: str = "auto",
+                 start: Callable[[], object] | None = None):
         check_checkpoint_name(checkpoint)
+        self._start = start  # how TensorFlow starts, if not on `device` with the run's threads
         self.run: RunDir = open_run_dir(Path(path))
         self.config: ExperimentConfig = read_run_config(self.run)
         self.checkpoint = checkpoint
@@ -84,7 +87,9 @@ class TrainedRun:
         return load_checkpoint(self.checkpoint_path)
 
     @cached_property
-    def _started(self) -> runtime.Devices:
+    def _started(self) -> object:
+        if self._start is not None:
+            return self._start()
         return runtime.select_device(self.device, self.config.runtime.intra_op_threads,
                                      self.config.runtime.inter_op_threads)
 
@@ -241,12 +246,17 @@ class TrainedRun:
         if source == "text":
             if isinstance(inputs, (list, tuple)) and inputs and all(
                     isinstance(text, str) for text in inputs):
-                if not any("\n" in text or "\r" in text for text in inputs):
-                    path = folder / "inputs.txt"  # keyed 1, 2, ...: their places in the list
-                    path.write_text("".join(f"{text}\n" for text in inputs), encoding="utf-8")
-                    return path
-                column = self.preprocessing["input"]["text_column"]
-                inputs = [{column: text} for text in inputs]
+                blank = [n for n, text in enumerate(inputs, start=1) if not text.strip()]
+                if blank and self.preprocessing["input"].get("missing", "error") == "error":
+                    raise DataError(f"the inputs given, text {blank[0]}: the text is empty, "
+                                    "and this run was trained with data.missing: error; "
+                                    "give texts with words")
+                # One line per text, keyed 1, 2, ...: its place in the list. A line break
+                # inside a text is whitespace to the tokeniser, as a space is.
+                path = folder / "inputs.txt"
+                path.write_text("".join(" ".join(text.splitlines()) + "\n" for text in inputs),
+                                encoding="utf-8")
+                return path
             source = "csv"  # rows or columns, written as a CSV
         if isinstance(inputs, np.ndarray):
             if source == "csv":

@@ -377,11 +377,46 @@ def test_the_python_api_predicts_a_list_of_texts(text_run):
                                                    "the bed was bad,\nit was not nice"])
     rows = list(predictions.rows())
     assert predictions.columns() == ["line", "predicted", "prob_negative", "prob_positive"]
-    assert [row[0] for row in rows] == [2, 3]  # a text holds a line break: written as a CSV
+    assert [row[0] for row in rows] == [1, 2]  # their places in the list, line break or not
     assert all(row[1] in ("negative", "positive") for row in rows)
     single = seqtrain.load(text_run).predict(["the food was good, it was not bad"])
     assert next(iter(single.rows()))[0] == 1  # its place in the list
     np.testing.assert_allclose(single.outputs[0], predictions.outputs[0], rtol=1e-6)
+    spaced = seqtrain.load(text_run).predict(["the bed was bad, it was not nice"])
+    np.testing.assert_allclose(spaced.outputs[0], predictions.outputs[1], rtol=1e-6)
+    with pytest.raises(DataError, match="the inputs given, text 2: the text is empty"):
+        seqtrain.load(text_run).predict(["good", "  "])
+
+
+def test_texts_without_words_are_refused_or_dropped_as_the_missing_policy_says(text_run,
+                                                                              tmp_path):
+    (tmp_path / "new.txt").write_text("the food was good\n!!! ...\n")
+    result = invoke("predict", text_run, tmp_path / "new.txt", "-o", tmp_path / "p.csv")
+    assert result.exit_code == 2 and not (tmp_path / "p.csv").exists()
+    assert "new.txt, line 2: the text has no words" in result.stderr
+    rows = reviews_csv(tmp_path / "reviews.csv", rows=120)
+    with open(rows, "a", encoding="utf-8") as file:
+        file.write('"?!",positive\n')
+    result = invoke("run", text_config(tmp_path), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "line 122, column 'text': the text has no words" in (
+        result.stderr)
+    assert not (tmp_path / "runs").exists()
+    result = invoke("run", text_config(tmp_path), "--run-dir", tmp_path / "dropped", "--quiet",
+                    "--set", "data.missing=drop", "--set", "train.epochs=1")
+    assert result.exit_code == 0, result.stderr
+    (tmp_path / "more.txt").write_text("the food was good\n!!! ...\nthe food was bad\n")
+    result = invoke("predict", tmp_path / "dropped", tmp_path / "more.txt",
+                    "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.stderr
+    assert [row["line"] for row in read_csv((tmp_path / "p.csv").read_text())] == ["1", "3"]
+
+
+def test_a_label_column_of_one_class_is_refused(tmp_path):
+    (tmp_path / "reviews.csv").write_text("text,label\n" + "".join(
+        f"text number {n},positive\n" for n in range(30)))
+    result = invoke("run", text_config(tmp_path), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "column 'label' holds one class only" in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
@@ -467,3 +502,9 @@ def test_onnx_of_a_text_run_with_attention_takes_tokens_and_matches_predict(tmp_
     session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
     (found,) = session.run(None, {session.get_inputs()[0].name: tokens})
     np.testing.assert_allclose(found, trained.predict(texts).outputs, atol=1e-4, rtol=1e-4)
+
+
+def test_eval_refuses_overrides_of_what_the_vocabulary_was_built_with(text_run):
+    for setting in ("data.lowercase=false", "data.max_tokens=50"):
+        result = invoke("eval", text_run, "--set", setting)
+        assert result.exit_code == 2 and f"{setting}: the model was trained on" in result.stderr

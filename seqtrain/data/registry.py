@@ -493,7 +493,7 @@ def read_inputs(params: TaskParams, path: Path, preprocessing: dict,
 
         if start is not None:
             start()
-        split = tokenized(split, preprocessing)
+        split = tokenized(split, preprocessing, Path(path))
     return split
 
 

@@ -53,12 +53,11 @@ if TYPE_CHECKING:
 # few dozen dimensions serve the vocabularies of small and medium text sets.
 TEXT_EMBEDDING_DIM = 64
 SPLIT_NAMES = ("train", "val", "test")
+# `preprocessing.json`'s tokeniser settings: a trained run reads texts with its own.
+TOKENIZER_SETTINGS = ("lowercase", "standardize", "split", "max_tokens")
 WHOLE_NUMBER = re.compile(r"[+-]?\d+")
 # Texts per call of `TextVectorization`: bounds the memory of its ragged intermediates.
 TOKENIZE_BATCH = 8192
-# The bag-of-words baseline fits on at most this many training texts (the first of the
-# shuffled split), so that it stays a small part of a run on a large file.
-BASELINE_TEXTS = 10000
 
 
 class TextCsvParams(FileTaskParams):
@@ -236,7 +235,7 @@ def class_ids(texts: Texts, column: str, classes: list) -> list[int]:
     return ids
 
 
-def _vectorizer(inputs: dict, vocabulary: list[str] | None = None):
+def vectorizer(inputs: dict, vocabulary: list[str] | None = None):
     """A `TextVectorization` with the run's settings (and vocabulary, when given)."""
     import keras
 
@@ -270,7 +269,7 @@ def adapt_vocabulary(texts: list[str], inputs: dict) -> list[str]:
     """
     import numpy as np
 
-    layer = _vectorizer(inputs)
+    layer = vectorizer(inputs)
     layer.adapt(standardized(np.array(texts, dtype=object), inputs), batch_size=TOKENIZE_BATCH)
     return [str(word) for word in layer.get_vocabulary()]
 
@@ -284,55 +283,46 @@ def tokenize(texts, inputs: dict) -> np.ndarray:
     """
     import numpy as np
 
-    layer = _vectorizer(inputs, inputs["vocabulary"])
+    layer = vectorizer(inputs, inputs["vocabulary"])
     texts = np.asarray(texts, dtype=object)
     parts = [layer(standardized(texts[start:start + TOKENIZE_BATCH], inputs)).numpy()
              for start in range(0, len(texts), TOKENIZE_BATCH)]
     return np.concatenate(parts).astype(np.int32)
 
 
-def bag_of_words_baseline(train: Split, test: Split, num_classes: int, vocabulary: int,
-                          iterations: int = 150) -> Baseline:
-    """A multinomial logistic regression on unigram counts, fit on `train`, scored on `test`.
+def bag_of_words_baseline(train: Split, test: Split, num_classes: int,
+                          vocabulary: int) -> Baseline:
+    """Multinomial naive Bayes on word counts, fit on `train`, scored on `test`.
 
     It reads the same tokens as the model (padding left out) but not their order: what a
-    text set that needs word order leaves it is the order's worth. Full-batch Adam from
-    zero weights, in float64, so it is deterministic; on the first `BASELINE_TEXTS`
-    training texts.
+    text set that needs word order leaves it is the order's worth. Closed form (counts
+    with add-one smoothing), so it is deterministic and costs one pass over the tokens
+    however many the classes.
     """
     import numpy as np
 
     def pairs(x):  # (text, token) of every word, padding left out: the counts, sparse
         rows, steps = np.nonzero(x)
-        return rows, x[rows, steps]
+        return rows, x[rows, steps].astype(np.int64)
 
-    def probabilities_of(rows, tokens, count, weights, bias):
-        scores = np.stack([np.bincount(rows, weights=weights[c][tokens], minlength=count)
-                           for c in range(num_classes)], axis=1) + bias
+    rows, tokens = pairs(train.x)
+    labels = train.y.astype(np.int64)
+    counts = np.bincount(tokens * num_classes + labels[rows],
+                         minlength=vocabulary * num_classes).reshape(vocabulary, num_classes)
+    smoothed = counts + 1.0
+    log_word = np.log(smoothed) - np.log(smoothed.sum(axis=0))  # log P(word | class)
+    prior = np.log(np.bincount(labels, minlength=num_classes) + 1.0)
+    probabilities = np.zeros((len(test), num_classes))
+    for start in range(0, len(test), TOKENIZE_BATCH):  # bounded memory: (words, classes)
+        rows, tokens = pairs(test.x[start:start + TOKENIZE_BATCH])
+        scores = np.tile(prior, (min(TOKENIZE_BATCH, len(test) - start), 1))
+        if len(rows):
+            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            scores[rows[starts]] += np.add.reduceat(log_word[tokens], starts)
         scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return scores / scores.sum(axis=1, keepdims=True)
-
-    x, y = train.x[:BASELINE_TEXTS], train.y[:BASELINE_TEXTS].astype(np.int64)
-    rows, tokens = pairs(x)
-    onehot = np.eye(num_classes)[y]
-    weights, bias = np.zeros((num_classes, vocabulary)), np.zeros(num_classes)
-    moments = [np.zeros_like(weights), np.zeros_like(bias)]
-    squares = [np.zeros_like(weights), np.zeros_like(bias)]
-    rate, beta1, beta2, decay = 0.1, 0.9, 0.999, 1e-4
-    for step in range(1, iterations + 1):
-        error = (probabilities_of(rows, tokens, len(x), weights, bias) - onehot) / len(x)
-        grad_w = np.stack([np.bincount(tokens, weights=error[:, c][rows], minlength=vocabulary)
-                           for c in range(num_classes)]) + decay * weights
-        for k, (param, grad) in enumerate(((weights, grad_w), (bias, error.sum(axis=0)))):
-            moments[k] = beta1 * moments[k] + (1 - beta1) * grad
-            squares[k] = beta2 * squares[k] + (1 - beta2) * grad**2
-            param -= rate * (moments[k] / (1 - beta1**step)) / (
-                np.sqrt(squares[k] / (1 - beta2**step)) + 1e-8)
-    probabilities = probabilities_of(*pairs(test.x), len(test), weights, bias)
-    fitted = "" if len(train) <= BASELINE_TEXTS else f" (its first {BASELINE_TEXTS:,} texts)"
-    return classification_baseline("bag of words: logistic regression on the training "
-                                   f"split's word counts{fitted}, word order ignored",
-                                   probabilities, test)
+        probabilities[start:start + len(scores)] = scores / scores.sum(axis=1, keepdims=True)
+    return classification_baseline("bag of words: naive Bayes on the training split's word "
+                                   "counts, word order ignored", probabilities, test)
 
 
 def _split_indices(params: TextCsvParams, texts: Texts, seed: int) -> list[np.ndarray]:
@@ -374,6 +364,8 @@ def text_csv(params: TextCsvParams, seed: int, preprocessing: dict | None = None
               "split": "whitespace",
               "max_length": params.max_length, "max_tokens": params.max_tokens,
               "missing": params.missing}
+    # A trained run tokenises as it was trained: its stored settings win over the config's.
+    inputs.update({key: stored[key] for key in TOKENIZER_SETTINGS if key in stored})
     if "vocabulary" in stored:
         vocabulary = list(stored["vocabulary"])
     else:
@@ -385,12 +377,26 @@ def text_csv(params: TextCsvParams, seed: int, preprocessing: dict | None = None
     if params.kind == "classification":
         classes = (list(preprocessing["output"]["classes"]) if preprocessing
                    else class_names(texts.labels))
+        if len(classes) < 2:
+            raise DataError(f"{path}, column {params.label_column!r} holds one class only "
+                            f"({classes[0]!r}); a classifier needs at least 2")
         y = np.array(class_ids(texts, params.label_column, classes), dtype=np.int32)
         output["classes"] = classes
     else:
         y = np.array(texts.values, dtype=np.float32)[:, None]
         output["names"] = [params.target]
     whole = Split(x, y, None, keys=np.array(texts.lines))
+    # A text with no word left (punctuation only) is empty to the model: every step padding.
+    wordless = ~x.any(axis=1)
+    if wordless.any():
+        if params.missing == "error":
+            raise DataError(_wordless_message(path, texts.lines[int(np.argmax(wordless))],
+                                              f", column {params.text_column!r}", False))
+        parts = [part[~wordless[part]] for part in parts]
+        if min(len(part) for part in parts) < 1:
+            sizes = "/".join(str(len(part)) for part in parts)
+            raise DataError(f"{path}: without its texts that have no words, the splits hold "
+                            f"{sizes} train/val/test texts; every split needs at least 1")
     train, val, test = (whole.take(part) for part in parts)
     spec = TaskSpec(timesteps=params.max_length, features=1, per_step=False, kind=params.kind,
                     num_classes=len(output.get("classes", ())),
@@ -444,6 +450,36 @@ def read_new_texts(params: TextCsvParams, path: Path, preprocessing: dict,
     return Split(x, y, None, keys=np.array(texts.lines))
 
 
-def tokenized(split: Split, preprocessing: dict) -> Split:
-    """`split` with its texts replaced by the model's token ids (TensorFlow)."""
-    return replace(split, x=tokenize(split.x, preprocessing["input"]))
+def tokenized(split: Split, preprocessing: dict, path: Path) -> Split:
+    """`split` with its texts replaced by the model's token ids (TensorFlow).
+
+    A text with no word left after tokenising (punctuation only) is refused, naming its
+    line, or skipped: as the run's `missing` policy treats empty texts.
+
+    Raises:
+        DataError: A text with no words under `missing: error`, or none with words left.
+    """
+    import numpy as np
+
+    inputs = preprocessing["input"]
+    split = replace(split, x=tokenize(split.x, inputs))
+    wordless = ~split.x.any(axis=1)
+    if not wordless.any():
+        return split
+    column = "" if path.suffix.lower() == ".txt" else f", column {inputs['text_column']!r}"
+    if inputs.get("missing", "error") == "error":
+        raise DataError(_wordless_message(path, split.keys[int(np.argmax(wordless))], column,
+                                          True))
+    if wordless.all():
+        raise DataError(f"{path} has no text with words left to read (data.missing: drop "
+                        "skipped the rest)")
+    return split.take(np.flatnonzero(~wordless))
+
+
+def _wordless_message(path: Path, line: int, column: str, new_inputs: bool) -> str:
+    """A text with no words: where it is, and what to do."""
+    fix = ("fill the text or remove the line (this run was trained with data.missing: error)"
+           if new_inputs else "fill it or remove the row (or set data.missing: drop to skip "
+           "texts without words)")
+    return (f"{path}, line {line}{column}: the text has no words (only punctuation or "
+            f"spaces); {fix}")
