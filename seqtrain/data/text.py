@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from seqtrain.data.csvfile import finite, read_rows, read_text
 from seqtrain.data.files import TARGET_NORMALIZATION_DESCRIPTION, with_target_statistics
 from seqtrain.data.registry import (
     Baseline,
@@ -42,7 +43,6 @@ from seqtrain.data.registry import (
     register_task,
     regression_baseline,
 )
-from seqtrain.data.tables import _finite, read_rows, read_text
 from seqtrain.errors import DataError
 from seqtrain.fields import PositiveInt
 
@@ -190,7 +190,7 @@ def read_texts(params: TextCsvParams, path: Path, with_targets: bool,
             found.labels.append(label)
         if found.values is not None:
             cell = row[params.target].strip()
-            value = _finite(cell, path, line, params.target) if cell else float("nan")
+            value = finite(cell, path, line, params.target) if cell else float("nan")
             if value != value:
                 raise DataError(f"{path}, line {line}, column {params.target!r} is empty or "
                                 "NaN; every text needs its target")
