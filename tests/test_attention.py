@@ -34,23 +34,32 @@ def recall_config(folder: Path, attention: str = "additive", **model) -> Path:
     return write_config(folder, config, name=f"recall-{attention}.yaml")
 
 
-@pytest.fixture(scope="module", params=["additive", "dot"])
-def attention_run(request, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp(f"attention-{request.param}")
-    result = invoke("run", recall_config(folder, request.param), "--run-dir", folder / "run",
-                    "--quiet")
+def train_recall(folder: Path, attention: str) -> Path:
+    """TINY_RECALL on half its samples for one epoch: the fixtures need runs, not learning
+    (the plan test still reads its 12 steps and 8 units). The last epoch is the best, as it
+    was over two epochs on all the samples."""
+    result = invoke("run", recall_config(folder, attention), "--run-dir", folder / "run",
+                    "--quiet", "--set", "data.num_samples=80", "--set", "train.epochs=1")
     assert result.exit_code == 0, result.stderr
     return folder / "run"
 
 
 @pytest.fixture(scope="module")
+def attention_runs(tmp_path_factory) -> dict[str, Path]:
+    """One run per score, so that a single fresh process can reload both checkpoints."""
+    return {attention: train_recall(tmp_path_factory.mktemp(f"attention-{attention}"), attention)
+            for attention in ("additive", "dot")}
+
+
+@pytest.fixture(scope="module", params=["additive", "dot"])
+def attention_run(request, attention_runs) -> Path:
+    return attention_runs[request.param]
+
+
+@pytest.fixture(scope="module")
 def plain_run(tmp_path_factory) -> Path:
-    """The same task read from the last state (model.attention: none), one epoch."""
-    folder = tmp_path_factory.mktemp("no-attention")
-    result = invoke("run", recall_config(folder, "none"), "--run-dir", folder / "run",
-                    "--quiet", "--set", "train.epochs=1")
-    assert result.exit_code == 0, result.stderr
-    return folder / "run"
+    """The same task read from the last state (model.attention: none)."""
+    return train_recall(tmp_path_factory.mktemp("no-attention"), "none")
 
 
 @pytest.fixture(scope="module")
@@ -67,29 +76,36 @@ import json, sys
 import numpy as np
 import keras
 import seqtrain  # after Keras: registers seqtrain>AttentionPooling
-model = keras.saving.load_model(sys.argv[1], safe_mode=True)
-x = np.load(sys.argv[2])["x"]
-np.save(sys.argv[3], model.predict(x, verbose=0))
-print(json.dumps([type(layer).__name__ for layer in model.layers]))
+layers = []
+for checkpoint, inputs, output in zip(*[iter(sys.argv[1:])] * 3):
+    model = keras.saving.load_model(checkpoint, safe_mode=True)
+    np.save(output, model.predict(np.load(inputs)["x"], verbose=0))
+    layers.append([type(layer).__name__ for layer in model.layers])
+print(json.dumps(layers))
 """
 
 
 def test_best_keras_loads_in_plain_keras_with_safe_mode_and_predicts_identically(
-        attention_run, tmp_path):
+        attention_runs, tmp_path):
     from seqtrain import load
 
-    trained = load(attention_run)
-    x = trained.prepare(split="test").x
-    np.savez(tmp_path / "x.npz", x=x)
+    args, expected = [], {}
+    for attention, run in attention_runs.items():  # both checkpoints in one fresh process
+        trained = load(run)
+        x = trained.prepare(split="test").x
+        expected[attention] = trained.predict_arrays(x)
+        np.savez(tmp_path / f"{attention}-x.npz", x=x)
+        args += [run / "checkpoints" / "best.keras", tmp_path / f"{attention}-x.npz",
+                 tmp_path / f"{attention}-out.npy"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", PLAIN_KERAS,
-                          str(attention_run / "checkpoints" / "best.keras"),
-                          str(tmp_path / "x.npz"), str(tmp_path / "out.npy")],
+    out = subprocess.run([sys.executable, "-c", PLAIN_KERAS, *map(str, args)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["LSTM", "AttentionPooling",
-                                                               "Dense"]
-    assert np.load(tmp_path / "out.npy").tobytes() == trained.predict_arrays(x).tobytes()
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [
+        ["LSTM", "AttentionPooling", "Dense"]] * len(attention_runs)
+    for attention, predicted in expected.items():
+        reloaded = np.load(tmp_path / f"{attention}-out.npy")
+        assert reloaded.tobytes() == predicted.tobytes(), attention
 
 
 def test_eval_and_predict_reproduce_the_runs_test_metrics(attention_run):
@@ -173,8 +189,8 @@ def test_padded_steps_get_zero_weight_and_each_row_sums_to_one(tmp_path):
         "data": {"task": "csv_sequences", "path": "machines.csv", "id_column": "machine",
                  "order_column": "t", "columns": ["a", "b"], "target": "faulty",
                  "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
-        "model": {"cell": "gru", "units": 8, "attention": "dot", "bidirectional": True},
-        "train": {"epochs": 1, "batch_size": 8}})
+        "model": {"cell": "gru", "units": 4, "attention": "dot", "bidirectional": True},
+        "train": {"epochs": 1, "batch_size": 32}})
     result = invoke("run", config, "--run-dir", tmp_path / "run", "--quiet")
     assert result.exit_code == 0, result.stderr
     result = invoke("predict", tmp_path / "run", tmp_path / "machines.csv", "--attention",
