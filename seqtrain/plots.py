@@ -280,6 +280,7 @@ def plot_runs(folders: list[Path], output: Path, metric: str = "val_loss",
                                 f"{metric!r}, or pick another --metric")
         raise SeqtrainError(f"no run directories in {where}")
     figure = comparison_figure(runs, metric)
+    output.parent.mkdir(parents=True, exist_ok=True)
     _save(figure, output)
     return output
 
