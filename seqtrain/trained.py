@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from functools import cached_property
@@ -34,6 +35,9 @@ SPLITS = ("train", "val", "test")
 # batches far larger than training's cost little memory and use the cores better.
 PREDICT_BATCH_SIZE = 1024
 
+
+# What ends a line of a `.txt` for its reader: only these, as the tokeniser splits words.
+LINE_BREAK = re.compile(r"\r\n|[\r\n]")
 
 class TrainedRun:
     """A run directory's trained model, ready to predict on new inputs or its own splits.
@@ -254,8 +258,12 @@ class TrainedRun:
                 # One line per text, keyed 1, 2, ...: its place in the list. A line break
                 # inside a text is whitespace to the tokeniser, as a space is.
                 path = folder / "inputs.txt"
-                path.write_text("".join(" ".join(text.splitlines()) + "\n" for text in inputs),
-                                encoding="utf-8")
+                lines = "".join(LINE_BREAK.sub(" ", text) + "\n" for text in inputs)
+                try:
+                    path.write_text(lines, encoding="utf-8")
+                except UnicodeEncodeError as err:
+                    raise DataError(f"the inputs given hold {err.object[err.start]!r}, which "
+                                    "is no text (a lone surrogate); give valid strings") from None
                 return path
             source = "csv"  # rows or columns, written as a CSV
         if isinstance(inputs, np.ndarray):

@@ -386,6 +386,29 @@ def test_the_python_api_predicts_a_list_of_texts(text_run):
     np.testing.assert_allclose(spaced.outputs[0], predictions.outputs[1], rtol=1e-6)
     with pytest.raises(DataError, match="the inputs given, text 2: the text is empty"):
         seqtrain.load(text_run).predict(["good", "  "])
+    # Characters Python calls line breaks but the tokeniser does not: kept as in a file.
+    odd = ["the food was good\u2028it was not bad", "good\x1cbad"]
+    listed = seqtrain.load(text_run).predict(odd)
+    (Path(text_run).parent / "odd.csv").write_text(
+        "text\n" + "".join(f'"{text}"\n' for text in odd), encoding="utf-8")
+    filed = seqtrain.load(text_run).predict(Path(text_run).parent / "odd.csv")
+    np.testing.assert_array_equal(listed.outputs, filed.outputs)
+
+
+def test_the_bag_of_words_baseline_counts_words_and_ignores_their_order():
+    from seqtrain.data.registry import Split
+    from seqtrain.data.text import bag_of_words_baseline
+
+    # Words 2, 3 say class 0; words 4, 5 class 1; 6 appears in both. Order is no matter.
+    train = Split(np.array([[2, 6, 0], [3, 2, 0], [4, 6, 0], [5, 4, 6]]), np.array([0, 0, 1, 1]),
+                  None)
+    test = Split(np.array([[6, 2, 0], [6, 5, 4], [2, 4, 0]]), np.array([0, 1, 0]), None)
+    baseline = bag_of_words_baseline(train, test, num_classes=2, vocabulary=7)
+    assert baseline.description.startswith("bag of words")
+    assert baseline.metrics["accuracy"] == 1.0  # [2, 4]: 2 is seen twice with class 0
+    reordered = Split(np.array([[2, 6, 0], [4, 5, 6], [4, 2, 0]]), test.y, None)
+    again = bag_of_words_baseline(train, reordered, num_classes=2, vocabulary=7)
+    assert again.metrics == pytest.approx(baseline.metrics, rel=1e-12)
 
 
 def test_texts_without_words_are_refused_or_dropped_as_the_missing_policy_says(text_run,

@@ -58,6 +58,8 @@ TOKENIZER_SETTINGS = ("lowercase", "standardize", "split", "max_tokens")
 WHOLE_NUMBER = re.compile(r"[+-]?\d+")
 # Texts per call of `TextVectorization`: bounds the memory of its ragged intermediates.
 TOKENIZE_BATCH = 8192
+# The bag-of-words baseline scores texts in passes of at most this many (word, class) cells.
+BASELINE_CELLS = 4_000_000
 
 
 class TextCsvParams(FileTaskParams):
@@ -258,7 +260,7 @@ def standardized(texts, inputs: dict):
     import tensorflow as tf
 
     texts = tf.convert_to_tensor(texts, dtype=tf.string)
-    return tf.strings.lower(texts, encoding="utf-8") if inputs["lowercase"] else texts
+    return tf.strings.lower(texts, encoding="utf-8") if inputs.get("lowercase") else texts
 
 
 def adapt_vocabulary(texts: list[str], inputs: dict) -> list[str]:
@@ -313,9 +315,11 @@ def bag_of_words_baseline(train: Split, test: Split, num_classes: int,
     log_word = np.log(smoothed) - np.log(smoothed.sum(axis=0))  # log P(word | class)
     prior = np.log(np.bincount(labels, minlength=num_classes) + 1.0)
     probabilities = np.zeros((len(test), num_classes))
-    for start in range(0, len(test), TOKENIZE_BATCH):  # bounded memory: (words, classes)
-        rows, tokens = pairs(test.x[start:start + TOKENIZE_BATCH])
-        scores = np.tile(prior, (min(TOKENIZE_BATCH, len(test) - start), 1))
+    # Texts per pass: its (word, class) array stays under BASELINE_CELLS float64 cells.
+    batch = max(1, BASELINE_CELLS // (max(1, test.x.shape[1]) * num_classes))
+    for start in range(0, len(test), batch):
+        rows, tokens = pairs(test.x[start:start + batch])
+        scores = np.tile(prior, (min(batch, len(test) - start), 1))
         if len(rows):
             starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
             scores[rows[starts]] += np.add.reduceat(log_word[tokens], starts)
@@ -357,7 +361,6 @@ def text_csv(params: TextCsvParams, seed: int, preprocessing: dict | None = None
 
     path = Path(params.path)
     texts = read_texts(params, path, with_targets=True, with_split=True)
-    parts = _split_indices(params, texts, seed)
     stored = (preprocessing or {}).get("input", {})
     inputs = {"source": "text", "encoding": "text", "text_column": params.text_column,
               "lowercase": params.lowercase, "standardize": "strip_punctuation",
@@ -366,6 +369,10 @@ def text_csv(params: TextCsvParams, seed: int, preprocessing: dict | None = None
               "missing": params.missing}
     # A trained run tokenises as it was trained: its stored settings win over the config's.
     inputs.update({key: stored[key] for key in TOKENIZER_SETTINGS if key in stored})
+    if "standardize" in stored and "lowercase" not in stored:
+        inputs["lowercase"] = False  # a run from before: its layer lowercased, ASCII only
+    texts = _with_words(texts, inputs, params)
+    parts = _split_indices(params, texts, seed)
     if "vocabulary" in stored:
         vocabulary = list(stored["vocabulary"])
     else:
@@ -386,17 +393,6 @@ def text_csv(params: TextCsvParams, seed: int, preprocessing: dict | None = None
         y = np.array(texts.values, dtype=np.float32)[:, None]
         output["names"] = [params.target]
     whole = Split(x, y, None, keys=np.array(texts.lines))
-    # A text with no word left (punctuation only) is empty to the model: every step padding.
-    wordless = ~x.any(axis=1)
-    if wordless.any():
-        if params.missing == "error":
-            raise DataError(_wordless_message(path, texts.lines[int(np.argmax(wordless))],
-                                              f", column {params.text_column!r}", False))
-        parts = [part[~wordless[part]] for part in parts]
-        if min(len(part) for part in parts) < 1:
-            sizes = "/".join(str(len(part)) for part in parts)
-            raise DataError(f"{path}: without its texts that have no words, the splits hold "
-                            f"{sizes} train/val/test texts; every split needs at least 1")
     train, val, test = (whole.take(part) for part in parts)
     spec = TaskSpec(timesteps=params.max_length, features=1, per_step=False, kind=params.kind,
                     num_classes=len(output.get("classes", ())),
@@ -412,12 +408,45 @@ def text_csv(params: TextCsvParams, seed: int, preprocessing: dict | None = None
                    preprocessing={"input": inputs, "output": output})
 
 
+def _with_words(texts: Texts, inputs: dict, params: TextCsvParams) -> Texts:
+    """`texts` without those that have no word (punctuation only), as `missing` says.
+
+    Whether a text has words does not depend on the vocabulary, so this runs before the
+    split, as the dropping of empty texts does: the splits are those of the file without
+    these rows.
+
+    Raises:
+        DataError: A text without words under `missing: error` (its line), or none left.
+    """
+    import numpy as np
+
+    probe = tokenize(texts.texts, {**inputs, "vocabulary": ["", "[UNK]", "a"],
+                                   "max_length": 1})
+    wordless = ~probe.any(axis=1)
+    if not wordless.any():
+        return texts
+    if params.missing == "error":
+        raise DataError(_wordless_message(texts.path, texts.lines[int(np.argmax(wordless))],
+                                          f", column {params.text_column!r}", False))
+    kept = np.flatnonzero(~wordless)
+    if not len(kept):
+        raise DataError(f"{texts.path} has no text with words left to read (data.missing: "
+                        "drop skipped the rest)")
+
+    def pick(values):
+        return None if values is None else [values[i] for i in kept]
+
+    return Texts(texts.path, pick(texts.texts), pick(texts.lines), pick(texts.labels),
+                 pick(texts.values), pick(texts.splits))
+
+
 def reading_steps(params: TextCsvParams, size: int) -> list[str]:
     """`preprocessing.json`'s `steps` for the texts, in words."""
     case = ("lowercase each text (every letter, UTF-8: tf.strings.lower(texts, "
             "encoding='utf-8')), " if params.lowercase else "")
     return [f"read the CSV file (header row, UTF-8); each row's {params.text_column!r} is one "
-            "text (for predict, a .txt file holds one text per line); empty texts: "
+            "text (for predict, a .txt file holds one text per line); empty texts and "
+            "texts with no words (punctuation only): "
             + ("their rows are skipped" if params.missing == "drop" else "refused"),
             f"{case}delete the ASCII punctuation !\"#$%&()*+,-./:;<=>?@[\\]^_`{{|}}~' and "
             "split on whitespace into words (Keras TextVectorization, "
