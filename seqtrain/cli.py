@@ -254,8 +254,9 @@ def eval(  # noqa: A001 (the command's name is the user's word)
 def predict(
     run_dir: RunDirArg,
     inputs: Annotated[Optional[Path], typer.Argument(
-        help="New inputs, in the form the run's task reads: an .npz (the run's array names) "
-        "or a CSV (the run's columns).", show_default=False, metavar="INPUT")] = None,
+        help="New inputs, in the form the run's task reads: an .npz (the run's array names), "
+        "a CSV (the run's columns), or for text runs a .txt of one text per line.",
+        show_default=False, metavar="INPUT")] = None,
     split: Annotated[Optional[str], typer.Option(
         "--split", help="Predict the run's own split instead (train, val or test), with the "
         "true values beside.", show_default=False)] = None,

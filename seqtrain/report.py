@@ -89,7 +89,8 @@ def predict_line(report: dict[str, Any]) -> str:
     epoch = f" (epoch {report['best_epoch']})" if report.get("best_epoch") else ""
     what = f"the {report['split']} split" if report["split"] else report["input"]
     seconds = report["seconds"]
-    line = (f"predicted {report['num_samples']:,} sequences of {what} with "
+    count = report["num_samples"]
+    line = (f"predicted {count:,} sequence{'' if count == 1 else 's'} of {what} with "
             f"{report['checkpoint']}.keras{epoch}: read {seconds['read']:.2f} s, model "
             f"{seconds['predict']:.2f} s" + (f", written {seconds['write']:.2f} s"
                                              if "write" in seconds else ""))

@@ -36,9 +36,9 @@ def test_multi_worker_is_refused_pointing_to_the_keras_issue_and_the_ray_executo
 
 @pytest.mark.parametrize("config,message", [
     ({"device": "gpu:0,1"}, "set distribution: mirrored"),
-    ({"runtime": {"cpu_devices": 2}}, "runtime.cpu_devices: 2 splits the CPU"),
+    ({"runtime": {"cpu_devices": 2}}, "runtime.cpu_devices (line 22): 2 splits the CPU"),
     ({"distribution": "mirrored", "train": {"steps_per_execution": 8}},
-     "train.steps_per_execution: 8 fails under distribution: mirrored"),
+     "train.steps_per_execution (line 19): 8 fails under distribution: mirrored"),
     ({"distribution": "ring"}, "expected none or mirrored"),
     ({"precision": "float16"}, "mixed_float16"),
 ])

@@ -347,6 +347,9 @@ class Task:
             what the file lacks. None: the task cannot read new inputs.
         tensorflow: The builder (and the reading of new inputs, after the file is checked)
             uses TensorFlow: its callers start it first, on the run's device.
+        encode: `encode(split, preprocessing, path) -> Split`: what `read` gave, as model
+            inputs, with TensorFlow (text: tokenised), once the file is checked and
+            TensorFlow started. None: `read` gives model inputs itself.
     """
 
     name: str
@@ -354,6 +357,7 @@ class Task:
     build: Callable[..., Dataset]
     read: Callable[..., Split] | None = None
     tensorflow: bool = False
+    encode: Callable[..., Split] | None = None
 
 
 _TASKS: dict[str, Task] = {}
@@ -374,15 +378,17 @@ def register_task(name: str, params: type[TaskParams], tensorflow: bool = False)
     return decorator
 
 
-def register_reader(name: str):
+def register_reader(name: str, encode: Callable[..., Split] | None = None):
     """Register `read(params, path, preprocessing, targets) -> Split` for task `name`.
 
     The reader turns a file of new inputs into model inputs with the same code and the
     stored statistics the task's builder used in training: nothing is fitted again.
+    `encode`: the step that needs TensorFlow, after the reader checked the file (see
+    `Task.encode`).
     """
 
     def decorator(read: Callable[..., Split]):
-        _TASKS[name] = replace(get_task(name), read=read)
+        _TASKS[name] = replace(get_task(name), read=read, encode=encode)
         return read
 
     return decorator
@@ -488,12 +494,10 @@ def read_inputs(params: TaskParams, path: Path, preprocessing: dict,
         raise DataError(f"{path} holds no targets to score the model against")
     if preprocessing["input"].get("encoding") == "tokens":
         split = as_tokens(split)
-    elif preprocessing["input"].get("encoding") == "text":
-        from seqtrain.data.text import tokenized
-
+    elif task.encode is not None:
         if start is not None:
             start()
-        split = tokenized(split, preprocessing, Path(path))
+        split = task.encode(split, preprocessing, Path(path))
     return split
 
 

@@ -457,28 +457,6 @@ def reading_steps(params: TextCsvParams, size: int) -> list[str]:
             f"{params.max_length} (the model masks token 0)"]
 
 
-@register_reader("text_csv")
-def read_new_texts(params: TextCsvParams, path: Path, preprocessing: dict,
-                   targets: bool = False) -> Split:
-    """A CSV with the run's text column (and label or target, with `targets`), or a `.txt`.
-
-    The split's `x` holds the texts themselves: `tokenize` (TensorFlow) turns them into
-    tokens once every cell is checked (see `registry.read_inputs`).
-    """
-    import numpy as np
-
-    texts = read_texts(params, path, with_targets=targets, new_inputs=True)
-    y = None
-    if targets and params.kind == "classification":
-        y = np.array(class_ids(texts, params.label_column, preprocessing["output"]["classes"]),
-                     dtype=np.int32)
-    elif targets:
-        y = np.array(texts.values, dtype=np.float32)[:, None]
-    x = np.empty(len(texts.texts), dtype=object)
-    x[:] = texts.texts
-    return Split(x, y, None, keys=np.array(texts.lines))
-
-
 def tokenized(split: Split, preprocessing: dict, path: Path) -> Split:
     """`split` with its texts replaced by the model's token ids (TensorFlow).
 
@@ -503,6 +481,28 @@ def tokenized(split: Split, preprocessing: dict, path: Path) -> Split:
         raise DataError(f"{path} has no text with words left to read (data.missing: drop "
                         "skipped the rest)")
     return split.take(np.flatnonzero(~wordless))
+
+
+@register_reader("text_csv", encode=tokenized)
+def read_new_texts(params: TextCsvParams, path: Path, preprocessing: dict,
+                   targets: bool = False) -> Split:
+    """A CSV with the run's text column (and label or target, with `targets`), or a `.txt`.
+
+    The split's `x` holds the texts themselves: `tokenize` (TensorFlow) turns them into
+    tokens once every cell is checked (see `registry.read_inputs`).
+    """
+    import numpy as np
+
+    texts = read_texts(params, path, with_targets=targets, new_inputs=True)
+    y = None
+    if targets and params.kind == "classification":
+        y = np.array(class_ids(texts, params.label_column, preprocessing["output"]["classes"]),
+                     dtype=np.int32)
+    elif targets:
+        y = np.array(texts.values, dtype=np.float32)[:, None]
+    x = np.empty(len(texts.texts), dtype=object)
+    x[:] = texts.texts
+    return Split(x, y, None, keys=np.array(texts.lines))
 
 
 def _wordless_message(path: Path, line: int, column: str, new_inputs: bool) -> str:
