@@ -147,8 +147,14 @@ def test_completion_never_imports_tensorflow():
     assert "model.cell=" in lines and lines[-1] == "[]", out.stdout + out.stderr
 
 
+# `--show-completion` detects the shell from the process's ancestors (shellingham): a test
+# run by no shell (a scheduler, `nohup python`) has none. Typer's own switch makes it take
+# the shell named instead, as its tests do.
+NAMED_SHELL = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+
+
 def test_show_completion_prints_the_bash_hook_for_seqtrain():
-    result = run_cli("--show-completion", "bash")
+    result = run_cli("--show-completion", "bash", env=NAMED_SHELL)
     assert result.returncode == 0, result.stderr
     assert "_SEQTRAIN_COMPLETE=complete_bash" in result.stdout
     assert "complete -o default -F _seqtrain_completion seqtrain" in result.stdout
@@ -165,7 +171,7 @@ def test_bash_hook_answers_the_words_bash_splits(tmp_path: Path, line: str, expe
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("no bash")
-    hook = run_cli("--show-completion", "bash").stdout
+    hook = run_cli("--show-completion", "bash", env=NAMED_SHELL).stdout
     words = " ".join(shlex_quote(word) for word in bash_words(
         "seqtrain " + line.format(SINE)))
     program = tmp_path / "seqtrain"  # the hook runs `env ... seqtrain`: a real program
