@@ -103,7 +103,8 @@ def test_an_explicit_count_is_kept_and_checked(tmp_path: Path):
         assert f"got {bad!r}; expected auto or a whole number >= 1" in result.stderr
     mirrored = {**TINY, "distribution": "mirrored", "runtime": {"cpu_devices": 2, "streams": 2}}
     result = invoke("validate", write_config(tmp_path, mirrored))
-    assert result.exit_code == 2 and "runtime.streams (line 24): 2 splits" in result.stderr, result.stderr
+    assert result.exit_code == 2, result.stderr
+    assert "runtime.streams (line 24): 2 splits" in result.stderr, result.stderr
 
 
 def _models(masked: bool = False):
