@@ -129,15 +129,18 @@ class ResumableState(keras.callbacks.Callback):
         counters: Callbacks with `name` and `state()` (early stopping, plateau) whose
             counters are part of the state.
         on_save: Called after each state is saved (the summary is brought up to date).
+        stopping: Says whether another callback ends training at this epoch (a search's
+            pruner): its state is saved then, whatever `checkpoint_every` says.
     """
 
     def __init__(self, run: RunDir, best: BestCheckpoint, stop: StopRequest, epochs: int,
                  checkpoint_every: int = 1, backup_every_steps: int | None = None,
                  step_offset: int = 0, metric_states: list | None = None,
                  train_seconds: float = 0.0, counters: list | None = None,
-                 on_save: Callable[[], None] | None = None):
+                 on_save: Callable[[], None] | None = None,
+                 stopping: Callable[[], bool] | None = None):
         super().__init__()
-        self.on_save = on_save
+        self.on_save, self.stopping = on_save, stopping
         self.run, self.best, self.stop, self.epochs = run, best, stop, epochs
         self.counters = list(counters or [])
         self.checkpoint_every, self.backup_every_steps = checkpoint_every, backup_every_steps
@@ -178,7 +181,9 @@ class ResumableState(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.step_offset = 0
         done = epoch + 1
-        if done % self.checkpoint_every == 0 or done >= self.epochs or self.stop.requested:
+        ending = self.stopping is not None and self.stopping()
+        if (done % self.checkpoint_every == 0 or done >= self.epochs or self.stop.requested
+                or ending):
             self._save(done, 0)
             atomic.link(self.run.checkpoints / self.last_state.model_file,
                         self.run.checkpoint("last"))
@@ -250,6 +255,28 @@ class ReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
 
     STATE = ("wait", "best", "cooldown_counter")
     name = "reduce_on_plateau"
+
+
+class ReportToStudy(keras.callbacks.Callback):
+    """A search trial's run: reports its objective to the study each epoch, stops if pruned.
+
+    Place it before `ResumableState`, which then saves the state of the pruned epoch: a
+    pruned trial can be resumed (`seqtrain resume`) like any run.
+    """
+
+    def __init__(self, report):
+        super().__init__()
+        self.report = report  # a study.TrialReport
+        self.pruned_at: int | None = None
+
+    def stopping(self) -> bool:
+        """Whether the pruner has stopped the run."""
+        return self.pruned_at is not None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.report.report(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}):
+            self.pruned_at = epoch + 1
+            self.model.stop_training = True
 
 
 class DivergenceGuard(keras.callbacks.TerminateOnNaN):

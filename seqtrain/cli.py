@@ -41,8 +41,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-EXIT_CODES = {"completed": 0, "diverged": EXIT_TRAINING_FAILED, "failed": EXIT_TRAINING_FAILED,
-              "interrupted": EXIT_INTERRUPTED}
+EXIT_CODES = {"completed": 0, "pruned": 0, "diverged": EXIT_TRAINING_FAILED,
+              "failed": EXIT_TRAINING_FAILED, "interrupted": EXIT_INTERRUPTED}
 
 
 class _Stderr(Console):
@@ -102,6 +102,9 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
 JsonSummaryOption = Annotated[bool, typer.Option(
     "--json", help="Print summary.json on stdout instead of the run directory's path.")]
+# How `seqtrain sweep --search` tells a trial's run which study trial it is (not for users).
+StudyOption = Annotated[Optional[Path], typer.Option("--study", hidden=True)]
+TrialOption = Annotated[Optional[int], typer.Option("--trial", hidden=True)]
 
 
 @app.callback()
@@ -127,6 +130,8 @@ def run(
         "name.", show_default=False)] = None,
     json_: JsonSummaryOption = False,
     quiet: QuietOption = False,
+    study: StudyOption = None,
+    trial: TrialOption = None,
 ) -> None:
     """Train CONFIG into a new run directory and print its path."""
     with _user_errors():
@@ -144,6 +149,7 @@ def run(
         finished, summary = run_experiment(
             experiment, runs_dir=runs_dir, exact_dir=run_dir, command=_command_line(),
             overrides=overrides, display=_display(quiet, console), console=console,
+            report=_trial_report(study, trial),
         )
         _report_run(finished.path, summary, json_, quiet)
     raise typer.Exit(code=_exit_code(summary))
@@ -157,8 +163,10 @@ def resume(
         "config.yaml.", show_default=False, metavar="train.epochs=N")] = None,
     json_: JsonSummaryOption = False,
     quiet: QuietOption = False,
+    study: StudyOption = None,
+    trial: TrialOption = None,
 ) -> None:
-    """Continue RUN_DIR where it stopped (interrupted, killed, failed), or extend it."""
+    """Continue RUN_DIR where it stopped (interrupted, killed, failed, pruned), or extend it."""
     with _user_errors():
         from seqtrain.experiment import resume_experiment
 
@@ -166,6 +174,7 @@ def resume(
         finished, summary, trained = resume_experiment(
             run_dir, overrides=set_ or [], command=_command_line(),
             display=_display(quiet, console), console=console,
+            report=_trial_report(study, trial),
         )
         if not trained:
             if summary.get("stopped_early"):
@@ -178,6 +187,18 @@ def resume(
             return
         _report_run(finished.path, summary, json_, quiet)
     raise typer.Exit(code=_exit_code(summary))
+
+
+def _trial_report(folder: Optional[Path], number: Optional[int]):
+    """The study trial a search's run reports to (`--study FOLDER --trial N`), if any."""
+    if folder is None and number is None:
+        return None
+    if folder is None or number is None:
+        raise SeqtrainError("--study and --trial go together (seqtrain sweep --search sets "
+                            "them for its trials)")
+    from seqtrain.study import TrialReport, load_settings
+
+    return TrialReport(folder, number, load_settings(folder))
 
 
 def _display(quiet: bool, console: Console) -> str:
@@ -213,6 +234,9 @@ def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
                  else "nothing saved yet")
         _say(f"interrupted ({summary.get('signal') or 'stopped'}; {saved}); continue with:\n"
              f"  seqtrain resume {shlex.quote(str(path))}", "yellow")
+    elif summary["status"] == "pruned" and not quiet:
+        _say(f"pruned at epoch {summary.get('pruned_at')} by its search's pruner (saved; "
+             f"`seqtrain resume {shlex.quote(str(path))}` trains it on)", "yellow")
     elif summary.get("error"):
         _say(f"error: {summary['error']}", "red")
     typer.echo(json.dumps(summary, indent=2) if json_ else str(path))
@@ -425,9 +449,34 @@ def sweep(
         "--columns", help="The results table's columns, e.g. best_val_loss,test_mae,"
         "wall_seconds.  \\[default: by the task's kind: mse/mae for regression, accuracy for "
         "classification]", show_default=False, metavar="A,B,...")] = None,
+    search: Annotated[Optional[str], typer.Option(
+        "--search", help="Search instead of a grid: an Optuna study drawing --trials from "
+        "--space (pip install 'seqtrain\\[search]').", show_default=False,
+        metavar="tpe|random")] = None,
+    trials: Annotated[Optional[int], typer.Option(
+        "--trials", help="Search: trials the study holds when done (re-run with more to "
+        "extend it).", show_default=False, metavar="N")] = None,
+    space: Annotated[Optional[list[str]], typer.Option(
+        "--space", help="Search: a setting and its range: KEY=float(lo,hi), float(lo,hi,log), "
+        "int(lo,hi) or choice(a,b,...). Repeatable.", show_default=False, metavar="KEY=SPEC",
+        autocompletion=completion.space_keys)] = None,
+    objective: Annotated[Optional[str], typer.Option(
+        "--objective", help="Search: the epoch metric to optimise, also each trial's "
+        "train.monitor.  \\[default: the config's train.monitor]", show_default=False,
+        metavar="METRIC")] = None,
+    direction: Annotated[Optional[str], typer.Option(
+        "--direction", help="Search: min or max.  \\[default: max for accuracy, else min]",
+        show_default=False, metavar="min|max")] = None,
+    prune: Annotated[str, typer.Option(
+        "--prune", help="Search: stop trials whose objective falls behind the median of "
+        "earlier trials at the same epoch (median), or never (none).", metavar="median|none")]
+    = "median",
     quiet: QuietOption = False,
 ) -> None:
-    """Run a grid of CONFIG variants (times seeds) under one folder; re-run to resume it."""
+    """Run a grid (or, with --search, an Optuna search) of CONFIG variants under one folder.
+
+    Re-run the same command to resume it.
+    """
     with _user_errors():
         from seqtrain import sweep as sweeps
         from seqtrain.executors import check_options, make_executor
@@ -437,6 +486,17 @@ def sweep(
             raise SeqtrainError(f"--jobs got {jobs}; expected 1 or more")
         if measure and not dry_run:
             raise SeqtrainError("--measure estimates without training: use it with --dry-run")
+        searching = _search_options(search, trials, space, objective, direction, prune, grid,
+                                    seeds, shard, measure, retry_failed)
+        if searching:
+            check_options(executor, jobs=jobs, address=address, cpus_per_trial=cpus_per_trial,
+                          gpus_per_trial=gpus_per_trial)
+            _search(config, search, trials, space, set_ or [], objective, direction, prune,
+                    name, runs_dir, dry_run, chosen, json_, quiet,
+                    lambda count: make_executor(executor, jobs=jobs, trials=count,
+                                                address=address, cpus_per_trial=cpus_per_trial,
+                                                gpus_per_trial=gpus_per_trial))
+            return
         plan = sweeps.plan_sweep(config, grid or [], set_ or [], seeds, name, runs_dir)
         index, count = sweeps.parse_shard(shard)
         trials = sweeps.shard(plan.trials, index, count)
@@ -467,6 +527,99 @@ def sweep(
         raise typer.Exit(code=EXIT_TERMINATED if runner.stopping == 15 else EXIT_INTERRUPTED)
     if any(r["status"] != "completed" for r in results):
         failed = [r["trial"] for r in results if r["status"] != "completed"]
+        _say(f"{len(failed)} trial(s) did not complete: {', '.join(failed)}; see "
+             f"{plan.folder / 'logs'}", "red")
+        raise typer.Exit(code=EXIT_TRAINING_FAILED)
+
+
+def _search_options(search, trials, space, objective, direction, prune, grid, seeds, shard,
+                    measure, retry_failed) -> bool:
+    """Whether the sweep is a search; refuses options that belong to the other kind."""
+    if search is None:
+        given = [flag for flag, value in (("--trials", trials), ("--space", space),
+                                          ("--objective", objective),
+                                          ("--direction", direction)) if value]
+        if prune != "median":
+            given.append("--prune")
+        if given:
+            raise SeqtrainError(f"{', '.join(given)} belong to a search: add --search tpe (or "
+                                "random)")
+        return False
+    refused = [(grid, "--grid", "give the values as --space KEY=choice(a,b,...)"),
+               (seeds != 1, "--seeds", "a search draws settings, not seeds: re-run the best "
+                "config with `seqtrain sweep BEST.yaml --seeds 5` to see its spread"),
+               (shard, "--shard", "the study hands out trials: raise --jobs, or use "
+                "--executor ray"),
+               (measure, "--measure", "a search's trials are drawn as it goes: time one "
+                "with `seqtrain plan --measure`"),
+               (retry_failed, "--retry-failed", "the study records a failed trial as failed "
+                "and draws past it; continue its run with `seqtrain resume RUN_DIR`")]
+    for given, flag, instead in refused:
+        if given:
+            raise SeqtrainError(f"{flag} does not apply to --search: {instead}")
+    if trials is None:
+        raise SeqtrainError("--search needs --trials N: how many trials the study holds "
+                            "when done")
+    return True
+
+
+def _search(config, search, trials, space, sets, objective, direction, prune, name, runs_dir,
+            dry_run, chosen, json_, quiet, executor_for) -> None:
+    """`sweep --search`: run (or with --dry-run, show) an Optuna study of runs."""
+    from seqtrain import search as searches
+    from seqtrain import study as studies
+    from seqtrain.atomic import finite
+    from seqtrain.listing import kind_columns
+
+    plan = searches.plan_search(config, space or [], sets, search=search, trials=trials,
+                                objective=objective, direction=direction, prune=prune,
+                                name=name, runs_dir=runs_dir)
+    studies.import_optuna()  # before anything is written: say how to install it
+    if dry_run and not (plan.folder / studies.JOURNAL).exists():
+        for param in plan.space:
+            typer.echo(param.spec)
+        if not quiet:
+            _say(f"a new study of {trials} trials in {plan.folder} ({search}, {prune} "
+                 f"pruning, {plan.settings.direction}imise {plan.settings.objective}); "
+                 "nothing trained (--dry-run)", "green")
+        return
+    results = []
+    runner = None
+    if not dry_run:
+        runner = searches.Search(plan, executor_for(trials),
+                                 say=(lambda line: None) if quiet
+                                 else (lambda line: _say(line, "default")))
+        results = runner.run()
+    result = searches.report(plan)
+    rows = result["trials"]
+    if dry_run:
+        for row in rows:
+            value = "-" if row["value"] is None else f"{row['value']:.6g}"
+            typer.echo(f"{row['status']:>11}  {value:>10}  {row['run_dir'] or row['trial']}")
+    if not quiet:
+        columns = chosen or kind_columns(row["kind"] for row in rows if row["kind"])
+        _table_console().print(searches.search_table(rows, plan.settings.objective, columns))
+        for line in searches.describe(result):
+            _say(line, "default")
+    if json_:
+        typer.echo(json.dumps(finite({**result, "results": results}), indent=2))
+    elif not dry_run:
+        typer.echo(str(plan.folder))
+    if runner is None:
+        return
+    if runner.refused:
+        raise SeqtrainError(f"a trial's run refused its config, so every trial would: "
+                            f"{runner.refused}")
+    if runner.stopping and any(r["status"] == "interrupted" for r in results):
+        stopped = [r["trial"] for r in results if r["status"] == "interrupted"]
+        _say(f"search interrupted ({'SIGTERM' if runner.stopping == 15 else 'SIGINT'}"
+             + (f"; stopped {', '.join(stopped)}" if stopped else "")
+             + "); run the same command again to resume it:\n  " + _command_line(), "yellow")
+        raise typer.Exit(code=EXIT_TERMINATED if runner.stopping == 15 else EXIT_INTERRUPTED)
+    if runner.stopping:
+        raise typer.Exit(code=EXIT_TERMINATED if runner.stopping == 15 else EXIT_INTERRUPTED)
+    failed = [r["trial"] for r in results if r["status"] not in ("completed", "pruned")]
+    if failed:
         _say(f"{len(failed)} trial(s) did not complete: {', '.join(failed)}; see "
              f"{plan.folder / 'logs'}", "red")
         raise typer.Exit(code=EXIT_TRAINING_FAILED)

@@ -98,6 +98,19 @@ def grid_keys(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
             if value not in done and value.startswith(last)]
 
 
+def space_keys(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """`--space`: the keys `set_keys` offers; after `=`, `choice(...)` of a field's values.
+
+    A numeric field's range (`float(lo,hi)`) is the user's to write.
+    """
+    key, sep, _ = incomplete.partition("=")
+    if not sep:
+        return set_keys(ctx, incomplete)
+    allowed = [found.partition("=")[2] for found, _ in set_keys(ctx, f"{key}=")]
+    spec = f"{key}=choice({','.join(allowed)})"
+    return [(spec, "")] if allowed and spec.startswith(incomplete) else []
+
+
 BASH_HOOK = """
 %(complete_func)s() {
     local IFS=$'\\n'

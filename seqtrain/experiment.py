@@ -55,6 +55,7 @@ class _Session:
     summary: dict[str, Any]
     display: Display
     console: Console
+    report: Any = None  # a search trial's `study.TrialReport`
 
 
 def run_experiment(
@@ -66,6 +67,7 @@ def run_experiment(
     overrides: Iterable[str] = (),
     display: Display = "plain",
     console: Console | None = None,
+    report=None,
 ) -> tuple[RunDir, dict[str, Any]]:
     """Train `config` and write everything it produced to a new run directory.
 
@@ -77,10 +79,13 @@ def run_experiment(
         overrides: The `--set` strings, recorded in `overrides.txt`.
         display: Progress on `console`: live bars, a line per epoch, or nothing.
         console: Where progress goes (stderr by default).
+        report: A search trial's `study.TrialReport`: the run reports its objective each
+            epoch and stops when the study's pruner says so.
 
     Returns:
         The run directory and its summary. The summary's `status` is `completed`,
-        `diverged` (loss became NaN/Inf) or `interrupted` (a signal; `signal` names it).
+        `diverged` (loss became NaN/Inf), `interrupted` (a signal; `signal` names it) or
+        `pruned` (a search's pruner stopped it; `pruned_at` is the epoch).
 
     Raises:
         SeqtrainError: Bad device or run directory (nothing was written), or a file
@@ -98,7 +103,7 @@ def run_experiment(
         with RunLock(run):
             return run, _start(run, prepared, stop, started_at, command,
                                _overrides_text(command, overrides), display,
-                               console or Console(stderr=True))
+                               console or Console(stderr=True), report)
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,8 @@ def _prepare(config: ExperimentConfig) -> _Prepared:
 
 
 def _start(run: RunDir, prepared: _Prepared, stop: StopRequest, started_at: str, command: str,
-           overrides_text: str, display: Display, console: Console) -> dict[str, Any]:
+           overrides_text: str, display: Display, console: Console,
+           report=None) -> dict[str, Any]:
     """Set up a new run's folder, `summary.json` last, and train it from the start.
 
     Until `summary.json` exists, `resume` sets the run up again from its `config.yaml`
@@ -142,7 +148,7 @@ def _start(run: RunDir, prepared: _Prepared, stop: StopRequest, started_at: str,
                            prepared.in_force)
     atomic.write_json(run.summary, summary)
     return _train(_Session(config, devices, prepared.in_force, stop, run, dataset, summary,
-                           display, console))
+                           display, console, report))
 
 
 def _overrides_text(command: str, overrides: Iterable[str]) -> str:
@@ -157,6 +163,7 @@ def resume_experiment(
     command: str = "",
     display: Display = "plain",
     console: Console | None = None,
+    report=None,
 ) -> tuple[RunDir, dict[str, Any], bool]:
     """Continue an interrupted, killed or failed run, or extend a completed one.
 
@@ -170,6 +177,7 @@ def resume_experiment(
         command: The command line, recorded in `overrides.txt` and `env.json`.
         display: Progress display, as for `run_experiment`.
         console: Where progress goes.
+        report: A search trial's `study.TrialReport`, as for `run_experiment`.
 
     Returns:
         The run directory, its summary (status as for `run_experiment`), and whether it
@@ -187,7 +195,8 @@ def resume_experiment(
     with StopRequest() as stop, RunLock(run):
         if made_by_run and not (run.summary.exists() or run.trained):
             _remove_temporaries(run)
-            return run, _restart(run, config, stop, command, overrides, display, console), True
+            return run, _restart(run, config, stop, command, overrides, display, console,
+                                 report), True
         summary = read_json(run.summary)
         if summary.get("stopped_early"):
             return run, summary, False
@@ -224,7 +233,8 @@ def resume_experiment(
         env.setdefault("resumes", []).append(_environment(devices, started_at, command))
         atomic.write_json(run.env, env)
         where = describe(state) if state else "the start"
-        summary.update(status="running", error=None, signal=None, epochs=config.train.epochs,
+        summary.update(status="running", error=None, signal=None, pruned_at=None,
+                       epochs=config.train.epochs,
                        session_started_at=started_at, devices=devices.used,
                        config=config.model_dump(mode="json"))
         summary.setdefault("resumes", []).append({"at": started_at, "from": where})
@@ -233,7 +243,7 @@ def resume_experiment(
                           f"{config.train.epochs} epochs", markup=False, highlight=False,
                           soft_wrap=True)
         session = _Session(config, devices, in_force, stop, run, dataset, summary, display,
-                           console)
+                           console, report)
         return run, _train(session, state), True
 
 
@@ -248,7 +258,8 @@ def _remove_temporaries(run: RunDir) -> None:
 
 
 def _restart(run: RunDir, config: ExperimentConfig, stop: StopRequest, command: str,
-             overrides: list[str], display: Display, console: Console) -> dict[str, Any]:
+             overrides: list[str], display: Display, console: Console,
+             report=None) -> dict[str, Any]:
     """Train a run that was killed before its set-up ended, from the start, in its folder."""
     started_at = _now()
     prepared = _prepare(config)
@@ -258,7 +269,7 @@ def _restart(run: RunDir, config: ExperimentConfig, stop: StopRequest, command: 
                       f"of {config.train.epochs} epochs", markup=False, highlight=False,
                       soft_wrap=True)
     return _start(run, prepared, stop, started_at, command,
-                  recorded + _overrides_text(command, overrides), display, console)
+                  recorded + _overrides_text(command, overrides), display, console, report)
 
 
 def check_monitor(config: ExperimentConfig, dataset: Dataset) -> None:
@@ -349,6 +360,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             monitor=monitor, mode=mode, min_delta=0.0, factor=train.plateau_factor,
             patience=train.plateau_patience, min_lr=train.min_learning_rate,
             state=counters.get("reduce_on_plateau")))
+    pruning = cb.ReportToStudy(session.report) if session.report else None
     wall_before = summary.get("wall_seconds") or 0.0
 
     def record_progress() -> None:  # at each saved state: `ls` sees epochs as they end
@@ -361,14 +373,14 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         step_offset=state.step if state else 0,
         metric_states=state.metric_states if state and state.step else None,
         train_seconds=state.train_seconds if state else 0.0, counters=extra,
-        on_save=record_progress,
+        on_save=record_progress, stopping=pruning.stopping if pruning else None,
     )
     guard = cb.DivergenceGuard()
     progress = {"rich": cb.RichProgress, "plain": cb.PlainProgress}.get(session.display)
     progress = progress(session.console, train.epochs, dataset.train.num_batches(
         train.batch_size), state.step if state else 0) if progress else None
     callbacks = [order, epoch_log, *([board] if board else []), guard, best, *extra,
-                 resumable, *([progress] if progress else [])]
+                 *([pruning] if pruning else []), resumable, *([progress] if progress else [])]
     validation = pipeline.evaluation_dataset(dataset.val, train.batch_size)
     warm = None
     if chosen.warm_validation:  # last: the first epoch's clock (`epoch_log`) starts before it
@@ -394,9 +406,13 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         if state is not None and state.step:
             fit(first, first + 1, skip_batches=state.step)  # finish the stopped epoch
             first += 1
-        if first < train.epochs and not guard.diverged_at and not _stopped_early(extra):
+        pruned = pruning.stopping if pruning else lambda: False
+        if (first < train.epochs and not guard.diverged_at and not _stopped_early(extra)
+                and not pruned()):
             fit(first, train.epochs)
-        status = "diverged" if guard.diverged_at else "completed"
+        status = "diverged" if guard.diverged_at else "pruned" if pruned() else "completed"
+        if pruned():
+            summary["pruned_at"] = pruning.pruned_at
         if _stopped_early(extra):
             summary["stopped_early"] = _stopped_early(extra)
     except TrainingInterrupted as interrupt:
@@ -469,6 +485,7 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset
         "monitor": config.train.monitor,
         "mode": monitor_mode(config.train.monitor),
         "stopped_early": None,
+        "pruned_at": None,
         "best_epoch": None,
         "best": {},
         "final": {},
