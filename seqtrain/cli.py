@@ -235,8 +235,8 @@ def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
         _say(f"interrupted ({summary.get('signal') or 'stopped'}; {saved}); continue with:\n"
              f"  seqtrain resume {shlex.quote(str(path))}", "yellow")
     elif summary["status"] == "pruned" and not quiet:
-        _say(f"pruned at epoch {summary.get('pruned_at')} by its search's pruner (saved; "
-             f"`seqtrain resume {shlex.quote(str(path))}` trains it on)", "yellow")
+        _say(f"pruned at epoch {summary.get('pruned_at')} by its search's pruner; its state "
+             f"is saved there: `seqtrain resume {shlex.quote(str(path))}` trains it on", "yellow")
     elif summary.get("error"):
         _say(f"error: {summary['error']}", "red")
     typer.echo(json.dumps(summary, indent=2) if json_ else str(path))
@@ -592,7 +592,7 @@ def _search(config, search, trials, space, sets, objective, direction, prune, na
         results = runner.run()
     result = searches.report(plan)
     rows = result["trials"]
-    if dry_run:
+    if dry_run and not json_:
         for row in rows:
             value = "-" if row["value"] is None else f"{row['value']:.6g}"
             typer.echo(f"{row['status']:>11}  {value:>10}  {row['run_dir'] or row['trial']}")

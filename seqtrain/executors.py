@@ -45,7 +45,7 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, jobs: int):
-        self.workers = jobs
+        self.workers = self.capacity = jobs
         self.stopping: int | None = None
         self._children: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
@@ -95,6 +95,13 @@ class RayExecutor:
                                     "Start one with `ray start --head`, or leave --address out "
                                     "to start Ray on this machine") from None
         self.workers = max(trials, 1)  # threads only wait; Ray's resources set the pace
+        # Trials the cluster runs at once: a search asks for no more than that, so that
+        # each new draw learns from the trials that have ended.
+        resources = ray.cluster_resources()
+        fits = [resources.get("CPU", 1.0) / cpus_per_trial]
+        if gpus_per_trial:
+            fits.append(resources.get("GPU", 0.0) / gpus_per_trial)
+        self.capacity = max(1, int(min(fits)))
         self.stopping: int | None = None
         self._task = ray.remote(run_trial).options(num_cpus=cpus_per_trial,
                                                    num_gpus=gpus_per_trial, max_retries=0)

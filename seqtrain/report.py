@@ -39,6 +39,8 @@ def status_text(summary: dict[str, Any]) -> str:
 
     `completed (stopped early at epoch 12: val_loss did not improve for 3 epochs)`.
     """
+    if summary.get("pruned_at"):
+        return f"{summary['status']} (at epoch {summary['pruned_at']}, by its search's pruner)"
     epoch = summary.get("stopped_early")
     if not epoch:
         return summary["status"]

@@ -138,7 +138,7 @@ def plan_search(config: Path, specs: list[str], sets: list[str], *, search: str,
                                 "with its own settings, or pick another --name")
         # As the study began: a later, larger --trials must not change the pruner.
         for key in ("pruner_startup_trials", "pruner_warmup_epochs"):
-            manifest[key] = recorded[key]
+            manifest[key] = recorded.get(key, manifest[key])
     settings = study.StudySettings.from_manifest(manifest)
     return SearchPlan(folder, Path(config).resolve(), sets, space, settings, trials, base.seed,
                       base.train.monitor, manifest)
@@ -214,8 +214,9 @@ class Search:
             previous = {s: signal.signal(s, self._on_signal)
                         for s in (signal.SIGINT, signal.SIGTERM)}
             try:
-                with ThreadPoolExecutor(max_workers=self.executor.workers) as pool:
-                    pending = {pool.submit(self._work) for _ in range(self.executor.workers)}
+                workers = self.executor.capacity  # --jobs, or what a Ray cluster holds
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    pending = {pool.submit(self._work) for _ in range(workers)}
                     while pending:
                         # Timed waits: Python runs a signal handler only in this thread.
                         done, pending = wait(pending, timeout=SIGNAL_POLL_SECONDS,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ def import_optuna():
     except ImportError:
         raise SeqtrainError(f"--search needs Optuna, an optional extra: {INSTALL}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
@@ -194,8 +196,9 @@ def open_study(folder: Path, settings: StudySettings, seed: int | None = None):
     it does not draw the first trials' values again.
     """
     optuna = import_optuna()
-    sampler = (optuna.samplers.TPESampler(seed=seed) if settings.search == "tpe"
-               else optuna.samplers.RandomSampler(seed=seed))
+    # constant_liar: trials running side by side (--jobs) are not drawn alike.
+    sampler = (optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+               if settings.search == "tpe" else optuna.samplers.RandomSampler(seed=seed))
     direction = "minimize" if settings.direction == "min" else "maximize"
     return optuna.create_study(study_name=STUDY_NAME, storage=storage(folder), sampler=sampler,
                                pruner=pruner(settings), direction=direction,

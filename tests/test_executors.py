@@ -94,3 +94,21 @@ def test_a_sweep_on_ray_runs_every_trial_into_the_shared_folder(ray_cluster, tmp
     again = run_cli(*args)  # the same command again: nothing left to run
     assert again.returncode == 0, again.stderr
     assert {r["action"] for r in json.loads(again.stdout)} == {"skip"}
+
+
+@pytest.mark.slow
+def test_a_search_on_ray_runs_its_trials_into_the_shared_folder(ray_cluster, tmp_path):
+    from tests.test_search import needs_optuna
+
+    needs_optuna()
+    config = write_config(tmp_path, {**TINY, "model": {"cell": "lstm", "units": 8}})
+    args = ("sweep", config, "--search", "tpe", "--trials", "3", "--space",
+            "train.learning_rate=float(1e-3,5e-2,log)", "--executor", "ray", "--address",
+            ray_cluster, "--cpus-per-trial", "1", "--runs-dir", tmp_path / "runs", "--name",
+            "search-on-ray", "--json")
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [t["state"] for t in report["trials"]] == ["complete"] * 3
+    assert {r["executor"] for r in report["results"]} == {"ray"}
+    assert report["best"]["config"] and Path(report["best"]["config"]).is_file()
