@@ -103,9 +103,9 @@ def test_a_search_on_ray_runs_its_trials_into_the_shared_folder(ray_cluster, tmp
     needs_optuna()
     config = write_config(tmp_path, {**TINY, "model": {"cell": "lstm", "units": 8}})
     args = ("sweep", config, "--search", "tpe", "--trials", "3", "--space",
-            "train.learning_rate=float(1e-3,5e-2,log)", "--executor", "ray", "--address",
-            ray_cluster, "--cpus-per-trial", "1", "--runs-dir", tmp_path / "runs", "--name",
-            "search-on-ray", "--json")
+            "train.learning_rate=float(1e-3,5e-2,log)", "--prune", "none", "--executor", "ray",
+            "--address", ray_cluster, "--cpus-per-trial", "1", "--runs-dir", tmp_path / "runs",
+            "--name", "search-on-ray", "--json")
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
