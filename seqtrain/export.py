@@ -27,6 +27,7 @@ from typing import Any
 
 from seqtrain import __version__, atomic
 from seqtrain.errors import SeqtrainError
+from seqtrain.rundir import check_destination
 from seqtrain.trained import TrainedRun
 
 FORMATS = ("saved_model", "onnx")
@@ -63,9 +64,7 @@ def export_run(path: Path, output: Path, format: str = "saved_model",  # noqa: A
         if missing:
             raise SeqtrainError(f"--format onnx needs {' and '.join(missing)}: {ONNX_EXTRA}")
     trained = TrainedRun(path, checkpoint, device="cpu")
-    if output.resolve().is_relative_to(trained.path.resolve()):
-        raise SeqtrainError(f"-o {output} is inside the run directory {path}, whose files "
-                            "seqtrain keeps; export elsewhere")
+    check_destination(output, trained.path, "export elsewhere", makes_folders=True)
     preprocessing = trained.preprocessing
     model = trained.model
     parents = [p for p in reversed(output.absolute().parents) if not p.exists()]

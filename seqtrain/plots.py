@@ -19,6 +19,7 @@ from typing import Any
 from seqtrain import atomic
 from seqtrain.errors import SeqtrainError
 from seqtrain.listing import find_runs_under
+from seqtrain.rundir import check_destination
 
 CURVES_SIZE = (10, 4)  # inches at 100 dpi: 1000 x 400 pixels
 PLOT_SIZE = (8, 5)  # 800 x 500 pixels
@@ -421,12 +422,8 @@ def plot_attention(run_dir: Path, inputs: Path | None, output: Path, *, split: s
     if output.is_dir():
         raise SeqtrainError(f"-o {output} is a folder; give a file name such as "
                             f"{output / 'attention.png'}")
-    if not output.parent.is_dir():
-        raise SeqtrainError(f"-o {output}: the folder {output.parent} does not exist")
     trained = TrainedRun(run_dir, checkpoint, device)
-    if output.resolve().is_relative_to(trained.path.resolve()):
-        raise SeqtrainError(f"-o {output} is inside the run directory {run_dir}, whose files "
-                            "seqtrain keeps; write the plot elsewhere")
+    check_destination(output, trained.path, "write the plot elsewhere")
     trained.check_attention("plot-attention")
     part = trained.prepare(inputs, split)
     part = part.take(slice(min(count, len(part))))

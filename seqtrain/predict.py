@@ -13,6 +13,7 @@ from typing import Any
 
 from seqtrain.errors import SeqtrainError
 from seqtrain.predictions import Predictions, output_format
+from seqtrain.rundir import check_destination
 from seqtrain.trained import TrainedRun
 
 
@@ -27,13 +28,8 @@ def check_output(output: Path, run_dir: Path, inputs: Path | None) -> None:
         raise SeqtrainError(f"-o {output} is a folder; give a file name such as "
                             f"{output / 'predictions.csv'}")
     output_format(output)
-    if not output.parent.is_dir():
-        raise SeqtrainError(f"-o {output}: the folder {output.parent} does not exist")
-    target = output.resolve()
-    if target.is_relative_to(run_dir.resolve()):
-        raise SeqtrainError(f"-o {output} is inside the run directory {run_dir}, whose files "
-                            "seqtrain keeps; write the predictions elsewhere")
-    if inputs is not None and target == Path(inputs).resolve():
+    check_destination(output, run_dir, "write the predictions elsewhere")
+    if inputs is not None and output.resolve() == Path(inputs).resolve():
         raise SeqtrainError(f"-o {output} is the input file; write the predictions elsewhere")
 
 

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seqtrain.errors import RunDirError
+from seqtrain.errors import RunDirError, SeqtrainError
 
 if TYPE_CHECKING:
     from seqtrain.config import ExperimentConfig
@@ -202,6 +202,29 @@ def open_run_dir(path: Path) -> RunDir:
             "that `seqtrain run` created, such as runs/<name>-<timestamp>-<hex>"
         )
     return run
+
+
+def check_destination(output: Path, run_dir: Path, instead: str,
+                      makes_folders: bool = False) -> None:
+    """Refuse a `-o` destination in a missing folder, or inside the run directory.
+
+    A run directory holds what seqtrain wrote and reads back, so no command writes its own
+    outputs there.
+
+    Args:
+        output: The path given to `-o`.
+        run_dir: The run directory, named as the user gave it.
+        instead: What to do instead, ending the message: `write the plot elsewhere`.
+        makes_folders: The command creates missing folders, so only the run directory counts.
+
+    Raises:
+        SeqtrainError: The folder of `output` does not exist, or `output` is inside `run_dir`.
+    """
+    if not makes_folders and not output.parent.is_dir():
+        raise SeqtrainError(f"-o {output}: the folder {output.parent} does not exist")
+    if output.resolve().is_relative_to(run_dir.resolve()):
+        raise SeqtrainError(f"-o {output} is inside the run directory {run_dir}, whose files "
+                            f"seqtrain keeps; {instead}")
 
 
 def stored_preprocessing(run: RunDir, task: str) -> dict:
