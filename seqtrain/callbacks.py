@@ -274,7 +274,8 @@ class ReportToStudy(keras.callbacks.Callback):
         return self.pruned_at is not None
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.report.report(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}):
+        last = epoch + 1 >= self.params.get("epochs", math.inf)
+        if self.report.report(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}, last):
             self.pruned_at = epoch + 1
             self.model.stop_training = True
 

@@ -72,10 +72,16 @@ class Param:
 
     @property
     def examples(self) -> list[str]:
-        """Values that every trial's config must accept: the bounds, or each choice."""
+        """Values every trial's config must accept: each choice, or the bounds.
+
+        For a float also a value between them that is no whole number, so that `float` on
+        an integer setting is refused before anything runs.
+        """
         if self.kind == "choice":
             return list(self.choices)
-        return [_number(self.low), _number(self.high)]
+        bounds = [_number(self.low), _number(self.high)]
+        return bounds + [repr(self.low + (self.high - self.low) / math.pi)] * (
+            self.kind == "float")
 
     def distribution(self):
         """The Optuna distribution of this axis."""
@@ -229,17 +235,18 @@ class TrialReport:
         """Whether the study still waits for this trial's results."""
         return self._store.get_trial(self._trial_id).state == self._states.RUNNING
 
-    def report(self, epoch: int, logs: dict[str, float]) -> bool:
+    def report(self, epoch: int, logs: dict[str, float], last: bool = False) -> bool:
         """Report the epoch's objective; whether the pruner says to stop here.
 
-        An epoch reported before (by a session killed after it) is not reported again.
+        An epoch reported before (by a session killed after it) is not reported again. The
+        `last` epoch is reported but never pruned: the trial has completed.
         """
         value = logs.get(self.settings.objective)
         if value is None or not math.isfinite(value) or not self.open:
             return False
         if epoch not in self._store.get_trial(self._trial_id).intermediate_values:
             self._trial.report(float(value), epoch)
-        return self._trial.should_prune()
+        return not last and self._trial.should_prune()
 
 
 def load_settings(folder: Path) -> StudySettings:
