@@ -151,8 +151,9 @@ class TrainConfig(Section):
     )
     monitor: str = Field(
         "val_loss", description="The epoch value that picks best.keras and drives early "
-        "stopping and reduce_on_plateau: loss or the task's metric (accuracy or mae), with "
-        "or without val_. Accuracy is maximised, the others minimised."
+        "stopping and reduce_on_plateau: loss or a metric the task logs (accuracy; mae or "
+        "mse for regression), with or without val_. Accuracy is maximised, the others "
+        "minimised."
     )
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="Stop early when train.monitor stops improving; null trains all "
@@ -333,6 +334,15 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _monitor_is_logged(self) -> ExperimentConfig:
+        kind = self.data.task_kind()
+        if self.train.monitor not in monitors(kind):
+            which = f"task {self.data.task!r} ({kind}) logs" if kind else "expected one of"
+            raise ValueError(f"train.monitor: got {self.train.monitor!r}; {which} "
+                             f"{', '.join(monitors(kind))}")
+        return self
+
+    @model_validator(mode="after")
     def _xla_needs_nondeterminism(self) -> ExperimentConfig:
         if self.train.jit_compile and self.runtime.deterministic:
             raise ValueError(
@@ -369,6 +379,13 @@ def attention_refusal(attention: str, task: str, path: str | None = None) -> str
              else f"task {task!r} (with these settings) predicts at every step")
     return (f"model.attention: {attention} pools a sequence into one vector for a "
             f"per-sequence head, but {which}; use attention: none, or a per-sequence task")
+
+
+def monitors(kind: str | None) -> list[str]:
+    """The epoch values a task of `kind` logs (any kind's when None): what train.monitor takes."""
+    metrics = {"classification": ["accuracy"], "regression": ["mae", "mse"],
+               None: ["accuracy", "mae", "mse"]}[kind]
+    return ["val_loss", *(f"val_{m}" for m in metrics), "loss", *metrics]
 
 
 def monitor_mode(monitor: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from rich.console import Console
 
 from seqtrain import __version__, atomic, resources, runtime, tuning
-from seqtrain.config import ExperimentConfig, dump_config, load_config, monitor_mode
+from seqtrain.config import ExperimentConfig, dump_config, load_config, monitor_mode, monitors
 from seqtrain.data import Dataset, build_dataset
 from seqtrain.data.registry import check_files, fingerprints
 from seqtrain.errors import ConfigError, RunDirError, StorageError
@@ -278,12 +278,11 @@ def check_monitor(config: ExperimentConfig, dataset: Dataset) -> None:
     Raises:
         ConfigError: It names another one.
     """
-    metrics = [dataset.spec.metric] + (["mse"] if dataset.spec.kind == "regression" else [])
-    allowed = ["val_loss", *(f"val_{m}" for m in metrics), "loss", *metrics]
+    allowed = monitors(dataset.spec.kind)
     if config.train.monitor not in allowed:
-        raise ConfigError("train.monitor", [
-            f"train.monitor: got {config.train.monitor!r}; task {config.data.task!r} logs "
-            f"{', '.join(allowed)}"])
+        raise ConfigError(getattr(config.data, "path", f"(task {config.data.task!r})"), [
+            f"train.monitor: got {config.train.monitor!r}; the data of task "
+            f"{config.data.task!r} is {dataset.spec.kind}, which logs {', '.join(allowed)}"])
 
 
 def _resume_config(run: RunDir, overrides: list[str]) -> ExperimentConfig:

@@ -28,16 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from seqtrain import atomic, study
-from seqtrain.config import load_config, monitor_mode
+from seqtrain.config import load_config, monitor_mode, monitors
 from seqtrain.data.registry import check_files
 from seqtrain.errors import ConfigError, SeqtrainError
 from seqtrain.listing import RunRecord, read_run
 from seqtrain.rundir import run_stem
 from seqtrain.sweep import RESULTS, SIGNAL_POLL_SECONDS, append_line, trial_state
 
-# Epoch metrics a trial can optimise: the loss and the metrics every task kind logs.
-OBJECTIVES = ("val_loss", "val_accuracy", "val_mae", "val_mse", "loss", "accuracy", "mae",
-              "mse")
 LOCK = "search.lock"
 BEST = "best.yaml"
 
@@ -95,9 +92,11 @@ def plan_search(config: Path, specs: list[str], sets: list[str], *, search: str,
         raise SeqtrainError("--search needs a search space: one or more --space KEY=SPEC, "
                             "such as --space train.learning_rate=float(1e-4,1e-2,log)")
     objective = objective or base.train.monitor
-    if objective not in OBJECTIVES:
-        raise SeqtrainError(f"--objective got {objective!r}; expected an epoch metric: "
-                            f"{', '.join(OBJECTIVES)}")
+    kind = base.data.task_kind()
+    if objective not in monitors(kind):
+        which = f"task {base.data.task!r} ({kind}) logs" if kind else "expected one of"
+        raise SeqtrainError(f"--objective got {objective!r}; an epoch metric: {which} "
+                            f"{', '.join(monitors(kind))}")
     for param in space:
         if param.key in ("name", "train.monitor"):
             raise SeqtrainError(f"--space {param.spec}: {param.key} is not a setting to search "

@@ -119,9 +119,28 @@ def test_cosine_decays_the_learning_rate_to_its_floor(tmp_path):
 def test_a_monitor_the_task_does_not_log_is_exit_2(tmp_path):
     config = write_config(tmp_path, {**TINY, "data": {"task": "sine", "num_samples": 100},
                                      "train": {"monitor": "val_accuracy"}})
+    for command in ("validate", "run"):  # known from the config: before anything runs
+        where = ("--runs-dir", tmp_path / "runs") if command == "run" else ()
+        result = invoke(command, config, *where)
+        assert result.exit_code == 2, result.stderr
+        assert "train.monitor (line " in result.stderr
+        assert "got 'val_accuracy'; task 'sine' (regression) logs" in result.stderr
+        assert "val_mae, val_mse" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_monitor_that_the_data_file_rules_out_is_exit_2_naming_the_file(tmp_path):
+    # kind: auto, float targets: regression, known only once the file is read.
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.normal(size=(40, 5, 2)).astype(np.float32),
+             y=rng.normal(size=40).astype(np.float32))
+    config = write_config(tmp_path, {**TINY, "data": {"task": "npz", "path": "data.npz"},
+                                     "train": {"monitor": "val_accuracy"}})
+    assert invoke("validate", config).exit_code == 0  # any task's metric, until the file
     result = invoke("run", config, "--runs-dir", tmp_path / "runs")
-    assert result.exit_code == 2
-    assert "train.monitor: got 'val_accuracy'" in result.stderr and "val_mae" in result.stderr
+    assert result.exit_code == 2, result.stderr
+    assert f"invalid config {tmp_path / 'data.npz'}" in result.stderr
+    assert "the data of task 'npz' is regression, which logs" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 

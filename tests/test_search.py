@@ -67,6 +67,12 @@ def test_a_bad_spec_or_a_refused_bound_is_exit_2_and_writes_nothing(tmp_path: Pa
     assert unknown.exit_code == 2 and "model.unit" in unknown.stderr
     objective = invoke(*base, *SPACE, "--objective", "val_f1")
     assert objective.exit_code == 2 and "--objective got 'val_f1'" in objective.stderr
+    (tmp_path / "sine").mkdir()
+    sine = write_config(tmp_path / "sine", {**QUICK, "data": {"task": "sine", "num_samples": 100}})
+    other_kind = invoke("sweep", sine, *base[2:], *SPACE, "--objective", "val_accuracy")
+    assert other_kind.exit_code == 2, other_kind.stderr
+    assert "--objective got 'val_accuracy'; an epoch metric: task 'sine' (regression) logs " \
+        "val_loss, val_mae, val_mse" in other_kind.stderr
     assert "Traceback" not in bad.stderr + refused.stderr + unknown.stderr
     assert not runs.exists()
 
@@ -152,6 +158,8 @@ def test_a_four_trial_study_with_two_jobs_and_its_best_config(tmp_path: Path):
     lines = jsonl(folder)
     assert sorted(line["number"] for line in lines) == [0, 1, 2, 3]
     assert {line["status"] for line in lines} <= {"completed", "pruned"}
+    # The last epoch is reported but never pruned: a trial that ran it has completed.
+    assert all(line["epochs_run"] < 3 for line in lines if line["status"] == "pruned")
     best = study.best_trial
     assert f"best trial: {best.number:03d}." in first.stderr
     assert "importances: " in first.stderr
@@ -249,3 +257,12 @@ def test_a_trial_behind_the_median_is_pruned_resumably(tmp_path: Path):
     assert epochs_of(pruned) == [1, 2, 3, 4]
     assert json.loads((pruned / "summary.json").read_text())["status"] == "completed"
     assert study_of(folder).trials[4].state.name == "PRUNED"  # the study is not reopened
+
+
+def test_a_float_range_on_a_whole_number_setting_is_refused_before_anything_runs(tmp_path):
+    config = write_config(tmp_path, QUICK)
+    result = invoke("sweep", config, "--search", "tpe", "--trials", "2", "--space",
+                    "model.units=float(8,32)", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, result.stderr
+    assert "--space model.units=float(8,32): model.units" in result.stderr
+    assert "whole number" in result.stderr and not (tmp_path / "runs").exists()

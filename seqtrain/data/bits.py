@@ -35,6 +35,9 @@ class ParityParams(GeneratedTaskParams):
         "end."
     )
 
+    def task_kind(self) -> str:
+        return "classification"
+
     def per_step(self) -> bool:
         return self.mode == "running"
 

@@ -67,6 +67,9 @@ class ShiftedDigitParams(GeneratedTaskParams):
                              "length-1 sequences)")
         return value
 
+    def task_kind(self) -> str:
+        return "classification"
+
     def per_step(self) -> bool:
         return self.mode == "every_step"
 

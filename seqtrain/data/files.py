@@ -73,6 +73,9 @@ class NpzParams(FileTaskParams):
         "training split's mean and std, reported in their own units; none: as they are."
     )
 
+    def task_kind(self) -> str | None:
+        return None if self.kind == "auto" else self.kind
+
     def per_step(self) -> bool | None:
         return None if self.targets == "auto" else self.targets == "per_step"
 

@@ -42,6 +42,9 @@ class AddingParams(GeneratedTaskParams):
         100, description="Steps per sequence (at least 2); one marker falls in each half."
     )
 
+    def task_kind(self) -> str:
+        return "regression"
+
     def per_step(self) -> bool:
         return False
 
@@ -109,6 +112,9 @@ class CopyMemoryParams(GeneratedTaskParams):
     delay: PositiveInt = Field(
         50, description="Steps between the end of the symbols and the delimiter."
     )
+
+    def task_kind(self) -> str:
+        return "classification"
 
     def per_step(self) -> bool:
         return True
@@ -184,6 +190,9 @@ class MarkedRecallParams(GeneratedTaskParams):
     alphabet: Annotated[int, Field(strict=True, ge=2)] = Field(
         8, description="Distinct symbols (classes 0..alphabet-1), one at every step."
     )
+
+    def task_kind(self) -> str:
+        return "classification"
 
     def per_step(self) -> bool:
         return False

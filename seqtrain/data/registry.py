@@ -78,6 +78,14 @@ class TaskParams(Section):
         """
         return None
 
+    def task_kind(self) -> str | None:
+        """`classification` or `regression`; None: known once the data is built.
+
+        None for a data file whose kind is `auto`, or a task of your own that does not say.
+        Checked before training against what `train.monitor` names.
+        """
+        return None
+
     def files(self) -> list[Path]:
         """The data files the task reads (recorded, with their SHA-256, in the run)."""
         return []

@@ -33,6 +33,9 @@ class SineParams(GeneratedTaskParams):
     noise: NonNegativeFloat = Field(0.05, description="Standard deviation of the added noise.")
     num_samples: PositiveInt = Field(5000, description="Number of windows generated.")
 
+    def task_kind(self) -> str:
+        return "regression"
+
     def per_step(self) -> bool:
         return False
 

@@ -75,6 +75,9 @@ class CsvSeriesParams(FileTaskParams):
         "range); none: raw. Metrics stay in the target's units."
     )
 
+    def task_kind(self) -> str:
+        return "regression"
+
     def per_step(self) -> bool:
         return False
 
@@ -327,6 +330,9 @@ class CsvSequencesParams(FileTaskParams):
     normalization: Literal["standard", "none"] = Field(
         "standard", description=TARGET_NORMALIZATION_DESCRIPTION
     )
+
+    def task_kind(self) -> str | None:
+        return None if self.kind == "auto" else self.kind
 
     def per_step(self) -> bool:
         return self.targets == "per_step"

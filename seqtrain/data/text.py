@@ -104,6 +104,9 @@ class TextCsvParams(FileTaskParams):
     def default_embedding_dim(self) -> int | None:
         return TEXT_EMBEDDING_DIM
 
+    def task_kind(self) -> str:
+        return self.kind
+
     def per_step(self) -> bool:
         return False  # one class (or value) per text
 
