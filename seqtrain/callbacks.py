@@ -264,9 +264,10 @@ class ReportToStudy(keras.callbacks.Callback):
     pruned trial can be resumed (`seqtrain resume`) like any run.
     """
 
-    def __init__(self, report):
+    def __init__(self, report, epochs: int):
         super().__init__()
         self.report = report  # a study.TrialReport
+        self.epochs = epochs  # train.epochs: a resumed part-epoch's fit ends sooner
         self.pruned_at: int | None = None
 
     def stopping(self) -> bool:
@@ -274,7 +275,7 @@ class ReportToStudy(keras.callbacks.Callback):
         return self.pruned_at is not None
 
     def on_epoch_end(self, epoch, logs=None):
-        last = epoch + 1 >= self.params.get("epochs", math.inf)
+        last = epoch + 1 >= self.epochs
         if self.report.report(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}, last):
             self.pruned_at = epoch + 1
             self.model.stop_training = True

@@ -458,7 +458,8 @@ def sweep(
         "extend it).", show_default=False, metavar="N")] = None,
     space: Annotated[Optional[list[str]], typer.Option(
         "--space", help="Search: a setting and its range: KEY=float(lo,hi), float(lo,hi,log), "
-        "int(lo,hi) or choice(a,b,...). Repeatable.", show_default=False, metavar="KEY=SPEC",
+        "int(lo,hi), int(lo,hi,log) or choice(a,b,...). Repeatable.", show_default=False,
+        metavar="KEY=SPEC",
         autocompletion=completion.space_keys)] = None,
     objective: Annotated[Optional[str], typer.Option(
         "--objective", help="Search: the epoch metric to optimise, also each trial's "
@@ -538,7 +539,8 @@ def _search_options(search, trials, space, objective, direction, prune, grid, se
     if search is None:
         given = [flag for flag, value in (("--trials", trials), ("--space", space),
                                           ("--objective", objective),
-                                          ("--direction", direction)) if value]
+                                          ("--direction", direction))
+                 if value is not None]
         if prune != "median":
             given.append("--prune")
         if given:
@@ -576,8 +578,10 @@ def _search(config, search, trials, space, sets, objective, direction, prune, na
                                 name=name, runs_dir=runs_dir)
     studies.import_optuna()  # before anything is written: say how to install it
     if dry_run and not (plan.folder / studies.JOURNAL).exists():
-        for param in plan.space:
-            typer.echo(param.spec)
+        specs = [param.spec for param in plan.space]
+        typer.echo(json.dumps({"folder": str(plan.folder), "space": specs, "budget": trials,
+                               "trials": [], "best": None}, indent=2) if json_
+                   else "\n".join(specs))
         if not quiet:
             _say(f"a new study of {trials} trials in {plan.folder} ({search}, {prune} "
                  f"pruning, {plan.settings.direction}imise {plan.settings.objective}); "
@@ -596,6 +600,12 @@ def _search(config, search, trials, space, sets, objective, direction, prune, na
         for row in rows:
             value = "-" if row["value"] is None else f"{row['value']:.6g}"
             typer.echo(f"{row['status']:>11}  {value:>10}  {row['run_dir'] or row['trial']}")
+    if dry_run and not quiet:
+        more = max(0, trials - len(rows))
+        _say(f"the study holds {len(rows)} trials; the same command without --dry-run "
+             + (f"would draw {more} more (--trials {trials})" if more else
+                "would draw none (raise --trials for more)") + "; nothing trained (--dry-run)",
+             "green")
     if not quiet:
         columns = chosen or kind_columns(row["kind"] for row in rows if row["kind"])
         _table_console().print(searches.search_table(rows, plan.settings.objective, columns))
@@ -608,8 +618,8 @@ def _search(config, search, trials, space, sets, objective, direction, prune, na
     if runner is None:
         return
     if runner.refused:
-        raise SeqtrainError(f"a trial's run refused its config, so every trial would: "
-                            f"{runner.refused}")
+        raise SeqtrainError(f"{searches.REFUSALS_IN_A_ROW} trials in a row were refused at "
+                            f"start, so the search stopped; the last: {runner.refused}")
     if runner.stopping and any(r["status"] == "interrupted" for r in results):
         stopped = [r["trial"] for r in results if r["status"] == "interrupted"]
         _say(f"search interrupted ({'SIGTERM' if runner.stopping == 15 else 'SIGINT'}"

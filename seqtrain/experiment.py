@@ -359,7 +359,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             monitor=monitor, mode=mode, min_delta=0.0, factor=train.plateau_factor,
             patience=train.plateau_patience, min_lr=train.min_learning_rate,
             state=counters.get("reduce_on_plateau")))
-    pruning = cb.ReportToStudy(session.report) if session.report else None
+    pruning = cb.ReportToStudy(session.report, train.epochs) if session.report else None
     wall_before = summary.get("wall_seconds") or 0.0
 
     def record_progress() -> None:  # at each saved state: `ls` sees epochs as they end
@@ -412,7 +412,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         status = "diverged" if guard.diverged_at else "pruned" if pruned() else "completed"
         if pruned():
             summary["pruned_at"] = pruning.pruned_at
-        if _stopped_early(extra):
+        if _stopped_early(extra) and not pruned():  # resume trains a pruned run on
             summary["stopped_early"] = _stopped_early(extra)
     except TrainingInterrupted as interrupt:
         status, signum = "interrupted", interrupt.signum

@@ -206,7 +206,9 @@ def _shown(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ",".join(map(str, value))
+        return ",".join(map(_shown, value))
+    if isinstance(value, float):
+        return f"{value:.3g}"  # a searched learning rate: 0.00312, not 0.003123456789
     return str(value)
 
 

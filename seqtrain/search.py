@@ -21,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,11 +32,14 @@ from seqtrain import atomic, study
 from seqtrain.config import load_config, monitor_mode, monitors
 from seqtrain.data.registry import check_files
 from seqtrain.errors import ConfigError, SeqtrainError
-from seqtrain.listing import RunRecord, read_run
+from seqtrain.listing import RunRecord, is_locked, read_run
 from seqtrain.rundir import run_stem
-from seqtrain.sweep import RESULTS, SIGNAL_POLL_SECONDS, append_line, trial_state
+from seqtrain.sweep import RESULTS, SIGNAL_POLL_SECONDS, append_line, check_same_sweep, trial_state
 
 LOCK = "search.lock"
+# A trial refused at start (exit 2: its sampled settings do not fit, say) fails alone; this
+# many in a row stop the search, whose every trial would likely be refused too.
+REFUSALS_IN_A_ROW = 3
 BEST = "best.yaml"
 
 
@@ -97,7 +101,16 @@ def plan_search(config: Path, specs: list[str], sets: list[str], *, search: str,
         which = f"task {base.data.task!r} ({kind}) logs" if kind else "expected one of"
         raise SeqtrainError(f"--objective got {objective!r}; an epoch metric: {which} "
                             f"{', '.join(monitors(kind))}")
+    if direction not in (None, monitor_mode(objective)):
+        # best.keras, early stopping and the trial's value follow the objective's own sense.
+        raise SeqtrainError(f"--direction {direction}: {objective} is "
+                            f"{monitor_mode(objective)}imised (accuracy is maximised, losses "
+                            f"and errors minimised); leave --direction out")
+    given = {s.partition("=")[0].strip(): s for s in sets}
     for param in space:
+        if param.key in given:
+            raise SeqtrainError(f"--space {param.spec}: {param.key} is also set by --set "
+                                f"{given[param.key]}; the search draws it: drop one of them")
         if param.key in ("name", "train.monitor"):
             raise SeqtrainError(f"--space {param.spec}: {param.key} is not a setting to search "
                                 "(the objective is each trial's train.monitor)")
@@ -131,10 +144,7 @@ def plan_search(config: Path, specs: list[str], sets: list[str], *, search: str,
     folder = runs_dir / name
     existing = folder / "sweep.json"
     if existing.exists():
-        recorded = json.loads(existing.read_text(encoding="utf-8"))
-        if {k: recorded.get(k) for k in same} != {k: manifest[k] for k in same}:
-            raise SeqtrainError(f"{folder} holds a different sweep (see {existing}); re-run it "
-                                "with its own settings, or pick another --name")
+        recorded = check_same_sweep(existing, manifest, same)
         # As the study began: a later, larger --trials must not change the pruner.
         for key in ("pruner_startup_trials", "pruner_warmup_epochs"):
             manifest[key] = recorded.get(key, manifest[key])
@@ -184,7 +194,8 @@ class Search:
 
     def __init__(self, plan: SearchPlan, executor, say=print):
         self.plan, self.executor, self.say = plan, executor, say
-        self.refused: str | None = None  # a trial's config refused: the search stops
+        self.refused: str | None = None  # REFUSALS_IN_A_ROW trials refused: the search stops
+        self._refusals = 0  # trials refused in a row
         self._lock = threading.Lock()
         self._backlog: list[Job] = []
         self._results: list[dict[str, Any]] = []
@@ -205,7 +216,11 @@ class Search:
             optuna = study.import_optuna()
             known = len(study.open_study(plan.folder, plan.settings).get_trials(deepcopy=False))
             # Seeded by the config's seed and the trials so far: a resumed study draws on.
-            self._study = study.open_study(plan.folder, plan.settings, plan.seed + known)
+            self._study = study.open_study(plan.folder, plan.settings,
+                                           (plan.seed + known) % 2**32)
+            if known >= plan.trials:
+                self.say(f"the study holds {known} trials (--trials {plan.trials}): none is "
+                         "drawn; a larger --trials draws more")
             running = self._study.get_trials(deepcopy=False,
                                              states=(optuna.trial.TrialState.RUNNING,))
             for trial in running:
@@ -236,10 +251,11 @@ class Search:
         if set(params) != {p.key for p in self.plan.space}:  # drawn while the sweep died
             self._study.tell(trial.number, state=study.import_optuna().trial.TrialState.FAIL)
             return
-        state = trial_state(self.plan.run_dir(trial.number, params))
-        if state in ("completed", "pruned", "failed", "diverged"):
+        run_dir = self.plan.run_dir(trial.number, params)
+        if (trial_state(run_dir) in ("completed", "pruned", "failed", "diverged")
+                and not is_locked(run_dir / "run.lock")):
             self._finish(Job(trial.number, params), "skip", 0, time.monotonic())
-        elif state != "running":  # running: a trial's process outlived its sweep
+        else:  # unfinished, or its process outlived the driver that started it (`_run` waits)
             self._backlog.append(Job(trial.number, params))
 
     def _next(self) -> Job | None:
@@ -252,17 +268,30 @@ class Search:
             if len(self._study.get_trials(deepcopy=False)) >= self.plan.trials:
                 return None
             trial = self._study.ask({p.key: p.distribution() for p in self.plan.space})
+            # For whoever loads the study with Optuna: where the trial's run lives.
+            trial.set_user_attr("run_dir", str(self.plan.run_dir(trial.number, trial.params)))
             return Job(trial.number, dict(trial.params))
 
     def _work(self) -> None:
-        while (job := self._next()) is not None:
-            self._run(job)
+        try:
+            while (job := self._next()) is not None:
+                self._run(job)
+        except BaseException:
+            # A bug or a full disk here: draw nothing more, and stop the running trials
+            # resumably, rather than train the rest of the budget before saying so.
+            self.executor.interrupt(signal.SIGINT)
+            raise
 
     def _run(self, job: Job) -> None:
         from seqtrain.sweep import _remove_abandoned
 
         plan = self.plan
         run_dir = plan.run_dir(job.number, job.params)
+        stem = plan.stem(job.number, job.params)
+        if is_locked(run_dir / "run.lock"):
+            self.say(f"{stem}: still training under an earlier sweep (killed?): waiting for it")
+            while is_locked(run_dir / "run.lock") and not self.stopping:
+                time.sleep(SIGNAL_POLL_SECONDS)
         state = trial_state(run_dir)
         action = {"new": "run", "abandoned": "run", "interrupted": "resume",
                   "killed": "resume"}.get(state, "skip")
@@ -278,7 +307,6 @@ class Search:
             else:
                 args = ["resume", target]
             args += ["--study", str(plan.folder.resolve()), "--trial", str(job.number)]
-            stem = plan.stem(job.number, job.params)
             self.say(f"{stem}: {'starting' if action == 'run' else 'resuming'}")
             exit_code = self.executor.execute(args, (plan.folder / "logs" / f"{stem}.log")
                                               .resolve())
@@ -294,17 +322,21 @@ class Search:
         record = read_run(run_dir) if run_dir.exists() else RunRecord(run_dir)
         status = record.status if run_dir.exists() else "not started"
         value = (record.summary.get("best") or {}).get(plan.settings.objective)
+        error = None
         if exit_code == 2 and not run_dir.exists():
-            status = "refused"  # its config or data refused before it began: all would be
+            status = "refused"  # its config, data or size refused before it began
             log = plan.folder / "logs" / f"{stem}.log"
             lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-            with self._lock:
-                self.refused = self.refused or (lines[-1] if lines else f"see {log}")
+            error = lines[-1] if lines else f"see {log}"
+        with self._lock:
+            self._refusals = self._refusals + 1 if status == "refused" else 0
+            if self._refusals >= REFUSALS_IN_A_ROW:
+                self.refused = self.refused or error
+        if status == "completed" and value is None:  # NaN at every epoch, say
+            status, error = "failed", f"no finite {plan.settings.objective} at any epoch"
         outcome = {"completed": states.COMPLETE, "pruned": states.PRUNED,
                    "failed": states.FAIL, "diverged": states.FAIL,
                    "refused": states.FAIL}.get(status)
-        if status == "completed" and value is None:
-            outcome = states.FAIL
         if self.stopping and status not in ("completed", "pruned", "failed", "diverged"):
             outcome, status = None, "interrupted"  # the re-run resumes it
         with self._lock:
@@ -314,7 +346,7 @@ class Search:
         result = {
             "trial": stem, "index": job.number, "number": job.number,
             "params": job.params, "overrides": plan.overrides(job.params)[len(plan.sets):],
-            "run_dir": str(run_dir), "action": action, "status": status,
+            "run_dir": str(run_dir), "action": action, "status": status, "error": error,
             "exit_code": exit_code, "kind": record.kind,
             "objective": plan.settings.objective, "value": value,
             "epochs_run": record.summary.get("epochs_run"),
@@ -327,9 +359,11 @@ class Search:
             self._results.append(result)
         if action != "skip" or status != "completed":
             shown = f"  {plan.settings.objective} {value:.4g}" if value is not None else ""
-            finished = sum(t.state.is_finished() for t in self._study.get_trials(deepcopy=False))
-            self.say(f"[{finished}/{plan.trials}] {stem}: {status}"
-                     + (f" (exit {exit_code})" if exit_code else "") + shown)
+            trials = self._study.get_trials(deepcopy=False)
+            finished = sum(t.state.is_finished() for t in trials)
+            self.say(f"[{finished}/{max(plan.trials, len(trials))}] {stem}: {status}"
+                     + (f" (exit {exit_code})" if exit_code else "") + shown
+                     + (f": {error}" if error else ""))
 
 
 def trial_rows(plan: SearchPlan) -> list[dict[str, Any]]:
@@ -346,7 +380,7 @@ def trial_rows(plan: SearchPlan) -> list[dict[str, Any]]:
             "trial": run_dir.name if run_dir else f"{trial.number:03d}",
             "run_dir": str(run_dir) if run_dir else None,
             "state": trial.state.name.lower(),
-            "status": record.status if record else ("not started" if complete else "failed"),
+            "status": _status(trial, record, complete),
             # A pruned trial's: its objective at the epoch it stopped.
             "value": trial.value if trial.state in (states.COMPLETE, states.PRUNED) else None,
             "params": dict(trial.params),
@@ -355,6 +389,20 @@ def trial_rows(plan: SearchPlan) -> list[dict[str, Any]]:
             **{column: record.get(column) if record else None for column in RESULTS},
         })
     return rows
+
+
+def _status(trial, record: RunRecord | None, complete: bool) -> str:
+    """A trial's status for the table: its run's, as the study sees it where they differ."""
+    states = study.import_optuna().trial.TrialState
+    if record is None:
+        if not complete:
+            return "failed"  # drawn while its driver died
+        return "not started" if trial.state == states.RUNNING else "refused"
+    if trial.state == states.PRUNED and record.status != "pruned":
+        return f"pruned, then {record.status}"  # `seqtrain resume` trained it on
+    if trial.state == states.FAIL and record.status == "completed":
+        return "failed: no finite objective"
+    return record.status
 
 
 def best_trial(plan: SearchPlan) -> dict[str, Any] | None:
@@ -384,16 +432,23 @@ def best_trial(plan: SearchPlan) -> dict[str, Any] | None:
 
 
 def importances(plan: SearchPlan) -> dict[str, float] | str:
-    """Each setting's share of the objective's variance (Optuna's fANOVA), or why not."""
+    """Each setting's importance (Optuna's PED-ANOVA), or why not.
+
+    PED-ANOVA needs nothing beyond Optuna (its fANOVA needs scikit-learn); named here so
+    that every Optuna version computes the same.
+    """
     optuna = study.import_optuna()
     found = study.open_study(plan.folder, plan.settings)
     complete = found.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
         return f"needs 2 completed trials, the study has {len(complete)}"
     try:
-        return {k: round(float(v), 4)
-                for k, v in optuna.importance.get_param_importances(found).items()}
-    except (ValueError, RuntimeError, ZeroDivisionError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            found = optuna.importance.get_param_importances(found, evaluator=evaluator)
+        return {k: round(float(v), 4) for k, v in found.items()}
+    except (ImportError, ValueError, RuntimeError, ZeroDivisionError) as err:
         return str(err) or type(err).__name__
 
 
@@ -434,7 +489,11 @@ def describe(result: dict[str, Any]) -> list[str]:
         lines.append(f"  as a config: seqtrain run {best['config']}")
     found = result["importances"]
     if isinstance(found, dict):
-        lines.append("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
+        completed = sum(row["state"] == "complete" for row in result["trials"])
+        lines.append(f"importances (PED-ANOVA over {completed} completed trials; few trials, "
+                     "rough shares): " if completed < 10 else
+                     f"importances (PED-ANOVA over {completed} completed trials): ")
+        lines[-1] += ", ".join(f"{k} {v:.2f}" for k, v in found.items())
     else:
         lines.append(f"importances: not computed ({found})")
     return lines

@@ -141,6 +141,9 @@ def _parse_spec(key: str, spec: str) -> Param | str | None:
     if kind == "choice":
         if not all(parts) or len(set(parts)) != len(parts):
             return "choice(...) needs distinct, non-empty values, such as choice(lstm,gru)"
+        if any(c in inner for c in "[]{}\"'"):
+            return ("choice(...) takes plain values (names, numbers, true/false, null), not "
+                    "lists, mappings or quotes; fix the rest with --set")
         return Param(key, "choice", choices=tuple(parts))
     log = len(parts) == 3 and parts[2] == "log"
     if len(parts) != 2 + log:
@@ -238,14 +241,15 @@ class TrialReport:
     def report(self, epoch: int, logs: dict[str, float], last: bool = False) -> bool:
         """Report the epoch's objective; whether the pruner says to stop here.
 
-        An epoch reported before (by a session killed after it) is not reported again. The
-        `last` epoch is reported but never pruned: the trial has completed.
+        An epoch reported before (by a session killed after it) is neither reported nor
+        judged again. The `last` epoch is reported but never pruned: the trial has completed.
         """
         value = logs.get(self.settings.objective)
         if value is None or not math.isfinite(value) or not self.open:
             return False
-        if epoch not in self._store.get_trial(self._trial_id).intermediate_values:
-            self._trial.report(float(value), epoch)
+        if epoch in self._store.get_trial(self._trial_id).intermediate_values:
+            return False  # judged when first reported; the pruner would judge a later step
+        self._trial.report(float(value), epoch)
         return not last and self._trial.should_prune()
 
 

@@ -161,12 +161,25 @@ def plan_sweep(config: Path, grids: list[str], sets: list[str], seeds: int,
     folder = runs_dir / name
     existing = folder / "sweep.json"
     if existing.exists():
-        recorded = json.loads(existing.read_text())
-        same = {k: recorded.get(k) for k in ("config_sha256", "grid", "sets", "seeds")}
-        if same != {k: manifest[k] for k in same}:
-            raise SeqtrainError(f"{folder} holds a different sweep (see {existing}); re-run it "
-                                "with its own settings, or pick another --name")
+        check_same_sweep(existing, manifest, ("config_sha256", "grid", "sets", "seeds"))
     return SweepPlan(folder, Path(config).resolve(), sets, trials, manifest)
+
+
+def check_same_sweep(existing: Path, manifest: dict[str, Any], keys: tuple[str, ...]) -> dict:
+    """The recorded `sweep.json`, if it defines the same sweep as `manifest` on `keys`.
+
+    Raises:
+        SeqtrainError: It does not; the message names each setting that differs.
+    """
+    recorded = json.loads(existing.read_text(encoding="utf-8"))
+    differ = [k for k in keys if recorded.get(k) != manifest[k]]
+    if differ:
+        what = "; ".join("the config file changed since" if k == "config_sha256" else
+                         f"{k}: {json.dumps(recorded.get(k))} there, {json.dumps(manifest[k])} "
+                         "now" for k in differ)
+        raise SeqtrainError(f"{existing.parent} holds a different sweep ({what}); re-run it "
+                            "with its own settings, or pick another --name")
+    return recorded
 
 
 def trial_state(run_dir: Path) -> str:

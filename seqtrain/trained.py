@@ -39,6 +39,7 @@ PREDICT_BATCH_SIZE = 1024
 # What ends a line of a `.txt` for its reader: only these, as the tokeniser splits words.
 LINE_BREAK = re.compile(r"\r\n|[\r\n]")
 
+
 class TrainedRun:
     """A run directory's trained model, ready to predict on new inputs or its own splits.
 

@@ -96,6 +96,10 @@ def test_the_legend_shows_only_the_settings_that_differ():
     assert legend_labels([base, wider], ["r1", "r2"]) == ["data.columns=a,b", "data.columns=a,b,c"]
     assert legend_labels([base, {**base, "train": {"x": 1}}], ["r1", "r2"]) == [
         "train.x=-", "train.x=1"]
+    # A searched rate reads as the search's run directories name it: 3 significant digits.
+    fast = {**base, "train": {"learning_rate": 0.0031234567}}
+    assert legend_labels([fast, {**base, "train": {"learning_rate": 0.01}}], ["r1", "r2"]) == [
+        "train.learning_rate=0.00312", "train.learning_rate=0.01"]
     # Nothing differs, or a single run: the run's name.
     assert legend_labels([base, dict(base)], ["r1", "r2"]) == ["r1", "r2"]
     assert legend_labels([gru], ["only"]) == ["only"]

@@ -65,6 +65,11 @@ def test_a_bad_spec_or_a_refused_bound_is_exit_2_and_writes_nothing(tmp_path: Pa
     assert "--space model.units=int(0,8): model.units" in refused.stderr
     unknown = invoke(*base, "--space", "model.unit=int(4,8)")
     assert unknown.exit_code == 2 and "model.unit" in unknown.stderr
+    listed = invoke(*base, "--space", "model.units=choice(8,16,[4,4])")
+    assert listed.exit_code == 2 and "choice(...) takes plain values" in listed.stderr
+    both = invoke(*base, *SPACE, "--set", "model.units=4")
+    assert both.exit_code == 2
+    assert "model.units is also set by --set model.units=4" in both.stderr
     objective = invoke(*base, *SPACE, "--objective", "val_f1")
     assert objective.exit_code == 2 and "--objective got 'val_f1'" in objective.stderr
     (tmp_path / "sine").mkdir()
@@ -155,6 +160,7 @@ def test_a_four_trial_study_with_two_jobs_and_its_best_config(tmp_path: Path):
             losses = {int(r["epoch"]): float(r["val_loss"]) for r in csv.DictReader(file)}
         assert trial.intermediate_values == pytest.approx(losses)
         assert f"units={trial.params['model.units']}" in run_dir.name
+        assert trial.user_attrs["run_dir"] == str(run_dir)
     lines = jsonl(folder)
     assert sorted(line["number"] for line in lines) == [0, 1, 2, 3]
     assert {line["status"] for line in lines} <= {"completed", "pruned"}
@@ -162,7 +168,8 @@ def test_a_four_trial_study_with_two_jobs_and_its_best_config(tmp_path: Path):
     assert all(line["epochs_run"] < 3 for line in lines if line["status"] == "pruned")
     best = study.best_trial
     assert f"best trial: {best.number:03d}." in first.stderr
-    assert "importances: " in first.stderr
+    assert "importances (PED-ANOVA over " in first.stderr or "importances: not computed (needs 2" \
+        in first.stderr
     # The best config is the best trial's own, and `seqtrain run` takes it.
     best_yaml = folder / "best.yaml"
     best_run = next(folder.glob(f"{best.number:03d}.*"))
@@ -184,6 +191,8 @@ def test_a_four_trial_study_with_two_jobs_and_its_best_config(tmp_path: Path):
     assert "starting" not in again.stderr and len(study_of(folder).trials) == 4
     shown = seqtrain(*args, "--dry-run", "--json")
     assert shown.returncode == 0, shown.stderr
+    assert "the study holds 4 trials; the same command without --dry-run would draw none" \
+        in " ".join(shown.stderr.split())
     report = json.loads(shown.stdout)
     assert report["best"]["number"] == best.number
     assert report["best"]["sets"][-2:] == [
@@ -257,6 +266,13 @@ def test_a_trial_behind_the_median_is_pruned_resumably(tmp_path: Path):
     assert epochs_of(pruned) == [1, 2, 3, 4]
     assert json.loads((pruned / "summary.json").read_text())["status"] == "completed"
     assert study_of(folder).trials[4].state.name == "PRUNED"  # the study is not reopened
+    shown = seqtrain(*args, "--dry-run", "--json", "--quiet")
+    assert [row["status"] for row in json.loads(shown.stdout)["trials"]][4:] == [
+        "pruned, then completed", "pruned"]
+    again = seqtrain(*args)  # the study holds its trials: nothing drawn, and it says so
+    assert again.returncode == 0, again.stderr
+    assert "the study holds 6 trials (--trials 6): none is drawn" in again.stderr
+    assert len(study_of(folder).trials) == 6
 
 
 def test_a_float_range_on_a_whole_number_setting_is_refused_before_anything_runs(tmp_path):
@@ -266,3 +282,44 @@ def test_a_float_range_on_a_whole_number_setting_is_refused_before_anything_runs
     assert result.exit_code == 2, result.stderr
     assert "--space model.units=float(8,32): model.units" in result.stderr
     assert "whole number" in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_folder_holding_another_search_is_refused_naming_what_differs(tmp_path):
+    config = write_config(tmp_path, QUICK)
+    folder = tmp_path / "runs" / "mine"
+    args = ("sweep", config, "--search", "tpe", "--trials", "2", *SPACE, "--name", "mine",
+            "--runs-dir", tmp_path / "runs", "--dry-run")
+    assert invoke(*args).exit_code == 0 and not folder.exists()  # a dry run writes nothing
+    folder.mkdir(parents=True)
+    recorded = {"config_sha256": "0" * 64, "search": "random", "space": list(SPACE[1::2]),
+                "sets": [], "objective": "val_loss", "direction": "min", "prune": "median"}
+    (folder / "sweep.json").write_text(json.dumps(recorded))
+    result = invoke(*args)
+    assert result.exit_code == 2, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "holds a different sweep (the config file changed since; search: \"random\" " \
+        "there, \"tpe\" now; space: " in said
+
+
+@pytest.mark.slow
+def test_a_trial_refused_for_its_draw_fails_alone_and_three_in_a_row_stop_the_search(tmp_path):
+    needs_optuna()
+    config = write_config(tmp_path, {**QUICK, "train": {"epochs": 1, "batch_size": 32}})
+    base = ["sweep", config, "--search", "random", "--trials", "4", "--runs-dir",
+            tmp_path / "runs"]
+    # The config's seed (7) draws 60000, 60000, 8, 8: a 60,000-unit LSTM does not fit in
+    # memory, so its run is refused at start; the search goes on past it.
+    mixed = seqtrain(*base, "--space", "model.units=choice(8,60000)", "--name", "mixed")
+    assert mixed.returncode == 1, mixed.stderr
+    lines = {line["number"]: line for line in jsonl(tmp_path / "runs" / "mixed")}
+    assert [lines[n]["status"] for n in range(4)] == ["refused", "refused", "completed",
+                                                      "completed"]
+    assert "needs about" in lines[0]["error"] and "refused (exit 2)" in mixed.stderr
+    study = study_of(tmp_path / "runs" / "mixed")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    # Every draw refused: three in a row stop the search, exit 2, with the reason.
+    stopped = seqtrain(*base, "--space", "model.units=choice(60000,70000)", "--name", "all")
+    assert stopped.returncode == 2, stopped.stderr
+    assert "3 trials in a row were refused at start, so the search stopped" in stopped.stderr
+    assert "Lower model.units" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert len(study_of(tmp_path / "runs" / "all").trials) == 3

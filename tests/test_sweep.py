@@ -140,7 +140,9 @@ def test_a_sweep_with_two_jobs_then_a_rerun_skips_what_completed(tmp_path: Path)
     assert again.returncode == 0
     assert [line["action"] for line in jsonl(folder)[4:]] == ["skip"] * 4
     other = seqtrain(*args, "--grid", "model.units=8,16")
-    assert other.returncode == 2 and "holds a different sweep" in other.stderr
+    said = " ".join(other.stderr.split())
+    assert other.returncode == 2 and "holds a different sweep (grid: " in said
+    assert "model.units" in said and " now)" in said  # what differs, there and now
 
 
 @pytest.mark.slow  # two sweeps; CI runs the slow set too
