@@ -1,7 +1,7 @@
 """Search against grid: a TPE search with median pruning and a grid, at equal total epochs.
 
     python benchmarks/search_vs_grid.py [--epochs 12] [--sequence-length 50] [--seed 42]
-                                        [--runs-dir DIR]
+                                        [--samples 10000] [--runs-dir DIR] [--out FILE]
 
 The task is the shipped `configs/adding_gru.yaml` at `data.sequence_length` 50, trained
 for `--epochs` epochs at most (its early stopping kept), with learning rate, units and
@@ -18,8 +18,9 @@ Both pick their best trial by the objective, best `val_loss`; the test MSE of th
 what each found (the test split is never optimised). Also reported: the epochs each spent,
 the trials each ran, the epochs the pruner saved (pruned trials' unrun epochs), and the
 task's naive baseline (always answering 1.0: MSE 1/6). Both use the same seed; the grid's
-trials run one at a time as well. Results: benchmarks/results/search_vs_grid.json and a
-markdown table on stdout; the sweep folders stay under `--runs-dir`.
+trials run one at a time as well. Results: `--out` (default
+benchmarks/results/search_vs_grid.json) and a markdown table on stdout; the sweep folders
+stay under `--runs-dir`.
 """
 
 from __future__ import annotations
@@ -109,23 +110,27 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--sequence-length", type=int, default=50)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--samples", type=int, default=10000, help="data.num_samples")
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "search_vs_grid.json")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="where the two sweep folders go (default: a new temporary one)")
     args = parser.parse_args()
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="search-vs-grid-"))
     common = [str(CONFIG), "--set", f"data.sequence_length={args.sequence_length}",
               "--set", f"train.epochs={args.epochs}", "--set", f"seed={args.seed}",
+              "--set", f"data.num_samples={args.samples}",
               "--jobs", "1", "--quiet"]
     grid = run_grid(common, runs_dir)
     search = run_search(common, runs_dir, grid["epochs"], args.epochs)
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
               platform.machine(), "cores": os.cpu_count(), "config": str(CONFIG.name),
               "sequence_length": args.sequence_length, "epochs": args.epochs,
-              "seed": args.seed, "baseline_mse": round(BASELINE_MSE, 4), "runs_dir":
+              "seed": args.seed, "samples": args.samples,
+              "baseline_mse": round(BASELINE_MSE, 4), "runs_dir":
               str(runs_dir), "grid": grid, "search": search}
-    out = ROOT / "benchmarks" / "results" / "search_vs_grid.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print("| | trials | epochs | pruned | epochs the pruner saved | best val_loss "
           "| its test MSE | baseline MSE / its test MSE | wall (s) |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -80,3 +80,17 @@ def test_predict_reports_the_model_phase_against_keras_and_the_files_apart(tmp_p
     assert report["write_npz_seconds"] > 0 and report["write_csv_seconds_per_1000_sequences"] > 0
     assert report["command_one_sequence_seconds"] > 0
     assert "seqtrain / keras speed" in stdout
+
+
+@pytest.mark.slow
+def test_search_vs_grid_spends_no_more_epochs_than_the_grid(tmp_path):
+    report, stdout = run_benchmark("search_vs_grid.py", tmp_path / "search.json", "--epochs",
+                                   "4", "--sequence-length", "5", "--samples", "200",
+                                   "--runs-dir", str(tmp_path / "runs"))
+    grid, search = report["grid"], report["search"]
+    assert grid["trials"] == 8 and grid["pruned"] == 0 and 0 < grid["epochs"] <= 32
+    # Drawn while a whole trial fits: never over the grid's epochs, and no room left.
+    assert grid["epochs"] - 4 < search["epochs"] <= grid["epochs"]
+    assert search["trials"] >= 8 and search["test_mse"] > 0 and grid["test_mse"] > 0
+    assert 0 <= search["epochs_saved_by_pruner"] <= 2 * search["pruned"]  # from epoch 2 on
+    assert "| grid | 8 |" in stdout and "| TPE search |" in stdout
