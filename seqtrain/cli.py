@@ -419,7 +419,8 @@ def sweep(
         "--seeds", help="Seeds per grid point: the config's seed, seed + 1, ...")] = 1,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials run at once.")] = 1,
     name: Annotated[Optional[str], typer.Option(
-        "--name", help="Sweep folder name under --runs-dir.  \\[default: <name>-sweep-<hash>]",
+        "--name", help="Sweep folder name under --runs-dir.  \\[default: <name>-sweep-<hash>, "
+        "<name>-search-<hash> for --search]",
         show_default=False)] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Parent of the sweep folder.")]
     = Path("runs"),
@@ -544,7 +545,8 @@ def _search_options(search, trials, space, objective, direction, prune, grid, se
         if prune != "median":
             given.append("--prune")
         if given:
-            raise SeqtrainError(f"{', '.join(given)} belong to a search: add --search tpe (or "
+            raise SeqtrainError(f"{', '.join(given)} {'belongs' if len(given) == 1 else 'belong'}"
+                                " to a search: add --search tpe (or "
                                 "random)")
         return False
     refused = [(grid, "--grid", "give the values as --space KEY=choice(a,b,...)"),
@@ -579,8 +581,10 @@ def _search(config, search, trials, space, sets, objective, direction, prune, na
     studies.import_optuna()  # before anything is written: say how to install it
     if dry_run and not (plan.folder / studies.JOURNAL).exists():
         specs = [param.spec for param in plan.space]
-        typer.echo(json.dumps({"folder": str(plan.folder), "space": specs, "budget": trials,
-                               "trials": [], "best": None}, indent=2) if json_
+        typer.echo(json.dumps({"folder": str(plan.folder), "search": search, "space": specs,
+                               "objective": plan.settings.objective,
+                               "direction": plan.settings.direction, "prune": prune,
+                               "budget": trials, "trials": [], "best": None}, indent=2) if json_
                    else "\n".join(specs))
         if not quiet:
             _say(f"a new study of {trials} trials in {plan.folder} ({search}, {prune} "

@@ -95,6 +95,10 @@ def plan_search(config: Path, specs: list[str], sets: list[str], *, search: str,
     if not space:
         raise SeqtrainError("--search needs a search space: one or more --space KEY=SPEC, "
                             "such as --space train.learning_rate=float(1e-4,1e-2,log)")
+    given = {s.partition("=")[0].strip(): s for s in sets}
+    if objective and "train.monitor" in given and objective != base.train.monitor:
+        raise SeqtrainError(f"--set {given['train.monitor']} and --objective {objective}: the "
+                            "objective is each trial's train.monitor; give only --objective")
     objective = objective or base.train.monitor
     kind = base.data.task_kind()
     if objective not in monitors(kind):
@@ -104,26 +108,22 @@ def plan_search(config: Path, specs: list[str], sets: list[str], *, search: str,
     if direction not in (None, monitor_mode(objective)):
         # best.keras, early stopping and the trial's value follow the objective's own sense.
         raise SeqtrainError(f"--direction {direction}: {objective} is "
-                            f"{monitor_mode(objective)}imised (accuracy is maximised, losses "
-                            f"and errors minimised); leave --direction out")
-    given = {s.partition("=")[0].strip(): s for s in sets}
+                            f"{monitor_mode(objective)}imised, as best.keras and early "
+                            "stopping use it; leave --direction out")
     for param in space:
-        if param.key in given:
-            raise SeqtrainError(f"--space {param.spec}: {param.key} is also set by --set "
-                                f"{given[param.key]}; the search draws it: drop one of them")
+        for key, text in given.items():  # the same setting, or one inside the other
+            if param.key == key or param.key.startswith(key + ".") or key.startswith(
+                    param.key + "."):
+                raise SeqtrainError(f"--space {param.spec}: {param.key} is also set by --set "
+                                    f"{text}; the search draws it: drop one of them")
         if param.key in ("name", "train.monitor"):
             raise SeqtrainError(f"--space {param.spec}: {param.key} is not a setting to search "
                                 "(the objective is each trial's train.monitor)")
     problems = []
     for param in space:
-        for value in param.examples:
-            try:
-                check_files(load_config(config, [*sets, f"train.monitor={objective}",
-                                                 f"{param.key}={value}"]).data)
-            except ConfigError as err:
-                problems += [f"--space {param.spec}: {p}" for p in err.problems]
+        problems += _refusals(config, sets, objective, param)
     if problems:
-        raise ConfigError(str(config), sorted(set(problems)))
+        raise ConfigError(str(config), list(dict.fromkeys(problems)))
     text = Path(config).read_text(encoding="utf-8")
     manifest: dict[str, Any] = {
         "config": str(Path(config).resolve()),
@@ -151,6 +151,28 @@ def plan_search(config: Path, specs: list[str], sets: list[str], *, search: str,
     settings = study.StudySettings.from_manifest(manifest)
     return SearchPlan(folder, Path(config).resolve(), sets, space, settings, trials, base.seed,
                       base.train.monitor, manifest)
+
+
+def _refusals(config: Path, sets: list[str], objective: str, param: study.Param) -> list[str]:
+    """What a trial's config says of `param`'s bounds or choices; empty if they are fine.
+
+    For a float also a value between the bounds: a float range on a whole-number setting.
+    """
+    found = []
+    for value in param.examples:
+        try:
+            check_files(load_config(config, [*sets, f"train.monitor={objective}",
+                                             f"{param.key}={value}"]).data)
+        except ConfigError as err:
+            if param.kind == "float" and value not in param.examples[:2]:  # between
+                if not found and any("whole number" in p for p in err.problems):
+                    return [f"--space {param.spec}: {param.key} takes whole numbers; use "
+                            f"int({int(param.low)},{int(param.high)})"]
+            else:
+                # Where it came from is the --space, not a --set the user never typed.
+                found += [f"--space {param.spec}: " + p.replace(f" (--set {param.key}={value})",
+                                                                "") for p in err.problems]
+    return found
 
 
 class FolderLock:
@@ -288,7 +310,8 @@ class Search:
         plan = self.plan
         run_dir = plan.run_dir(job.number, job.params)
         stem = plan.stem(job.number, job.params)
-        if is_locked(run_dir / "run.lock"):
+        waited = is_locked(run_dir / "run.lock")
+        if waited:
             self.say(f"{stem}: still training under an earlier sweep (killed?): waiting for it")
             while is_locked(run_dir / "run.lock") and not self.stopping:
                 time.sleep(SIGNAL_POLL_SECONDS)
@@ -298,8 +321,10 @@ class Search:
         started = time.monotonic()
         if action == "run" and run_dir.exists() and not _remove_abandoned(run_dir):
             action = "skip"
+        if waited and action == "skip":
+            action = "waited"  # it ended under no driver's eye: say how
         exit_code = 0
-        if action != "skip":
+        if action not in ("skip", "waited"):
             target = str(run_dir.resolve())
             if action == "run":
                 args = ["run", str(plan.config), "--run-dir", target]
@@ -327,7 +352,7 @@ class Search:
             status = "refused"  # its config, data or size refused before it began
             log = plan.folder / "logs" / f"{stem}.log"
             lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-            error = lines[-1] if lines else f"see {log}"
+            error = lines[-1].removeprefix("error: ") if lines else f"see {log}"
         with self._lock:
             self._refusals = self._refusals + 1 if status == "refused" else 0
             if self._refusals >= REFUSALS_IN_A_ROW:
@@ -382,7 +407,9 @@ def trial_rows(plan: SearchPlan) -> list[dict[str, Any]]:
             "state": trial.state.name.lower(),
             "status": _status(trial, record, complete),
             # A pruned trial's: its objective at the epoch it stopped.
-            "value": trial.value if trial.state in (states.COMPLETE, states.PRUNED) else None,
+            "value": trial.value if trial.state in (states.COMPLETE, states.PRUNED) else
+            (record.summary.get("best") or {}).get(plan.settings.objective)
+            if record and trial.state == states.RUNNING else None,  # its best so far
             "params": dict(trial.params),
             "epochs_run": record.summary.get("epochs_run") if record else None,
             "kind": record.kind if record else None,
@@ -454,8 +481,10 @@ def importances(plan: SearchPlan) -> dict[str, float] | str:
 
 def report(plan: SearchPlan) -> dict[str, Any]:
     """The study as it stands: every trial, the best one and the settings' importances."""
-    return {"folder": str(plan.folder), "objective": plan.settings.objective,
-            "direction": plan.settings.direction, "budget": plan.trials,
+    return {"folder": str(plan.folder), "search": plan.settings.search,
+            "space": [p.spec for p in plan.space], "objective": plan.settings.objective,
+            "direction": plan.settings.direction, "prune": plan.settings.prune,
+            "budget": plan.trials,
             "trials": trial_rows(plan), "best": best_trial(plan),
             "importances": importances(plan)}
 

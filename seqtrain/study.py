@@ -139,8 +139,9 @@ def _parse_spec(key: str, spec: str) -> Param | str | None:
     kind, inner = match.groups()
     parts = [p.strip() for p in inner.split(",")]
     if kind == "choice":
-        if not all(parts) or len(set(parts)) != len(parts):
-            return "choice(...) needs distinct, non-empty values, such as choice(lstm,gru)"
+        if len(parts) < 2 or not all(parts) or len(set(parts)) != len(parts):
+            return ("choice(...) needs two or more distinct, non-empty values, such as "
+                    "choice(lstm,gru); a single value is a --set")
         if any(c in inner for c in "[]{}\"'"):
             return ("choice(...) takes plain values (names, numbers, true/false, null), not "
                     "lists, mappings or quotes; fix the rest with --set")
@@ -151,7 +152,8 @@ def _parse_spec(key: str, spec: str) -> Param | str | None:
     try:
         low, high = (float(p) if kind == "float" else int(p) for p in parts[:2])
     except ValueError:
-        return f"{kind}(lo,hi) needs {'numbers' if kind == 'float' else 'integers'} as bounds"
+        return (f"{kind}(lo,hi) needs {'numbers' if kind == 'float' else 'integers'} as "
+                f"bounds; got {parts[0]} and {parts[1]}")
     if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
         return f"the bounds must be finite with lo < hi; got {parts[0]} and {parts[1]}"
     if log and low <= 0:
@@ -208,10 +210,14 @@ def open_study(folder: Path, settings: StudySettings, seed: int | None = None):
     # constant_liar: trials running side by side (--jobs) are not drawn alike.
     sampler = (optuna.samplers.TPESampler(seed=seed, constant_liar=True)
                if settings.search == "tpe" else optuna.samplers.RandomSampler(seed=seed))
-    direction = "minimize" if settings.direction == "min" else "maximize"
-    return optuna.create_study(study_name=STUDY_NAME, storage=storage(folder), sampler=sampler,
-                               pruner=pruner(settings), direction=direction,
-                               load_if_exists=True)
+    store = storage(folder)
+    try:  # loading writes nothing to the journal; create_study(load_if_exists) would
+        return optuna.load_study(study_name=STUDY_NAME, storage=store, sampler=sampler,
+                                 pruner=pruner(settings))
+    except KeyError:
+        direction = "minimize" if settings.direction == "min" else "maximize"
+        return optuna.create_study(study_name=STUDY_NAME, storage=store, sampler=sampler,
+                                   pruner=pruner(settings), direction=direction)
 
 
 class TrialReport:

@@ -44,8 +44,9 @@ def test_a_search_space_reads_the_four_forms():
     ("train.learning_rate=uniform(0,1)", "expected KEY=SPEC with SPEC one of float(lo,hi)"),
     ("train.learning_rate=float(1e-2,1e-4)", "lo < hi; got 1e-2 and 1e-4"),
     ("train.learning_rate=float(0,1,log)", "a log scale needs lo > 0; got 0"),
-    ("model.units=int(8.5,64)", "int(lo,hi) needs integers as bounds"),
-    ("model.cell=choice(lstm,lstm)", "choice(...) needs distinct, non-empty values"),
+    ("model.units=int(8.5,64)", "int(lo,hi) needs integers as bounds; got 8.5 and 64"),
+    ("model.cell=choice(lstm,lstm)", "choice(...) needs two or more distinct, non-empty"),
+    ("model.units=choice(8)", "a single value is a --set"),
     ("model.units", "expected KEY=SPEC"),
 ])
 def test_a_bad_spec_is_named_with_what_is_allowed(spec, says):
@@ -65,11 +66,22 @@ def test_a_bad_spec_or_a_refused_bound_is_exit_2_and_writes_nothing(tmp_path: Pa
     assert "--space model.units=int(0,8): model.units" in refused.stderr
     unknown = invoke(*base, "--space", "model.unit=int(4,8)")
     assert unknown.exit_code == 2 and "model.unit" in unknown.stderr
+    assert unknown.stderr.count("unknown key") == 1 and "--set" not in unknown.stderr
     listed = invoke(*base, "--space", "model.units=choice(8,16,[4,4])")
     assert listed.exit_code == 2 and "choice(...) takes plain values" in listed.stderr
     both = invoke(*base, *SPACE, "--set", "model.units=4")
     assert both.exit_code == 2
     assert "model.units is also set by --set model.units=4" in both.stderr
+    inside = invoke(*base, *SPACE, "--set", "train.early_stopping=null", "--space",
+                    "train.early_stopping.patience=int(1,3)")
+    assert inside.exit_code == 2
+    assert "is also set by --set train.early_stopping=null" in inside.stderr
+    monitor = invoke(*base, *SPACE, "--set", "train.monitor=val_loss", "--objective",
+                     "val_accuracy")
+    assert monitor.exit_code == 2 and "give only --objective" in monitor.stderr
+    direction = invoke(*base, *SPACE, "--direction", "max")
+    assert direction.exit_code == 2
+    assert "--direction max: val_loss is minimised" in direction.stderr
     objective = invoke(*base, *SPACE, "--objective", "val_f1")
     assert objective.exit_code == 2 and "--objective got 'val_f1'" in objective.stderr
     (tmp_path / "sine").mkdir()
@@ -100,6 +112,8 @@ def test_search_options_without_search_say_to_add_it(tmp_path: Path):
     result = invoke("sweep", config, "--trials", "4", *SPACE, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2
     assert "--trials, --space belong to a search: add --search tpe" in result.stderr
+    one = invoke("sweep", config, "--trials", "0", "--dry-run")
+    assert one.exit_code == 2 and "--trials belongs to a search" in one.stderr
     missing = invoke("sweep", config, "--search", "tpe", *SPACE)
     assert missing.exit_code == 2 and "--search needs --trials N" in missing.stderr
 
@@ -189,8 +203,10 @@ def test_a_four_trial_study_with_two_jobs_and_its_best_config(tmp_path: Path):
     again = seqtrain(*args)
     assert again.returncode == 0, again.stderr
     assert "starting" not in again.stderr and len(study_of(folder).trials) == 4
+    journal = (folder / "study.journal").read_bytes()
     shown = seqtrain(*args, "--dry-run", "--json")
     assert shown.returncode == 0, shown.stderr
+    assert (folder / "study.journal").read_bytes() == journal  # a dry run writes nothing
     assert "the study holds 4 trials; the same command without --dry-run would draw none" \
         in " ".join(shown.stderr.split())
     report = json.loads(shown.stdout)
@@ -280,7 +296,8 @@ def test_a_float_range_on_a_whole_number_setting_is_refused_before_anything_runs
     result = invoke("sweep", config, "--search", "tpe", "--trials", "2", "--space",
                     "model.units=float(8,32)", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2, result.stderr
-    assert "--space model.units=float(8,32): model.units" in result.stderr
+    assert "--space model.units=float(8,32): model.units takes whole numbers; use int(8,32)" \
+        in result.stderr
     assert "whole number" in result.stderr and not (tmp_path / "runs").exists()
 
 
