@@ -50,7 +50,8 @@ def test_help_has_no_noise_and_loses_no_text(command: tuple[str, ...]):
 
 def test_sweep_help_keeps_the_extras_name():
     assert "pip install 'seqtrain[ray]'" in _flat(_help("sweep"))
-    assert "[default: <name>-sweep-<hash>]" in _flat(_help("sweep"))
+    assert "[default: <name>-sweep-<hash>, <name>-search-<hash> for --search]" in _flat(
+        _help("sweep"))
     assert "pip install 'seqtrain[onnx]'" in _flat(_help("export"))
 
 

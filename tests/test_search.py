@@ -306,7 +306,6 @@ def test_a_folder_holding_another_search_is_refused_naming_what_differs(tmp_path
     folder = tmp_path / "runs" / "mine"
     args = ("sweep", config, "--search", "tpe", "--trials", "2", *SPACE, "--name", "mine",
             "--runs-dir", tmp_path / "runs", "--dry-run")
-    assert invoke(*args).exit_code == 0 and not folder.exists()  # a dry run writes nothing
     folder.mkdir(parents=True)
     recorded = {"config_sha256": "0" * 64, "search": "random", "space": list(SPACE[1::2]),
                 "sets": [], "objective": "val_loss", "direction": "min", "prune": "median"}
