@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from seqtrain import atomic
-from seqtrain.report import EPOCH_EXTRAS, ordered_metrics
+from seqtrain.report import EPOCH_EXTRAS, GRADIENT_PREFIX, ordered_metrics
 from seqtrain.rundir import RunDir
 from seqtrain.signals import StopRequest, TrainingInterrupted
 from seqtrain.state import TrainingState, metric_variables, save_model, save_state
@@ -66,7 +66,9 @@ class EpochLog(keras.callbacks.Callback):
         if not self.rows:  # a resume from before the first epoch ended
             self.path.unlink(missing_ok=True)
             return
-        columns = ["epoch", *ordered_metrics(self.rows[-1]), *EPOCH_EXTRAS]
+        last = self.rows[-1]
+        columns = ["epoch", *ordered_metrics(last), *EPOCH_EXTRAS,
+                   *(key for key in last if key.startswith(GRADIENT_PREFIX))]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
                                 lineterminator="\n")
@@ -320,16 +322,25 @@ class PlainProgress(keras.callbacks.Callback):
         epochs: The run's epochs (a resumed run's `fit` may cover only some of them).
         steps: Batches per epoch.
         first_step: Batches of the first epoch trained before (a mid-epoch resume).
+        notes: Warnings to add to an epoch's line, by 1-based epoch (the gradient probe's).
     """
 
-    def __init__(self, console: Console, epochs: int, steps: int, first_step: int = 0):
+    def __init__(self, console: Console, epochs: int, steps: int, first_step: int = 0,
+                 notes: Callable[[int], list[str]] | None = None):
         super().__init__()
         self.console, self.epochs = console, epochs
         self.steps, self.step_offset = steps, first_step
+        self.notes = notes
 
     def on_epoch_end(self, epoch, logs=None):
         self.step_offset = 0
-        self._print(epoch_line(epoch, self.epochs, logs or {}))
+        self._print(self._line(epoch, logs or {}))
+
+    def _line(self, epoch: int, logs: dict) -> str:
+        """The epoch's line, with the warnings first raised in it."""
+        notes = self.notes(epoch + 1) if self.notes else []
+        return "  ".join([epoch_line(epoch, self.epochs, logs),
+                          *(f"warning: {note}" for note in notes)])
 
     def _print(self, line: str) -> None:
         try:
@@ -342,8 +353,8 @@ class RichProgress(PlainProgress):
     """Epoch and batch bars with live metrics, redrawn at most 10 times a second."""
 
     def __init__(self, console: Console, epochs: int, steps: int, first_step: int = 0,
-                 refresh_seconds: float = 0.1):
-        super().__init__(console, epochs, steps, first_step)
+                 notes: Callable[[int], list[str]] | None = None, refresh_seconds: float = 0.1):
+        super().__init__(console, epochs, steps, first_step, notes)
         self.refresh_seconds = refresh_seconds
         self.progress: Progress | None = None
         self._last_update = 0.0
@@ -375,7 +386,7 @@ class RichProgress(PlainProgress):
         self.progress.update(self._batches, completed=self.steps)
         self.progress.update(self._epochs, completed=epoch + 1, metrics=self._fit(logs))
         self.step_offset = 0
-        self._print(epoch_line(epoch, self.epochs, logs))
+        self._print(self._line(epoch, logs))
 
     def on_train_end(self, logs=None):
         self.close()

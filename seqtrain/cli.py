@@ -752,14 +752,34 @@ def plot(
         metavar="RUN_DIR", autocompletion=completion.run_dirs)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The PNG to write.")]
     = Path("plot.png"),
-    metric: Annotated[str, typer.Option(
-        "--metric", help="A metrics.csv column: val_loss, val_accuracy, loss, ...")] = "val_loss",
+    metric: Annotated[Optional[str], typer.Option(
+        "--metric", help="A metrics.csv column: val_loss, val_accuracy, loss, ... "
+        "\\[default: val_loss]", show_default=False)] = None,
+    gradient_flow: Annotated[bool, typer.Option(
+        "--gradient-flow", help="Overlay the runs' gradient flow instead: the gradient "
+        "reaching each time step, relative to the last step (gradient_flow.csv).")] = False,
+    epoch: Annotated[Optional[int], typer.Option(
+        "--epoch", help="With --gradient-flow: the epoch drawn \\[default: each run's last].",
+        min=1, show_default=False)] = None,
 ) -> None:
     """Overlay the learning curves of several runs; seeds of one setting become a band."""
     with _user_errors():
-        from seqtrain.plots import plot_runs
+        if gradient_flow and metric is not None:
+            raise SeqtrainError(f"--metric {metric} and --gradient-flow draw different "
+                                "plots: give one of them")
+        if epoch is not None and not gradient_flow:
+            raise SeqtrainError(f"--epoch {epoch} picks the epoch of --gradient-flow; the "
+                                "learning curves show every epoch: add --gradient-flow")
+        if gradient_flow:
+            from seqtrain.gradient_plots import plot_gradient_flow
 
-        path = plot_runs(run_dirs, output, metric, skipped=lambda line: _say(line, "yellow"))
+            path = plot_gradient_flow(run_dirs, output, epoch,
+                                      skipped=lambda line: _say(line, "yellow"))
+        else:
+            from seqtrain.plots import plot_runs
+
+            path = plot_runs(run_dirs, output, metric or "val_loss",
+                             skipped=lambda line: _say(line, "yellow"))
     typer.echo(str(path))
 
 

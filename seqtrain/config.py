@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from seqtrain.data import get_task, task_names, task_params_models
 from seqtrain.data.registry import unknown_name_message
@@ -128,6 +135,11 @@ class EarlyStoppingConfig(Section):
     )
 
 
+def _yaml_off(value: Any) -> Any:
+    """A switch's `off` back from false: YAML 1.1 reads a bare `off` as a boolean."""
+    return "off" if value is False else value
+
+
 class TrainConfig(Section):
     """How `model.fit` runs."""
 
@@ -195,12 +207,24 @@ class TrainConfig(Section):
     tensorboard: bool = Field(
         True, description="Write TensorBoard event files under RUN_DIR/tensorboard/."
     )
+    gradient_flow: Annotated[Literal["epoch", "off"], BeforeValidator(_yaml_off)] = Field(
+        "epoch", description="epoch: after each epoch, measure how the loss gradient reaches "
+        "each time step on a fixed validation batch (gradient_flow.csv, gradient_flow.png) and "
+        "warn of vanishing or exploding gradients; off: skip it."
+    )
+
+    @model_validator(mode="after")
+    def _one_clipping(self) -> TrainConfig:
+        if self.clipnorm is not None and self.clipvalue is not None:
+            raise ValueError(f"clipnorm ({self.clipnorm}) and clipvalue ({self.clipvalue}) are "
+                             "both set; Keras clips one way only: keep one, set the other null")
+        return self
 
 
 class RuntimeConfig(Section):
     """How TensorFlow is set up, and seqtrain's CPU speed layer (`seqtrain.tuning`)."""
 
-    cpu_tuning: Literal["auto", "off"] = Field(
+    cpu_tuning: Annotated[Literal["auto", "off"], BeforeValidator(_yaml_off)] = Field(
         "auto", description="auto: on a CPU, seqtrain's speed layer (streams, recurrent_loop, "
         "threads, warm_validation), when the installed Keras and TensorFlow are versions it "
         "is tested with; off: plain Keras. Results agree to float32 rounding."
@@ -238,11 +262,6 @@ class RuntimeConfig(Section):
         "training call runs: a shorter first epoch, the same results. Ignored under "
         "distribution: mirrored."
     )
-
-    @field_validator("cpu_tuning", mode="before")
-    @classmethod
-    def _yaml_off(cls, value: Any) -> Any:
-        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
     @model_validator(mode="after")
     def _streams_need_tuning(self) -> RuntimeConfig:

@@ -338,6 +338,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     order = pipeline.EpochOrder(len(dataset.train), config.seed, train.shuffle)
     epoch_log = cb.EpochLog(run.metrics, cb.EpochLog.read(run.metrics, state.epoch if state else 0))
     epoch_log.write()  # drops rows of epochs the state does not cover: they are re-run
+    probe = _gradient_flow(session, model, epoch_log, state)
     board = None
     if train.tensorboard:
         from seqtrain.tensorboard import TensorBoardLog
@@ -363,7 +364,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     wall_before = summary.get("wall_seconds") or 0.0
 
     def record_progress() -> None:  # at each saved state: `ls` sees epochs as they end
-        _record_results(summary, epoch_log, best, resumable, "running", wall_before)
+        _record_results(summary, epoch_log, best, resumable, "running", wall_before, probe)
         summary["ended_at"] = None
         atomic.write_json(run.summary, summary)
 
@@ -377,8 +378,10 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     guard = cb.DivergenceGuard()
     progress = {"rich": cb.RichProgress, "plain": cb.PlainProgress}.get(session.display)
     progress = progress(session.console, train.epochs, dataset.train.num_batches(
-        train.batch_size), state.step if state else 0) if progress else None
-    callbacks = [order, epoch_log, *([board] if board else []), guard, best, *extra,
+        train.batch_size), state.step if state else 0,
+        notes=probe.notes if probe else None) if progress else None
+    callbacks = [order, *([probe] if probe else []), epoch_log, *([board] if board else []),
+                 guard, best, *extra,
                  *([pruning] if pruning else []), resumable, *([progress] if progress else [])]
     validation = pipeline.evaluation_dataset(dataset.val, train.batch_size)
     warm = None
@@ -419,7 +422,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     except KeyboardInterrupt:  # a second signal: stopped at once, last state intact
         status, signum = "interrupted", stop.second or signal.SIGINT
     except BaseException as err:
-        _record_results(summary, epoch_log, best, resumable, "failed", wall_before)
+        _record_results(summary, epoch_log, best, resumable, "failed", wall_before, probe)
         summary["error"] = f"{type(err).__name__}: {err}"
         try:
             atomic.write_json(run.summary, summary)
@@ -433,7 +436,9 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
             progress.close()  # also after an interrupt, which skips on_train_end
         if board is not None:
             board.close()
-    _record_results(summary, epoch_log, best, resumable, status, wall_before)
+    if probe is not None and status != "interrupted":
+        probe.conclude()
+    _record_results(summary, epoch_log, best, resumable, status, wall_before, probe)
     summary["signal"] = {2: "SIGINT", 15: "SIGTERM"}.get(signum)
     if guard.diverged_at:
         summary["error"] = (
@@ -446,6 +451,10 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         from seqtrain.plots import write_curves
 
         write_curves(run.path, epoch_log.rows, config.model_dump(mode="json"))
+        if probe is not None and probe.flows:
+            from seqtrain.gradient_plots import write_gradient_flow
+
+            write_gradient_flow(run.path, probe.flows, config.name)
     if status != "interrupted" and run.checkpoint("best").is_file():
         if (status == "completed" and config.distribution == "none" and epoch_log.rows
                 and best.best_epoch == int(epoch_log.rows[-1]["epoch"])):
@@ -457,6 +466,22 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         summary["test"] = evaluate_split(best_model, dataset.test, train.batch_size)
         atomic.write_json(run.summary, summary)
     return summary
+
+
+def _gradient_flow(session: _Session, model, epoch_log, state):
+    """The gradient probe's callback (`train.gradient_flow: epoch`), or None."""
+    config, dataset = session.config, session.dataset
+    if config.train.gradient_flow == "off" or len(dataset.val) == 0:
+        return None
+    from seqtrain import gradient_flow
+    from seqtrain.gradient_probe import GradientFlow, GradientProbe
+
+    indices = gradient_flow.probe_indices(len(dataset.val), config.seed)
+    baseline = dataset.baseline.metrics.get("loss") if dataset.baseline else None
+    probe = GradientProbe(model, dataset.spec, dataset.val, indices)
+    return GradientFlow(probe, session.run.path / gradient_flow.FILE,
+                        state.epoch if state else 0, epoch_log.rows, baseline,
+                        config.train.model_dump(mode="json"), config.model.cell)
 
 
 def _stopped_early(callbacks) -> int | None:
@@ -504,6 +529,9 @@ def _new_summary(config: ExperimentConfig, run: RunDir, started_at: str, dataset
         # What this session used (the rest once the model is built: `_speed_settings`).
         "speed_settings": in_force.settings(),
         "resume_point": None,
+        # The gradient probe's last figures and what it warned of (`gradient_flow.py`).
+        "gradient_flow": None,
+        "warnings": [],
         "signal": None,
         "error": None,
         # A copy of config.yaml for `seqtrain ls`, which then reads one JSON file per run.
@@ -529,10 +557,11 @@ def _speed_settings(config: ExperimentConfig, chosen: tuning.Tuning,
 
 
 def _record_results(summary: dict[str, Any], epoch_log, best, resumable, status: str,
-                    wall_before: float) -> None:
+                    wall_before: float, probe=None) -> None:
     """Fill the summary's results from what the callbacks recorded.
 
-    `wall_before` is the wall time of the sessions before this one.
+    `wall_before` is the wall time of the sessions before this one; `probe` the gradient
+    probe's callback, if the run has one.
     """
     rows = epoch_log.rows
 
@@ -558,6 +587,17 @@ def _record_results(summary: dict[str, Any], epoch_log, best, resumable, status:
         resume_point={"epoch": state.epoch, "step": state.step} if state else
         summary.get("resume_point"),
     )
+    if probe is not None:
+        from seqtrain import gradient_flow
+
+        last = rows[-1] if rows else {}
+        summary["gradient_flow"] = {
+            "probe": {"split": "val", "indices": probe.probe.indices.tolist(),
+                      **probe.cost()},
+            "epoch": int(last["epoch"]) if gradient_flow.RATIO in last else None,
+            **{key: last[key] for key in gradient_flow.epoch_columns(last)},
+        }
+        summary["warnings"] = [warning.as_dict() for warning in probe.warnings]
 
 
 def _now() -> str:

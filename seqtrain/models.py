@@ -133,17 +133,14 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
     optimizer = getattr(keras.optimizers, OPTIMIZER_CLASSES[config.optimizer])(**options)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    loss_weights = None
+    loss, weight = task_loss(spec)
+    loss_weights = None if weight == 1.0 else weight
     if spec.kind == "classification":
-        loss = keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
         metrics = [keras.metrics.SparseCategoricalAccuracy(name=spec.metric)]
     else:
-        loss = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
         metrics = [keras.metrics.MeanAbsoluteError(name=spec.metric)]
         if not legacy_metrics:
             metrics.append(keras.metrics.MeanSquaredError(name="mse"))
-        if spec.output_scale:
-            loss_weights = 1.0 / loss_divisor(spec.output_scale)
     model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights,
                   weighted_metrics=metrics, steps_per_execution=config.steps_per_execution,
                   jit_compile=config.jit_compile)
@@ -152,6 +149,16 @@ def compile_model(model: keras.Model, config: TrainConfig, spec: TaskSpec,
     # would trace its whole training step (the recurrent loops and their gradients) twice.
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
+
+
+def task_loss(spec: TaskSpec) -> tuple[keras.losses.Loss, float]:
+    """The task's training loss and the weight it is multiplied by (`compile_model`)."""
+    import keras
+
+    if spec.kind == "classification":
+        return keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"), 1.0
+    weight = 1.0 / loss_divisor(spec.output_scale) if spec.output_scale else 1.0
+    return keras.losses.MeanSquaredError(reduction="mean_with_sample_weight"), weight
 
 
 def recurrent_layers(model: keras.Model) -> list:

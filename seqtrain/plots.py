@@ -19,6 +19,7 @@ from typing import Any
 from seqtrain import atomic
 from seqtrain.errors import SeqtrainError
 from seqtrain.listing import find_runs_under
+from seqtrain.report import ordered_metrics
 from seqtrain.rundir import check_destination
 
 CURVES_SIZE = (10, 4)  # inches at 100 dpi: 1000 x 400 pixels
@@ -79,9 +80,8 @@ def write_curves(run_dir: Path, rows: list[dict[str, float]], config: dict[str, 
     figure = _figure(CURVES_SIZE)
     axes = figure.subplots(1, 2)
     epochs = [row["epoch"] for row in rows]
-    metric = next((k for k in rows[-1] if k not in ("epoch", "loss", "learning_rate",
-                                                  "epoch_seconds") and not k.startswith("val_")),
-                  None)
+    metric = next((k for k in ordered_metrics(rows[-1]) if k != "loss"
+                   and not k.startswith("val_")), None)
     for ax, name in zip(axes, ("loss", metric), strict=True):
         if name is None:
             ax.set_visible(False)

@@ -7,15 +7,18 @@ from typing import Any
 from rich.table import Table
 
 EPOCH_EXTRAS = ("learning_rate", "epoch_seconds")
+GRADIENT_PREFIX = "gradient_"  # the gradient probe's columns of metrics.csv
 
 
 def ordered_metrics(logs: dict) -> list[str]:
     """Metric names in reading order: loss, train metrics, val_loss, val metrics.
 
-    `epoch`, `learning_rate` and `epoch_seconds` are epoch facts, not metrics: left out.
+    `epoch`, `learning_rate`, `epoch_seconds` and the gradient probe's `gradient_*` figures
+    (`gradient_flow.py`) are epoch facts, not metrics: left out.
     """
     facts = ("epoch", *EPOCH_EXTRAS)
-    train = sorted(k for k in logs if not k.startswith("val_") and k not in facts)
+    train = sorted(k for k in logs if not k.startswith(("val_", GRADIENT_PREFIX))
+                   and k not in facts)
     val = sorted(k for k in logs if k.startswith("val_"))
     return sorted(train, key=lambda k: k != "loss") + sorted(val, key=lambda k: k != "val_loss")
 

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from seqtrain import atomic
 from seqtrain.errors import StorageError
-from seqtrain.report import EPOCH_EXTRAS, ordered_metrics
+from seqtrain.report import EPOCH_EXTRAS, GRADIENT_PREFIX, ordered_metrics
 
 SPLITS = ("train", "validation")
 
@@ -114,7 +114,8 @@ class TensorBoardLog(keras.callbacks.Callback):
     def _write(self, row: dict[str, float]) -> None:
         step = int(row["epoch"])
         scalars = _metadata("scalars", "DATA_CLASS_SCALAR")
-        keys = [*ordered_metrics(row), *(k for k in EPOCH_EXTRAS if k in row)]
+        keys = [*ordered_metrics(row), *(k for k in EPOCH_EXTRAS if k in row),
+                *(k for k in row if k.startswith(GRADIENT_PREFIX))]
         for split, writer in self._writers.items():
             with writer.as_default(step=step):
                 for key in keys:

@@ -19,7 +19,8 @@ from seqtrain.config import load_config
 from tests.conftest import CONFIGS, ROOT, TINY, invoke, run_cli, write_config
 
 METRIC_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
-                  "epoch_seconds"]
+                  "epoch_seconds", "gradient_norm", "gradient_clipped", "gradient_first_to_last",
+                  "gradient_norm_lstm_1", "gradient_norm_head"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,8 @@ def test_the_run_directory_holds_every_promised_file(finished_run):
     assert [n for n in names if n not in events] == [
         "checkpoints", "checkpoints/best.keras", "checkpoints/last.keras",
         "checkpoints/resume.json", "checkpoints/state-e0003-s000000.keras", "config.yaml",
-        "curves.png", "env.json", "metrics.csv", "overrides.txt", "plan.json",
+        "curves.png", "env.json", "gradient_flow.csv", "gradient_flow.png", "metrics.csv",
+        "overrides.txt", "plan.json",
         "preprocessing.json", "run.lock", "summary.json", "tensorboard", "tensorboard/train",
         "tensorboard/validation"]
     # last.keras is the final state under a name users know: one file, two names.
@@ -271,6 +273,7 @@ def test_the_shipped_configs_reach_99_percent_validation_accuracy(cell: str, tmp
         "train"]["epochs"]
     assert max(float(r["val_accuracy"]) for r in rows) >= 0.99
     assert summary["test"]["accuracy"] >= 0.99
+    assert summary["warnings"] == []  # a healthy run: no gradient warning
 
 
 def test_steps_per_execution_changes_speed_not_results(tiny_config: Path, tmp_path: Path):

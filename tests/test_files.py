@@ -225,7 +225,9 @@ def test_a_regression_run_from_before_preprocessing_json_resumes_as_it_was(tmp_p
         result = invoke("resume", run, "--set", f"train.epochs={epochs}", "--quiet")
         assert result.exit_code == 0, result.stderr
     header = (run / "metrics.csv").read_text().splitlines()[0]
-    assert header == "epoch,loss,mae,val_loss,val_mae,learning_rate,epoch_seconds"
+    assert header == ("epoch,loss,mae,val_loss,val_mae,learning_rate,epoch_seconds,"
+                      "gradient_norm,gradient_clipped,gradient_first_to_last,"
+                      "gradient_norm_gru_1,gradient_norm_head")
     assert json.loads((run / "summary.json").read_text())["epochs_run"] == 3
 
 

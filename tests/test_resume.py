@@ -61,6 +61,16 @@ def weights(run_dir: Path) -> list[np.ndarray]:
 
 def assert_same_run(resumed: Path, reference: Path) -> None:
     assert metrics(resumed) == metrics(reference)  # one row per epoch, same numbers
+    # The gradient probe: the same sequences every epoch and session, no gap, no repeat.
+    flow = (resumed / "gradient_flow.csv").read_text()
+    assert flow == (reference / "gradient_flow.csv").read_text()
+    epochs = [int(line.split(",")[0]) for line in flow.splitlines()[1:]]
+    steps = epochs.count(1)
+    assert steps and epochs == [e for e in range(1, len(metrics(reference)) + 1)
+                                for _ in range(steps)]
+    probes = [json.loads((run / "summary.json").read_text())["gradient_flow"]["probe"]
+              for run in (resumed, reference)]
+    assert probes[0]["indices"] == probes[1]["indices"]
     for got, want in zip(weights(resumed), weights(reference), strict=True):
         assert got.tobytes() == want.tobytes()  # bit for bit
     summary = json.loads((resumed / "summary.json").read_text())
@@ -117,6 +127,7 @@ def kill_then_resume(config: Path, run_dir: Path, fault: str, reference: Path) -
 
 @pytest.mark.parametrize("fault,stopped_at", [
     ("kill:resume.json:5", "committing a mid-epoch state: resumes from the one before"),
+    ("kill:gradient_flow.csv:2", "writing epoch 2's gradient flow, before its metrics"),
     # More windows, in the slow set (CI runs it too):
     pytest.param("kill:best.keras:2", "saving the best model of epoch 2 (Keras's own .keras "
                  "file)", marks=pytest.mark.slow),

@@ -13,7 +13,10 @@ import pytest
 
 from tests.conftest import TINY, invoke, run_cli, write_config
 
-TRAIN_TAGS = {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_seconds"}
+TRAIN_TAGS = {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_seconds",
+              # the gradient probe's figures (docs/gradient-flow.md)
+              "epoch_gradient_norm", "epoch_gradient_clipped", "epoch_gradient_first_to_last",
+              "epoch_gradient_norm_lstm_1", "epoch_gradient_norm_head"}
 VALIDATION_TAGS = {"epoch_loss", "epoch_accuracy"}
 
 

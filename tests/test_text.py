@@ -332,6 +332,7 @@ def test_the_shipped_text_example_needs_word_order(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["test"]["accuracy"] >= 0.99
     assert summary["baseline"]["accuracy"] < 0.6
+    assert summary["warnings"] == []  # a healthy run: no gradient warning
 
 
 def test_a_changed_file_is_read_with_the_stored_vocabulary_and_classes(text_run, tmp_path):
