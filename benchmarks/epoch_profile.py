@@ -105,7 +105,9 @@ def node(name: str) -> tuple[str, str, str]:
     for part in inner.split("/"):
         if part not in parts and not part.startswith(("_", "body", "while", "cond", "then")):
             parts.append(part)
-    return region, "/".join(parts), kind
+    # `_MklMatMul` is oneDNN's rewrite of MatMul, on CPUs where TensorFlow turns oneDNN on:
+    # the same operation, counted under one name on every host.
+    return region, "/".join(parts), kind.removeprefix("_Mkl")
 
 
 def working(thread: str, event: str) -> bool:

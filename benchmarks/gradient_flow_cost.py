@@ -43,7 +43,8 @@ def train(config: Path, run_dir: Path, settings: list[str]) -> tuple[dict, list[
     sets = [arg for setting in settings for arg in ("--set", setting)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "seqtrain", "run", str(config), "--run-dir",
-                    str(run_dir), "--quiet", *sets], check=True, env=env, cwd=ROOT)
+                    str(run_dir), "--quiet", *sets], check=True, env=env, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
     summary = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "metrics.csv", newline="") as file:
         seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(file)]

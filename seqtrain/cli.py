@@ -226,6 +226,8 @@ def _report_run(path: Path, summary: dict, json_: bool, quiet: bool) -> None:
         from seqtrain.report import summary_table
 
         console.print(summary_table(summary))
+        for warning in summary.get("warnings") or []:  # told once on an epoch line: again
+            _say(f"warning (epoch {warning['epoch']}): {warning['message']}", "yellow")
     if summary["status"] == "interrupted":
         from seqtrain.report import describe_point
 
@@ -762,7 +764,10 @@ def plot(
         "--epoch", help="With --gradient-flow: the epoch drawn \\[default: each run's last].",
         min=1, show_default=False)] = None,
 ) -> None:
-    """Overlay the learning curves of several runs; seeds of one setting become a band."""
+    """Overlay the learning curves of several runs; seeds of one setting become a band.
+
+    With --gradient-flow: each run's gradient reaching every time step, one line per run.
+    """
     with _user_errors():
         if gradient_flow and metric is not None:
             raise SeqtrainError(f"--metric {metric} and --gradient-flow draw different "

@@ -135,9 +135,14 @@ class EarlyStoppingConfig(Section):
     )
 
 
-def _yaml_off(value: Any) -> Any:
-    """A switch's `off` back from false: YAML 1.1 reads a bare `off` as a boolean."""
-    return "off" if value is False else value
+def _yaml_switch(on: str):
+    """A switch's names back from booleans: YAML 1.1 reads a bare `off` (and `on`) as one."""
+    def named(value: Any) -> Any:
+        if isinstance(value, bool):
+            return on if value else "off"
+        return value
+
+    return BeforeValidator(named)
 
 
 class TrainConfig(Section):
@@ -207,7 +212,7 @@ class TrainConfig(Section):
     tensorboard: bool = Field(
         True, description="Write TensorBoard event files under RUN_DIR/tensorboard/."
     )
-    gradient_flow: Annotated[Literal["epoch", "off"], BeforeValidator(_yaml_off)] = Field(
+    gradient_flow: Annotated[Literal["epoch", "off"], _yaml_switch("epoch")] = Field(
         "epoch", description="epoch: after each epoch, measure how the loss gradient reaches "
         "each time step on a fixed validation batch (gradient_flow.csv, gradient_flow.png) and "
         "warn of vanishing or exploding gradients; off: skip it."
@@ -224,7 +229,7 @@ class TrainConfig(Section):
 class RuntimeConfig(Section):
     """How TensorFlow is set up, and seqtrain's CPU speed layer (`seqtrain.tuning`)."""
 
-    cpu_tuning: Annotated[Literal["auto", "off"], BeforeValidator(_yaml_off)] = Field(
+    cpu_tuning: Annotated[Literal["auto", "off"], _yaml_switch("auto")] = Field(
         "auto", description="auto: on a CPU, seqtrain's speed layer (streams, recurrent_loop, "
         "threads, warm_validation), when the installed Keras and TensorFlow are versions it "
         "is tested with; off: plain Keras. Results agree to float32 rounding."

@@ -216,6 +216,7 @@ def resume_experiment(
         from seqtrain.state import describe, load_state
 
         state = load_state(run)
+        _check_gradient_flow(run)
         done = state.epoch if state else 0  # whole epochs trained
         if config.train.epochs < done:
             raise RunDirError(f"run {run.path} has trained {done} epochs already; "
@@ -451,7 +452,7 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
         from seqtrain.plots import write_curves
 
         write_curves(run.path, epoch_log.rows, config.model_dump(mode="json"))
-        if probe is not None and probe.flows:
+        if probe is not None and probe.plottable():
             from seqtrain.gradient_plots import write_gradient_flow
 
             write_gradient_flow(run.path, probe.flows, config.name)
@@ -468,6 +469,21 @@ def _train(session: _Session, state=None) -> dict[str, Any]:
     return summary
 
 
+def _check_gradient_flow(run: RunDir) -> None:
+    """A resumed run continues its `gradient_flow.csv`: refuse a damaged one up front.
+
+    Raises:
+        RunDirError: The file is damaged.
+    """
+    from seqtrain import gradient_flow
+
+    try:
+        gradient_flow.read_flow(run.path / gradient_flow.FILE)
+    except ValueError as err:
+        raise RunDirError(f"{err}; remove it to resume (the earlier epochs' gradient flow "
+                          "is then lost)") from None
+
+
 def _gradient_flow(session: _Session, model, epoch_log, state):
     """The gradient probe's callback (`train.gradient_flow: epoch`), or None."""
     config, dataset = session.config, session.dataset
@@ -481,7 +497,8 @@ def _gradient_flow(session: _Session, model, epoch_log, state):
     probe = GradientProbe(model, dataset.spec, dataset.val, indices)
     return GradientFlow(probe, session.run.path / gradient_flow.FILE,
                         state.epoch if state else 0, epoch_log.rows, baseline,
-                        config.train.model_dump(mode="json"), config.model.cell)
+                        config.train.model_dump(mode="json"), config.model.cell,
+                        check_vanishing=not (dataset.spec.per_step or config.model.bidirectional))
 
 
 def _stopped_early(callbacks) -> int | None:

@@ -35,6 +35,7 @@ FILE = "gradient_flow.csv"
 PLOT = "gradient_flow.png"
 PROBE_SEQUENCES = 32  # at most: enough for a stable mean, a small share of an epoch
 PROBE_STREAM = 7  # the probe's random stream, apart from the data's and the model's
+MAX_STEPS = 10**7  # a step number beyond this in gradient_flow.csv is damage
 
 NORM = "gradient_norm"
 CLIPPED = "gradient_clipped"
@@ -83,13 +84,23 @@ def read_flow(path: Path, epochs: int | None = None) -> dict[int, np.ndarray]:
         epochs: Keep only epochs 1..`epochs` (a resumed run drops what its state lost).
 
     Raises:
-        ValueError: A damaged row.
+        ValueError: A damaged file, naming it and the line.
     """
     if not path.exists():
         return {}
-    with open(path, newline="") as file:
-        rows = [(int(row["epoch"]), int(row["step"]), float(row["norm"]))
-                for row in csv.DictReader(file)]
+    rows = []
+    try:
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            if reader.fieldnames != ["epoch", "step", "norm"]:
+                raise ValueError(f"its header is {reader.fieldnames}, not epoch,step,norm")
+            for row in reader:
+                epoch, step = int(row["epoch"]), int(row["step"])
+                if not (1 <= epoch and 1 <= step <= MAX_STEPS) or None in row.values():
+                    raise ValueError(f"line {reader.line_num} is {list(row.values())}")
+                rows.append((epoch, step, float(row["norm"])))
+    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged ({err})") from None
     steps = max((step for _, step, _ in rows), default=0)
     flows: dict[int, np.ndarray] = {}
     for epoch, step, norm in rows:
@@ -99,14 +110,19 @@ def read_flow(path: Path, epochs: int | None = None) -> dict[int, np.ndarray]:
     return flows
 
 
-def write_flow(path: Path, flows: dict[int, np.ndarray]) -> None:
-    """Replace `gradient_flow.csv` with `flows` (unmeasured steps get no row), atomically."""
+def write_flow(path: Path, flows: dict[int, np.ndarray], steps: np.ndarray | None = None) -> None:
+    """Replace `gradient_flow.csv` with `flows`, atomically.
+
+    `steps` (booleans) are the steps that get a row, NaN norms (a diverged run) included;
+    by default the steps with a number: padding has no row.
+    """
     buffer = io.StringIO()
     buffer.write("epoch,step,norm\n")
     for epoch in sorted(flows):
-        for step, norm in enumerate(flows[epoch], start=1):
-            if not math.isnan(norm):
-                buffer.write(f"{epoch},{step},{norm:.9g}\n")
+        norms = flows[epoch]
+        written = ~np.isnan(norms) if steps is None else steps[:len(norms)]
+        for step in np.flatnonzero(written):
+            buffer.write(f"{epoch},{step + 1},{norms[step]:.9g}\n")
     atomic.write_text(path, buffer.getvalue())
 
 
@@ -123,12 +139,14 @@ class GradientWarning:
 
 
 def diagnose(rows: list[dict[str, float]], baseline_loss: float | None,
-             train: dict[str, Any], cell: str, ended: bool = False) -> list[GradientWarning]:
+             train: dict[str, Any], cell: str, ended: bool = False,
+             check_vanishing: bool = True) -> list[GradientWarning]:
     """The warnings `rows` (metrics.csv's, with the probe's figures) call for, each once.
 
     A pure function of the rows, so a resumed run finds the same warnings at the same
     epochs. "Stuck" below means val_loss at or above `NEAR_BASELINE` times the baseline's
-    loss (without a baseline, times the first epoch's val_loss). Three warnings:
+    loss, or times the first epoch's val_loss: the baseline is measured on the test split,
+    which on small data may lie well off the validation split's. Three warnings:
 
     - vanishing: the first step gets less than `VANISHED` of the last step's gradient in
       `VANISHED_EPOCHS` epochs in a row, all stuck. A plain cell (`simple_rnn`) is told as
@@ -146,33 +164,40 @@ def diagnose(rows: list[dict[str, float]], baseline_loss: float | None,
         train: The `train:` section (learning rate and clipping, for the remedies).
         cell: `model.cell`.
         ended: The run has ended with the last row (its epochs done, or stopped early).
+        check_vanishing: False where the first step's share cannot tell a vanishing
+            gradient: with per-step targets (each step has its own nearby target) and
+            bidirectional layers (the backward direction reaches the first step at once).
     """
     found: dict[str, GradientWarning] = {}
     vanished = clipped = 0
     norms: list[float] = []
-    reference = baseline_loss
+    first: float | None = None  # the first epoch's val_loss
     for index, row in enumerate(rows):
         if RATIO not in row:
             vanished = clipped = 0
             continue
         epoch = int(row["epoch"])
-        if reference is None and "val_loss" in row:
-            reference = row["val_loss"]
+        if first is None and "val_loss" in row:
+            first = row["val_loss"]
         val_loss = row.get("val_loss", math.nan)
-        stuck = reference is not None and not val_loss < NEAR_BASELINE * reference
+        stuck = any(reference is not None and not val_loss < NEAR_BASELINE * reference
+                    for reference in (baseline_loss, first))
         ratio, norm = row[RATIO], row.get(NORM, math.nan)
         vanished = vanished + 1 if stuck and ratio < VANISHED else 0
         clipped = clipped + 1 if stuck and row.get(CLIPPED, 0.0) > 0.5 else 0
         last = ended and index == len(rows) - 1
-        if (vanished >= VANISHED_EPOCHS and "vanishing_gradient" not in found
+        if (check_vanishing and vanished >= VANISHED_EPOCHS
+                and "vanishing_gradient" not in found
                 and (cell == "simple_rnn" or last)):
             found["vanishing_gradient"] = GradientWarning("vanishing_gradient", epoch, (
                 f"vanishing gradient: the first step gets {ratio:.1e} of the last step's "
-                f"gradient for {vanished} epochs while val_loss stays near the baseline; "
+                f"gradient for {vanished} epochs while val_loss stays near the baseline "
+                "or the first epoch's; "
                 + ("use a gated cell (model.cell: lstm or gru) or shorter sequences"
                    if cell == "simple_rnn" else
-                   "train longer (the gates may yet open a path), or try shorter sequences "
-                   "or another train.learning_rate")))
+                   "train longer (more train.epochs, or a larger "
+                   "train.early_stopping.patience: the gates may yet open a path), or try "
+                   "shorter sequences or another train.learning_rate")))
         earlier = [n for n in norms if math.isfinite(n)]
         exploded = not math.isfinite(norm) or (
             len(earlier) >= 2 and norm > EXPLODED * float(np.median(earlier)))
@@ -190,8 +215,8 @@ def diagnose(rows: list[dict[str, float]], baseline_loss: float | None,
                    else f"clipvalue {train.get('clipvalue')}")
             found["clipping"] = GradientWarning("clipping", epoch, (
                 f"clipping: {how} cuts most weight gradients for {clipped} epochs while "
-                "val_loss stays near the baseline; lower train.learning_rate, or raise "
-                "the clipping threshold"))
+                "val_loss stays near the baseline or the first epoch's; lower "
+                "train.learning_rate, or raise the clipping threshold"))
     return sorted(found.values(), key=lambda w: w.epoch)
 
 

@@ -36,7 +36,9 @@ def _positive(norms: np.ndarray) -> np.ndarray:
 
 def _ratio_text(norms: np.ndarray) -> str:
     ratio = flow.first_to_last(norms)
-    return "n/a" if math.isnan(ratio) else f"{ratio:.1e}"
+    if math.isnan(ratio):
+        return "n/a"
+    return "0 (underflow)" if ratio == 0 else f"{ratio:.1e}"
 
 
 def write_gradient_flow(run_dir: Path, flows: dict[int, np.ndarray], name: str) -> Path:
@@ -84,11 +86,17 @@ def plot_gradient_flow(folders: list[Path], output: Path, epoch: int | None = No
     where = ", ".join(map(str, folders))
     if not runs:
         if found:
+            hint = ("pick an --epoch that the runs have" if epoch else
+                    "plot runs trained with train.gradient_flow: epoch")
             raise SeqtrainError(f"nothing to plot in {where}: every run was skipped (above); "
-                                "plot runs trained with train.gradient_flow: epoch")
+                                f"{hint}")
         raise SeqtrainError(f"no run directories in {where}")
-    configs = [_config(run_dir) for run_dir, _, _ in runs]
+    configs = [_config(run_dir) for run_dir, _, _ in runs]  # each read by `_measured`
     labels = legend_labels(configs, [run_dir.name for run_dir, _, _ in runs])
+    lengths = [(c.get("data") or {}).get("sequence_length") for c in configs]
+    if len(set(map(str, lengths))) > 1:  # what gradient flow depends on most: always named
+        labels = [label if "sequence_length" in label else f"{label}, T={length}"
+                  for label, length in zip(labels, lengths, strict=True)]
     figure = _figure(PLOT_SIZE)
     ax = figure.subplots()
     for (_, at, norms), label, color in zip(runs, labels, _colors(len(runs)),
@@ -124,6 +132,10 @@ def _measured(run_dir: Path, epoch: int | None) -> tuple[str | None, tuple]:
         return f"no epoch {at} in {path} (it has 1 to {max(flows)})", ()
     if not np.isfinite(flows[at]).any():
         return f"epoch {at} has no finite norm", ()
+    try:
+        _config(run_dir)
+    except SeqtrainError as err:
+        return str(err), ()
     return None, (at, flows[at])
 
 

@@ -12,8 +12,10 @@ on a fixed batch of the validation split (`gradient_flow.probe_indices`) gives:
   tensors that the optimizer's `clipnorm` (per tensor, as Keras clips) or `clipvalue`
   would cut.
 
-The pass runs in inference mode: no dropout, no random draw, so training itself is the
-same with the probe as without it.
+The pass runs in inference mode, without dropout. Keras's recurrent layers draw their
+dropout masks in inference too (and throw them away), which advances the dropout seed
+generators: their state is put back after the pass, so training is the same, bit for bit,
+with the probe as without it.
 
 Imported only after `runtime.prepare()`.
 """
@@ -32,6 +34,7 @@ from seqtrain import gradient_flow as flow
 from seqtrain.data import Split, TaskSpec
 from seqtrain.data.preprocessing import PAD
 from seqtrain.models import task_loss
+from seqtrain.state import seed_variables
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,11 @@ class Measurement:
     norm: float
     clipped: float
     layers: dict[str, float]
+    ratio: float
 
     def columns(self) -> dict[str, float]:
         """The figures `metrics.csv` gets for the epoch."""
-        return {flow.NORM: self.norm, flow.CLIPPED: self.clipped,
-                flow.RATIO: flow.first_to_last(self.steps),
+        return {flow.NORM: self.norm, flow.CLIPPED: self.clipped, flow.RATIO: self.ratio,
                 **{f"{flow.LAYER_PREFIX}{name}": value for name, value in self.layers.items()}}
 
 
@@ -83,17 +86,23 @@ class GradientProbe:
         self.model, self.indices = model, indices
         batch = split.take(indices)
         self.real = real_steps(batch.x, spec)
+        self.measured = self.real.any(axis=0)  # steps with data in some probe sequence
         self._loss, self._weight = task_loss(spec)
         self._arrays = (tf.constant(batch.x), tf.constant(batch.y),
                         tf.constant(np.ones(batch.y.shape[:2] if spec.per_step else
                                             batch.y.shape[:1], np.float32)
                                     if batch.sample_weight is None else batch.sample_weight))
         self._front = input_layers(model)
-        self._compute = tf.function(self._gradients)
+        # No autograph: the loop over layers is plain Python, and autograph would re-read
+        # this file from disk to convert it.
+        self._compute = tf.function(self._gradients, autograph=False)
 
     def _gradients(self, x, y, sample_weight):
         model = self.model
         variables = model.trainable_variables
+        # mixed_float16: the optimizer's loss scale, as training applies it, so that small
+        # float16 gradients do not underflow (1.0 for every other optimizer).
+        scale = tf.cast(model.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
         with tf.GradientTape() as tape:
             sequence = x
             for layer in model.layers[:self._front]:
@@ -105,21 +114,37 @@ class GradientProbe:
             for layer in model.layers[self._front:]:
                 outputs = layer(outputs, training=False)
             loss = self._loss(y, outputs, sample_weight) * self._weight
-        # One backward pass for both. The input's gradient is taken for the summed loss
-        # (each sequence's own loss for its own inputs): the mean's, times the batch size.
-        gradients = tape.gradient(loss, [sequence, *variables])
-        inputs = tf.cast(gradients[0], tf.float32) * tf.cast(tf.shape(x)[0], tf.float32)
+            scaled = loss * tf.cast(scale, loss.dtype)
+        # One backward pass for both. The input's gradient is taken for the loss times the
+        # number of sequences: for one target per sequence, each sequence's own loss.
+        gradients = tape.gradient(scaled, [sequence, *variables])
+        inputs = (tf.cast(gradients[0], tf.float32) / scale) * tf.cast(tf.shape(x)[0],
+                                                                         tf.float32)
         per_step = tf.reduce_sum(tf.square(inputs), axis=-1)
-        # An embedding's gradient comes as IndexedSlices; a weight the loss does not reach
-        # (none in seqtrain's models) as None.
-        weights = [tf.zeros_like(v, tf.float32) if g is None
-                   else tf.cast(tf.convert_to_tensor(g), tf.float32)
-                   for v, g in zip(variables, gradients[1:], strict=True)]
-        return per_step, weights
+        weights, clip_norms, clip_values = [], [], []
+        for variable, gradient in zip(variables, gradients[1:], strict=True):
+            if gradient is None:  # a weight the loss does not reach (none in seqtrain's)
+                gradient = tf.zeros_like(variable)
+            if isinstance(gradient, tf.IndexedSlices):
+                # An embedding's: Keras clips its rows as they come, a token's repeats apart.
+                rows = tf.cast(gradient.values, tf.float32) / scale
+                gradient = tf.convert_to_tensor(gradient)
+            else:
+                rows = tf.cast(gradient, tf.float32) / scale
+            weights.append(tf.cast(gradient, tf.float32) / scale)
+            clip_norms.append(tf.norm(rows))
+            clip_values.append(tf.reduce_max(tf.abs(rows)))
+        return per_step, weights, clip_norms, clip_values
 
     def measure(self) -> Measurement:
-        """The probe's figures for the model's current weights."""
-        per_step, gradients = self._compute(*self._arrays)
+        """The probe's figures for the model's current weights; no state of training changes."""
+        seeds = seed_variables(self.model)
+        before = [variable.numpy() for variable in seeds]
+        try:
+            per_step, gradients, clip_norms, clip_values = self._compute(*self._arrays)
+        finally:
+            for variable, value in zip(seeds, before, strict=True):
+                variable.assign(value)
         per_step = np.asarray(per_step, np.float64)  # (N, T) squared norms
         counts = self.real.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -132,27 +157,44 @@ class GradientProbe:
         for variable, square in zip(self.model.trainable_variables, squares, strict=True):
             name = owner.get(id(variable), "other")
             layers[name] = layers.get(name, 0.0) + square
-        return Measurement(steps=steps, norm=float(np.sqrt(sum(squares))),
-                           clipped=self._clipped(gradients, squares),
-                           layers={name: float(np.sqrt(s)) for name, s in layers.items()})
+        norm = float(np.sqrt(sum(squares)))
+        return Measurement(steps=steps, norm=norm,
+                           clipped=self._clipped(np.asarray(clip_norms), np.asarray(clip_values))
+                           if np.isfinite(norm) else np.nan,
+                           layers={name: float(np.sqrt(s)) for name, s in layers.items()},
+                           ratio=self._ratio(per_step, steps))
 
-    def _clipped(self, gradients, squares: list[float]) -> float:
-        """The share of weight tensors whose gradient the optimizer's clipping cuts.
+    def _ratio(self, per_step: np.ndarray, steps: np.ndarray) -> float:
+        """`gradient_first_to_last`: the first step's norm over the last step's.
+
+        With padding, sequences end at different steps: the median, over the probe's
+        sequences, of each one's first real step over its own last real step (by absolute
+        step, a short sequence's large gradient near its end would sit at the early steps).
+        """
+        if self.real.all():
+            return flow.first_to_last(steps)
+        ratios = []
+        for squares, real in zip(per_step, self.real, strict=True):
+            where = np.flatnonzero(real)
+            if len(where) >= 2:
+                ratios.append(flow.first_to_last(np.sqrt(squares[[where[0], where[-1]]])))
+        finite = [r for r in ratios if not np.isnan(r)]
+        return float(np.median(finite)) if finite else np.nan
+
+    def _clipped(self, norms: np.ndarray, largest: np.ndarray) -> float:
+        """The share of weight tensors whose probe gradient the optimizer's clipping cuts.
 
         Keras clips each tensor to `clipnorm`, or each element to `clipvalue`.
         """
         optimizer = self.model.optimizer
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-        if not squares:
+        if not len(norms):
             return 0.0
         if optimizer.clipnorm:
-            cut = [np.sqrt(s) > optimizer.clipnorm for s in squares]
-        elif optimizer.clipvalue:
-            cut = [float(np.max(np.abs(np.asarray(g)), initial=0.0)) > optimizer.clipvalue
-                   for g in gradients]
-        else:
-            return 0.0
-        return float(np.mean(cut))
+            return float(np.mean(norms > optimizer.clipnorm))
+        if optimizer.clipvalue:
+            return float(np.mean(largest > optimizer.clipvalue))
+        return 0.0
 
 
 class GradientFlow(keras.callbacks.Callback):
@@ -169,17 +211,23 @@ class GradientFlow(keras.callbacks.Callback):
         baseline_loss: The task's naive baseline's loss, for the warnings.
         train: The `train:` section as a dict, for the warnings' remedies and epochs.
         cell: `model.cell`.
+        check_vanishing: Whether a vanishing gradient can be told from the first step's
+            share: not with per-step targets or bidirectional layers (`diagnose`).
     """
 
     def __init__(self, probe: GradientProbe, path: Path, epochs_done: int,
                  rows: list[dict[str, float]], baseline_loss: float | None, train: dict,
-                 cell: str):
+                 cell: str, check_vanishing: bool = True):
         super().__init__()
         self.probe, self.path = probe, path
         self.flows = flow.read_flow(path, epochs_done)
+        if self.flows or path.exists():  # drop the epochs the state does not cover
+            flow.write_flow(path, self.flows, probe.measured)
         self.rows = rows
         self.baseline_loss, self.train, self.cell = baseline_loss, train, cell
-        self.warnings = flow.diagnose(rows, baseline_loss, train, cell)
+        self.check_vanishing = check_vanishing
+        self.warnings = flow.diagnose(rows, baseline_loss, train, cell,
+                                      check_vanishing=check_vanishing)
         self._new: dict[int, list[str]] = {}
         self.seconds: list[float] = []  # each measurement's, this session (the first traces)
 
@@ -190,13 +238,14 @@ class GradientFlow(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - started)
         logs.update(measured.columns())
         self.flows[epoch + 1] = measured.steps
-        flow.write_flow(self.path, self.flows)
+        flow.write_flow(self.path, self.flows, self.probe.measured)
         current = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
         self._diagnose([*self.rows, current], ended=epoch + 1 >= self.train["epochs"])
 
     def _diagnose(self, rows: list[dict[str, float]], ended: bool) -> None:
         before = {w.kind for w in self.warnings}
-        self.warnings = flow.diagnose(rows, self.baseline_loss, self.train, self.cell, ended)
+        self.warnings = flow.diagnose(rows, self.baseline_loss, self.train, self.cell, ended,
+                                      self.check_vanishing)
         self._new.setdefault(int(rows[-1]["epoch"]), []).extend(
             w.message for w in self.warnings if w.kind not in before)
 
@@ -204,6 +253,10 @@ class GradientFlow(keras.callbacks.Callback):
         """The run has ended (its epochs, early stopping, pruning): warnings of an ended run."""
         if self.rows:
             self._diagnose(self.rows, ended=True)
+
+    def plottable(self) -> bool:
+        """Whether some epoch has a norm to draw (a run diverged in epoch 1 has none)."""
+        return any(np.isfinite(norms).any() for norms in self.flows.values())
 
     def cost(self) -> dict[str, float]:
         """What the probe cost this session: its first call (with tracing) and the rest's median."""

@@ -49,6 +49,9 @@ COLUMNS: dict[str, str] = {
     "test_mae": "s:test.mae",
     "wall_seconds": "s:wall_seconds",
     "samples_per_second": "s:samples_per_second",
+    # The gradient probe (docs/gradient-flow.md): its last decay, and what it warned of.
+    "first_to_last": "s:gradient_flow.gradient_first_to_last",
+    "warnings": "",
 }
 
 # The results that mean something for each kind of task (summary.json's `task.kind`).
@@ -129,6 +132,10 @@ class RunRecord:
             return str(self.path)
         if key == "epochs":
             return f"{self.summary.get('epochs_run', '?')}/{self.summary.get('epochs', '?')}"
+        if key == "warnings":  # their kinds: the messages are in summary.json
+            warnings = self.summary.get("warnings")
+            return ",".join(w.get("kind", "?") for w in warnings
+                            if isinstance(w, dict)) if isinstance(warnings, list) else None
         found = _dig(self.config, key)
         if found is None:
             found = _dig(self.summary, key)

@@ -64,7 +64,9 @@ def read_metrics(run_dir: Path, allow_empty: bool = False) -> list[dict[str, flo
     path = run_dir / "metrics.csv"
     try:
         with open(path, newline="") as file:
-            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+            # An empty cell: a column a later session added (a run resumed by a newer release).
+            rows = [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                    for row in csv.DictReader(file)]
     except FileNotFoundError:
         raise SeqtrainError(f"{path} is missing: the run has not finished an epoch, or "
                             f"{run_dir} is not a run directory") from None

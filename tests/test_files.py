@@ -178,6 +178,7 @@ def test_the_shipped_npz_example_trains_beyond_its_baseline(tmp_path):
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["test"]["accuracy"] > summary["baseline"]["accuracy"] + 0.1
+    assert summary["warnings"] == []  # a healthy run: no gradient warning
 
 
 def test_regression_targets_are_learnt_standardised_and_reported_in_their_units(tmp_path):

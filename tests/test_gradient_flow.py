@@ -90,8 +90,10 @@ def test_the_probe_equals_a_direct_gradient_tape_computation(tmp_path):
 
 
 def test_the_probe_changes_nothing_in_training(tmp_path):
-    measured = train(tmp_path, ADDING, "on")
-    plain = train(tmp_path, {**ADDING, "train": {**ADDING["train"], "gradient_flow": "off"}},
+    # Dropout draws from seed generators: the probe (inference mode) must not advance them.
+    config = {**ADDING, "model": {"cell": "lstm", "units": 8, "dropout": 0.2}}
+    measured = train(tmp_path, config, "on")
+    plain = train(tmp_path, {**config, "train": {**config["train"], "gradient_flow": "off"}},
                   "off")
     assert not (plain / flow.FILE).exists() and not (plain / flow.PLOT).exists()
     kept = ("epoch", "loss", "mae", "mse", "val_loss", "val_mae", "val_mse", "learning_rate")
@@ -185,6 +187,10 @@ def test_diagnose_warns_of_a_vanishing_gradient_only_while_nothing_is_learned():
     # without a baseline, "stuck" is measured against the first epoch's val_loss
     (warning,) = flow.diagnose(stuck, None, TRAIN, "simple_rnn")
     assert warning.epoch == 4
+    # below the (test split's) baseline from the start, yet never better than epoch 1: stuck
+    flat = rows_with([1e-3, 1e-8, 1e-9, 1e-8, 1e-9], [0.14, 0.145, 0.139, 0.141, 0.14])
+    (warning,) = flow.diagnose(flat, 0.167, TRAIN, "simple_rnn")
+    assert warning.epoch == 4
 
 
 def test_diagnose_warns_of_an_exploding_gradient_and_of_clipping_that_cuts_every_epoch():
@@ -215,6 +221,7 @@ def test_a_vanishing_gradient_is_told_on_the_epoch_line_and_in_the_summary(tmp_p
     assert summary["gradient_flow"][flow.RATIO] < flow.VANISHED
     line = next(line for line in result.stderr.splitlines() if line.startswith("epoch 3/3"))
     assert "warning: vanishing gradient" in line and "model.cell: lstm or gru" in line
+    assert "warning (epoch 3): vanishing gradient" in result.stderr  # under the table too
 
 
 def test_plot_overlays_runs_and_refuses_a_metric_with_it(tmp_path):
@@ -268,3 +275,49 @@ def test_the_adding_configs_at_100_steps_show_what_docs_gradient_flow_reports(tm
         else:
             assert summary["test"]["mse"] < 0.01 * summary["baseline"]["mse"], cell
             assert summary["warnings"] == [] and last > 0.05, (cell, last)
+
+
+@pytest.mark.slow  # a mirrored run on two logical CPUs, in its own process
+def test_the_probe_under_mirrored_distribution_equals_a_direct_computation(tmp_path):
+    from tests.conftest import run_cli
+
+    config = {**ADDING, "distribution": "mirrored", "runtime": {"cpu_devices": 2}}
+    folder = tmp_path / "mirrored"
+    folder.mkdir()
+    result = run_cli("run", write_config(folder, config), "--run-dir", folder / "run", "--quiet")
+    assert result.returncode == 0, result.stderr
+    run_dir = folder / "run"
+    steps, norm, _ = direct(run_dir, "last")
+    np.testing.assert_allclose(flow.read_flow(run_dir / flow.FILE)[3], steps, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics(run_dir)[-1][flow.NORM]), norm, rtol=1e-4)
+
+
+def test_a_diverged_run_keeps_its_nan_rows_and_is_told_its_gradient_exploded(tmp_path):
+    config = {**ADDING, "train": {**ADDING["train"], "optimizer": "sgd", "learning_rate": 1e6,
+                                  "clipnorm": None, "epochs": 2}}
+    run_dir = tmp_path / "run"
+    result = invoke("run", write_config(tmp_path, config), "--run-dir", run_dir, "--quiet")
+    assert result.exit_code == 1 and "loss became NaN" in result.stderr  # a diverged run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    assert "exploding_gradient" in [w["kind"] for w in summary["warnings"]]
+    lines = (run_dir / flow.FILE).read_text().splitlines()
+    assert len(lines) == 1 + 12 and all(line.endswith(",nan") for line in lines[1:])
+    result = invoke("plot", "--gradient-flow", run_dir, "-o", tmp_path / "p.png")
+    assert result.exit_code == 2 and "no finite norm" in result.stderr
+
+
+def test_a_damaged_gradient_flow_file_is_exit_2_for_resume_and_plot(tmp_path):
+    run_dir = train(tmp_path, {**ADDING, "train": {**ADDING["train"], "epochs": 1}})
+    (run_dir / flow.FILE).write_text("epoch,step,norm\n1,2\n")
+    before = (run_dir / "summary.json").read_text()
+    result = invoke("resume", run_dir, "--set", "train.epochs=2", "--quiet")
+    assert result.exit_code == 2 and "gradient_flow.csv is damaged" in result.stderr
+    assert "remove it to resume" in result.stderr and "Traceback" not in result.stderr
+    assert (run_dir / "summary.json").read_text() == before  # nothing written
+    result = invoke("plot", "--gradient-flow", run_dir, "-o", tmp_path / "p.png")
+    assert result.exit_code == 2 and "gradient_flow.csv is damaged" in result.stderr
+    (run_dir / flow.FILE).unlink()  # as the message says: the run resumes without it
+    result = invoke("resume", run_dir, "--set", "train.epochs=2", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(flow.read_flow(run_dir / flow.FILE)) == [2]

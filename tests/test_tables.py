@@ -146,6 +146,7 @@ def test_the_shipped_series_example_beats_persistence_twice_over_with_window_nor
     summary = json.loads(result.stdout)
     assert summary["baseline"]["description"].startswith("persistence")
     assert summary["test"]["mse"] <= 0.5 * summary["baseline"]["mse"], summary["test"]
+    assert summary["warnings"] == []  # a healthy run: no gradient warning
 
 
 def test_window_normalization_makes_windows_relative_to_their_last_row(tmp_path):
