@@ -173,12 +173,12 @@ def diagnose(rows: list[dict[str, float]], baseline_loss: float | None,
     norms: list[float] = []
     first: float | None = None  # the first epoch's val_loss
     for index, row in enumerate(rows):
-        if RATIO not in row:
+        if first is None and "val_loss" in row:
+            first = row["val_loss"]
+        if RATIO not in row:  # an epoch of an older release, resumed by this one
             vanished = clipped = 0
             continue
         epoch = int(row["epoch"])
-        if first is None and "val_loss" in row:
-            first = row["val_loss"]
         val_loss = row.get("val_loss", math.nan)
         stuck = any(reference is not None and not val_loss < NEAR_BASELINE * reference
                     for reference in (baseline_loss, first))
